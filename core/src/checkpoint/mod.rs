@@ -1,0 +1,75 @@
+//! Bytes ⇄ model: Hugging Face safetensors names and layout, `config.json`, `tokenizer.json`.
+//!
+//! Everything here works on byte slices so the browser and the CLI share it; only the native
+//! crate touches files.
+
+mod bundle;
+mod init;
+mod safetensors;
+mod tokenizer;
+
+pub use bundle::{load_classifier, save_classifier, CheckpointFiles, LoadReport, Loaded};
+pub use init::RandomInit;
+pub use safetensors::{export_safetensors, SafetensorsSource};
+pub use tokenizer::{TextTokenizer, TokenizerError};
+
+use burn::tensor::{backend::Backend, Tensor};
+
+use crate::model::ConfigError;
+
+/// Why a checkpoint could not be read or written. Each variant names the offending tensor or file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("model.safetensors is malformed: {0}")]
+    Malformed(String),
+    #[error("model.safetensors has no tensor {name:?} (looked for BertModel names and the `bert.` prefix of BertForSequenceClassification)")]
+    MissingTensor { name: String },
+    #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("tensor {name:?} has dtype {found}, expected F32")]
+    Dtype { name: String, found: String },
+    #[error("tensor {name:?} contains {count} non-finite values (NaN or Inf)")]
+    NonFinite { name: String, count: usize },
+    #[error("tensor {name:?} is a float parameter the model does not know")]
+    Unexpected { name: String },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("the checkpoint has {found} labels, but {expected} were asked for")]
+    Labels { expected: usize, found: usize },
+    #[error("the model has NaN or Inf in {name:?}; refusing to write it")]
+    NonFiniteExport { name: String },
+    #[error("could not serialise model.safetensors: {0}")]
+    Serialize(String),
+}
+
+/// How a parameter is stored, so that sources can transpose and initialise it correctly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    Embedding,
+    /// Stored `[out, in]` by PyTorch, `[in, out]` in burn.
+    LinearWeight,
+    Bias,
+    /// LayerNorm weight (gamma).
+    Scale,
+}
+
+/// Where a model's parameters come from: a checkpoint, or a seeded initialiser.
+///
+/// Names are Hugging Face `BertForSequenceClassification` names without the `bert.` prefix;
+/// shapes are burn's (Linear `[in, out]`).
+pub trait ParamSource<B: Backend> {
+    fn tensor<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+        kind: ParamKind,
+    ) -> Result<Tensor<B, D>, CheckpointError>;
+
+    fn device(&self) -> B::Device;
+}

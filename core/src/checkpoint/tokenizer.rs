@@ -1,0 +1,142 @@
+//! `tokenizer.json` through the `tokenizers` crate, with the settings bdaudit relies on.
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::data::{batch::Encoded, Example};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenizer.json could not be parsed: {0}")]
+    Parse(String),
+    #[error("tokenizer.json has no {0} token")]
+    MissingSpecial(&'static str),
+    #[error("tokenizer has {tokenizer} tokens but the model's vocab_size is {model}: they do not belong together")]
+    VocabMismatch { tokenizer: usize, model: usize },
+    #[error("could not tokenise {text:?}: {message}")]
+    Encode { text: String, message: String },
+    #[error("max length {0} is too small: it must hold [CLS], [SEP] and one token")]
+    MaxLength(usize),
+}
+
+/// A WordPiece (or other) tokenizer that truncates to `max_len` and never pads: batches pad
+/// themselves to their longest row, which is faster than padding everything to 128.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    bytes: Vec<u8>,
+    pad_id: u32,
+    special_ids: Vec<u32>,
+    max_len: usize,
+}
+
+impl TextTokenizer {
+    pub fn from_bytes(bytes: &[u8], max_len: usize) -> Result<Self, TokenizerError> {
+        if max_len < 3 {
+            return Err(TokenizerError::MaxLength(max_len));
+        }
+        let mut inner =
+            Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Parse(e.to_string()))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| TokenizerError::Parse(e.to_string()))?;
+        let pad_id = inner
+            .token_to_id("[PAD]")
+            .ok_or(TokenizerError::MissingSpecial("[PAD]"))?;
+        let special_ids = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .filter_map(|t| inner.token_to_id(t))
+            .chain(
+                inner
+                    .get_added_tokens_decoder()
+                    .into_iter()
+                    .filter(|(_, t)| t.special)
+                    .map(|(id, _)| id),
+            )
+            .collect();
+        Ok(TextTokenizer {
+            inner,
+            bytes: bytes.to_vec(),
+            pad_id,
+            special_ids,
+            max_len,
+        })
+    }
+
+    /// The original `tokenizer.json`, written unchanged next to purified weights.
+    pub fn json_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Ids of [PAD], [UNK], [CLS], [SEP], [MASK] and added special tokens: never trigger candidates.
+    pub fn special_ids(&self) -> &[u32] {
+        &self.special_ids
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Fails when the tokenizer can produce ids the model has no embedding for.
+    pub fn check_vocab(&self, model_vocab: usize) -> Result<(), TokenizerError> {
+        if self.vocab_size() > model_vocab {
+            return Err(TokenizerError::VocabMismatch {
+                tokenizer: self.vocab_size(),
+                model: model_vocab,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Ids with [CLS] … [SEP], truncated to `max_len`.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        self.inner
+            .encode(text, true)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| TokenizerError::Encode {
+                text: text.chars().take(60).collect(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Word-piece strings of a text, without special tokens.
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
+        self.inner
+            .encode(text, false)
+            .map(|e| e.get_tokens().to_vec())
+            .map_err(|e| TokenizerError::Encode {
+                text: text.chars().take(60).collect(),
+                message: e.to_string(),
+            })
+    }
+
+    pub fn encode_all(&self, examples: &[Example]) -> Result<Vec<Encoded>, TokenizerError> {
+        examples
+            .iter()
+            .map(|ex| {
+                Ok(Encoded {
+                    ids: self.encode(&ex.text)?,
+                    label: ex.label,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,72 @@
+//! Inference over data sets: logits and predictions in the original row order.
+
+use burn::tensor::{backend::Backend, TensorData};
+
+use crate::data::batch::{length_sorted_batches, Batch, Encoded};
+use crate::model::BertClassifier;
+use crate::progress::Progress;
+
+/// Logits of every row, `[rows][num_labels]`, computed in length-sorted batches so padding
+/// stays small, then returned in the rows' original order.
+pub fn logits<B: Backend>(
+    model: &BertClassifier<B>,
+    rows: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Vec<Vec<f32>> {
+    let num_labels = model.num_labels();
+    let mut out = vec![Vec::new(); rows.len()];
+    let batches = length_sorted_batches(rows, batch_size);
+    progress.start("inference", batches.len());
+    for idx in batches {
+        let refs: Vec<&Encoded> = idx.iter().map(|&i| &rows[i]).collect();
+        let batch = Batch::<B>::new(&refs, pad_id, device);
+        let data: TensorData = model
+            .logits(batch.input_ids, batch.attention_mask)
+            .into_data()
+            .convert::<f32>();
+        let values: Vec<f32> = data.to_vec().unwrap_or_default();
+        for (k, &i) in idx.iter().enumerate() {
+            out[i] = values[k * num_labels..(k + 1) * num_labels].to_vec();
+        }
+        progress.step(None);
+    }
+    progress.finish(&format!("{} rows", rows.len()));
+    out
+}
+
+/// Index of the largest logit (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .0
+}
+
+/// Predicted class of every row.
+pub fn predict<B: Backend>(
+    model: &BertClassifier<B>,
+    rows: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Vec<usize> {
+    logits(model, rows, pad_id, batch_size, device, progress)
+        .iter()
+        .map(|r| argmax(r))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_picks_first_maximum() {
+        assert_eq!(argmax(&[0.1, 0.7, 0.7]), 1);
+        assert_eq!(argmax(&[-1.0]), 0);
+    }
+}

@@ -1,0 +1,14 @@
+//! bdaudit-core: find and remove backdoors in BERT-family text classifiers.
+//!
+//! Backend-agnostic (generic over burn's `Backend`) and free of files, threads and clocks, so
+//! the same code runs in the `bdaudit` CLI (CPU, wgpu, CUDA) and in the browser (WebGPU).
+
+pub mod attack;
+pub mod checkpoint;
+pub mod data;
+pub mod eval;
+pub mod metrics;
+pub mod model;
+pub mod progress;
+pub mod rng;
+pub mod train;

@@ -1,0 +1,294 @@
+//! The model configuration, read from and written to Hugging Face's `config.json`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors in a model configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config.json is not valid JSON for a BERT config: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("config.json: {field} = {value} is invalid: {reason}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("config.json: unsupported {field} {value:?} (bdaudit supports {supported})")]
+    Unsupported {
+        field: &'static str,
+        value: String,
+        supported: &'static str,
+    },
+}
+
+/// A BERT-family encoder configuration, field names as in Hugging Face `BertConfig`.
+///
+/// Unknown fields are kept in `extra` so that a written `config.json` carries them over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    #[serde(default)]
+    pub pad_token_id: usize,
+    /// Class names by id (`{"0": "negative", ...}`); its length is the number of labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
+    /// Heads removed from each layer (`{"3": [0, 5]}`), as `transformers` records pruning.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pruned_heads: BTreeMap<String, Vec<usize>>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_init_range() -> f64 {
+    0.02
+}
+
+impl BertConfig {
+    /// Parses and validates `config.json` bytes.
+    pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let config: BertConfig = serde_json::from_slice(bytes)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A small configuration for unit tests and the demo.
+    pub fn tiny(vocab_size: usize) -> Self {
+        BertConfig {
+            vocab_size,
+            hidden_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 37,
+            hidden_act: default_act(),
+            max_position_embeddings: 64,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            initializer_range: 0.2,
+            pad_token_id: 0,
+            id2label: None,
+            pruned_heads: BTreeMap::new(),
+            extra: Default::default(),
+        }
+    }
+
+    /// Checks the sizes and options this implementation supports.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    value: "0".into(),
+                    reason: "must be positive",
+                });
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(ConfigError::Invalid {
+                field: "hidden_size",
+                value: self.hidden_size.to_string(),
+                reason: "must be a multiple of num_attention_heads",
+            });
+        }
+        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
+            return Err(ConfigError::Unsupported {
+                field: "hidden_act",
+                value: self.hidden_act.clone(),
+                supported: "gelu (erf)",
+            });
+        }
+        if let Some(kind) = self.extra.get("position_embedding_type").and_then(|v| v.as_str()) {
+            if kind != "absolute" {
+                return Err(ConfigError::Unsupported {
+                    field: "position_embedding_type",
+                    value: kind.into(),
+                    supported: "absolute",
+                });
+            }
+        }
+        for (p, name) in [
+            (self.hidden_dropout_prob, "hidden_dropout_prob"),
+            (self.attention_probs_dropout_prob, "attention_probs_dropout_prob"),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(ConfigError::Invalid {
+                    field: name,
+                    value: p.to_string(),
+                    reason: "must be in [0, 1)",
+                });
+            }
+        }
+        if !(self.layer_norm_eps > 0.0) {
+            return Err(ConfigError::Invalid {
+                field: "layer_norm_eps",
+                value: self.layer_norm_eps.to_string(),
+                reason: "must be positive",
+            });
+        }
+        if self.pad_token_id >= self.vocab_size {
+            return Err(ConfigError::Invalid {
+                field: "pad_token_id",
+                value: self.pad_token_id.to_string(),
+                reason: "must be below vocab_size",
+            });
+        }
+        for layer in 0..self.num_hidden_layers {
+            self.heads_in_layer(layer)?;
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Number of labels recorded in `id2label`, if any.
+    pub fn num_labels(&self) -> Option<usize> {
+        self.id2label.as_ref().map(|m| m.len()).filter(|&n| n > 0)
+    }
+
+    /// Class names in id order, when `id2label` is complete.
+    pub fn label_names(&self) -> Option<Vec<String>> {
+        let map = self.id2label.as_ref()?;
+        (0..map.len())
+            .map(|i| map.get(&i.to_string()).cloned())
+            .collect()
+    }
+
+    /// Indices of the heads a layer still has (those not listed in `pruned_heads`).
+    pub fn heads_in_layer(&self, layer: usize) -> Result<Vec<usize>, ConfigError> {
+        let pruned = self
+            .pruned_heads
+            .get(&layer.to_string())
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if let Some(&bad) = pruned.iter().find(|&&h| h >= self.num_attention_heads) {
+            return Err(ConfigError::Invalid {
+                field: "pruned_heads",
+                value: format!("layer {layer} head {bad}"),
+                reason: "head index out of range",
+            });
+        }
+        let kept: Vec<usize> = (0..self.num_attention_heads)
+            .filter(|h| !pruned.contains(h))
+            .collect();
+        if kept.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "pruned_heads",
+                value: format!("layer {layer}"),
+                reason: "every head of a layer is pruned",
+            });
+        }
+        Ok(kept)
+    }
+
+    /// The `config.json` a `BertForSequenceClassification` checkpoint carries.
+    pub fn to_classifier_json(&self, label_names: &[String]) -> serde_json::Value {
+        let mut config = self.clone();
+        config.id2label = Some(
+            label_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i.to_string(), n.clone()))
+                .collect(),
+        );
+        let label2id: serde_json::Map<String, serde_json::Value> = label_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i.into()))
+            .collect();
+        config.extra.insert("label2id".into(), label2id.into());
+        config.extra.insert("num_labels".into(), label_names.len().into());
+        config
+            .extra
+            .insert("architectures".into(), vec!["BertForSequenceClassification"].into());
+        config.extra.insert("model_type".into(), "bert".into());
+        serde_json::to_value(&config).expect("a BertConfig always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_head_split() {
+        let mut c = BertConfig::tiny(50);
+        c.num_attention_heads = 5;
+        assert!(matches!(c.validate(), Err(ConfigError::Invalid { field: "hidden_size", .. })));
+    }
+
+    #[test]
+    fn rejects_malformed_json_and_unknown_activation() {
+        assert!(matches!(BertConfig::from_json_bytes(b"{"), Err(ConfigError::Json(_))));
+        let mut v = serde_json::to_value(BertConfig::tiny(50)).unwrap();
+        v["hidden_act"] = "relu".into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            BertConfig::from_json_bytes(&bytes),
+            Err(ConfigError::Unsupported { field: "hidden_act", .. })
+        ));
+    }
+
+    #[test]
+    fn classifier_json_round_trips_labels_and_extra_fields() {
+        let mut c = BertConfig::tiny(50);
+        c.extra.insert("transformers_version".into(), "4.0".into());
+        let v = c.to_classifier_json(&["neg".into(), "pos".into()]);
+        let back: BertConfig = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back.label_names().unwrap(), vec!["neg", "pos"]);
+        assert_eq!(v["num_labels"], 2);
+        assert_eq!(v["transformers_version"], "4.0");
+        assert_eq!(v["label2id"]["pos"], 1);
+    }
+
+    #[test]
+    fn pruned_heads_are_checked() {
+        let mut c = BertConfig::tiny(50);
+        c.pruned_heads.insert("1".into(), vec![0, 2]);
+        assert_eq!(c.heads_in_layer(1).unwrap(), vec![1, 3]);
+        c.pruned_heads.insert("0".into(), vec![0, 1, 2, 3]);
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The BERT-family encoder classifier every defense and probe runs on.
+
+mod bert;
+mod config;
+
+pub use bert::{
+    BertClassifier, BertModel, ClassifierOutput, Embeddings, EncoderLayer, EncoderOutput,
+    ForwardOptions,
+};
+pub use config::{BertConfig, ConfigError};

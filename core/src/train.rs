@@ -1,0 +1,348 @@
+//! The one training loop: AdamW with a linear schedule, global-norm gradient clipping, a
+//! choice of trainable parameters, per-epoch evaluation and progress events.
+//!
+//! Defenses reuse it with their own loss through [`fit`]; plain fine-tuning is [`train`].
+
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::{activation, backend::AutodiffBackend, backend::Backend, ElementConversion, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::batch::{batch_indices, Batch, Encoded};
+use crate::model::BertClassifier;
+use crate::progress::Progress;
+use crate::rng::Rng;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("no training examples")]
+    Empty,
+    #[error("invalid training setting {field} = {value}: {reason}")]
+    Config {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    #[error("label {label} is out of range for a model with {num_labels} labels")]
+    Label { label: usize, num_labels: usize },
+    #[error("token id {id} is out of range for a vocabulary of {vocab}")]
+    TokenId { id: u32, vocab: usize },
+    #[error("the loss became {0} at step {1}: training diverged")]
+    Diverged(f64, usize),
+}
+
+/// Groups of parameters, to choose what trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamGroup {
+    /// The word-embedding matrix only (BTU's detection round 1).
+    WordEmbeddings,
+    /// Word, position and token-type embeddings and their LayerNorm.
+    Embeddings,
+    Encoder,
+    Pooler,
+    Classifier,
+}
+
+/// Which parameters receive gradient updates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trainable {
+    All,
+    Only(Vec<ParamGroup>),
+    AllExcept(Vec<ParamGroup>),
+}
+
+/// Fine-tuning settings. Defaults are the common setting of the four papers (AdamW, lr 2e-5,
+/// batch 32) and of `transformers`' Trainer (linear decay, no warm-up, max grad norm 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Share of the steps spent warming the rate up linearly from 0.
+    pub warmup_ratio: f64,
+    /// Decoupled weight decay (applied to every trained parameter).
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value; `None` disables clipping.
+    pub max_grad_norm: Option<f64>,
+    pub seed: u64,
+    pub trainable: Trainable,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 3,
+            batch_size: 32,
+            lr: 2e-5,
+            warmup_ratio: 0.0,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+            seed: 42,
+            trainable: Trainable::All,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |field, value: String, reason| Err(TrainError::Config { field, value, reason });
+        if self.epochs == 0 {
+            return bad("epochs", "0".into(), "must be at least 1");
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "0".into(), "must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", self.lr.to_string(), "must be positive");
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad("warmup_ratio", self.warmup_ratio.to_string(), "must be in [0, 1)");
+        }
+        if matches!(self.max_grad_norm, Some(n) if !(n > 0.0)) {
+            return bad("max_grad_norm", format!("{:?}", self.max_grad_norm), "must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub mean_loss: f64,
+    /// What the evaluation hook returned after this epoch (e.g. validation accuracy).
+    pub eval: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrainLog {
+    pub epochs: Vec<EpochLog>,
+    pub steps: usize,
+}
+
+struct RequireGrad(bool);
+
+impl<B: Backend> ModuleMapper<B> for RequireGrad {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        param.set_require_grad(self.0)
+    }
+}
+
+fn set_group<B: Backend>(model: BertClassifier<B>, group: ParamGroup, on: bool) -> BertClassifier<B> {
+    let mut m = model;
+    let mut g = RequireGrad(on);
+    match group {
+        ParamGroup::WordEmbeddings => m.bert.embeddings.word = m.bert.embeddings.word.map(&mut g),
+        ParamGroup::Embeddings => m.bert.embeddings = m.bert.embeddings.map(&mut g),
+        ParamGroup::Encoder => m.bert.layers = m.bert.layers.map(&mut g),
+        ParamGroup::Pooler => m.bert.pooler = m.bert.pooler.map(&mut g),
+        ParamGroup::Classifier => m.classifier = m.classifier.map(&mut g),
+    }
+    m
+}
+
+/// Marks exactly the chosen parameters as trainable; the others get no gradient and so stay
+/// bit-for-bit unchanged.
+pub fn set_trainable<B: Backend>(model: BertClassifier<B>, trainable: &Trainable) -> BertClassifier<B> {
+    match trainable {
+        Trainable::All => model.map(&mut RequireGrad(true)),
+        Trainable::Only(groups) => groups
+            .iter()
+            .fold(model.map(&mut RequireGrad(false)), |m, &g| set_group(m, g, true)),
+        Trainable::AllExcept(groups) => groups
+            .iter()
+            .fold(model.map(&mut RequireGrad(true)), |m, &g| set_group(m, g, false)),
+    }
+}
+
+/// Mean cross-entropy of `logits` `[batch, classes]` against `labels` `[batch]`.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let [batch, _] = logits.dims();
+    activation::log_softmax(logits, 1)
+        .gather(1, labels.reshape([batch, 1]))
+        .mean()
+        .neg()
+}
+
+/// Sum of squares of every gradient, then scale so the global norm is at most `max_norm`
+/// (what `torch.nn.utils.clip_grad_norm_` does; burn's own clipping is per tensor).
+struct GlobalNorm<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    sum_sq: f64,
+    scale: Option<f64>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GlobalNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        match self.scale {
+            None => {
+                if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                    self.sum_sq += g.powi_scalar(2).sum().into_scalar().elem::<f64>();
+                }
+            }
+            Some(scale) => {
+                if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                    self.grads.register(param.id, g * scale);
+                }
+            }
+        }
+    }
+}
+
+fn clip_global_norm<B: AutodiffBackend>(
+    model: &BertClassifier<B>,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) {
+    let mut v = GlobalNorm::<B> { grads, sum_sq: 0.0, scale: None, _b: Default::default() };
+    model.visit(&mut v);
+    let norm = v.sum_sq.sqrt();
+    if norm > max_norm {
+        v.scale = Some(max_norm / (norm + 1e-6));
+        model.visit(&mut v);
+    }
+}
+
+/// AdamW with a linear warm-up/decay schedule and global-norm clipping: one `step` per batch.
+pub struct Stepper<B: AutodiffBackend> {
+    optimizer: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, BertClassifier<B>, B>,
+    config: TrainConfig,
+    step: usize,
+    total_steps: usize,
+}
+
+impl<B: AutodiffBackend> Stepper<B> {
+    pub fn new(config: &TrainConfig, total_steps: usize) -> Self {
+        let optimizer = AdamWConfig::new()
+            .with_weight_decay(config.weight_decay as f32)
+            .with_epsilon(1e-8)
+            .init();
+        Stepper { optimizer, config: config.clone(), step: 0, total_steps: total_steps.max(1) }
+    }
+
+    /// The learning rate of the current step (linear warm-up then linear decay to 0).
+    pub fn lr(&self) -> f64 {
+        let warmup = (self.config.warmup_ratio * self.total_steps as f64).round() as usize;
+        let t = self.step as f64;
+        let factor = if self.step < warmup {
+            (t + 1.0) / warmup as f64
+        } else {
+            ((self.total_steps - self.step.min(self.total_steps)) as f64
+                / (self.total_steps - warmup).max(1) as f64)
+                .max(0.0)
+        };
+        self.config.lr * factor
+    }
+
+    /// Back-propagates `loss` and updates the trainable parameters; returns the loss value.
+    pub fn step(
+        &mut self,
+        model: BertClassifier<B>,
+        loss: Tensor<B, 1>,
+    ) -> Result<(BertClassifier<B>, f64), TrainError> {
+        let value: f64 = loss.clone().into_scalar().elem();
+        if !value.is_finite() {
+            return Err(TrainError::Diverged(value, self.step));
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if let Some(max_norm) = self.config.max_grad_norm {
+            clip_global_norm(&model, &mut grads, max_norm);
+        }
+        let lr = self.lr();
+        let model = self.optimizer.step(lr, model, grads);
+        self.step += 1;
+        Ok((model, value))
+    }
+}
+
+/// Checks that every example fits the model before any tensor is built (an id past the
+/// vocabulary panics on some backends and reads garbage on others).
+pub fn check_examples(data: &[Encoded], num_labels: usize, vocab: usize) -> Result<(), TrainError> {
+    if data.is_empty() {
+        return Err(TrainError::Empty);
+    }
+    for ex in data {
+        if ex.label >= num_labels {
+            return Err(TrainError::Label { label: ex.label, num_labels });
+        }
+        if let Some(&id) = ex.ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(TrainError::TokenId { id, vocab });
+        }
+    }
+    Ok(())
+}
+
+/// Trains `model` for `config.epochs` epochs over seeded shuffled batches with a custom loss.
+///
+/// `loss` gets the model, the batch and the batch's row indices into `data`. After each
+/// epoch `eval` sees the model (inner backend, no dropout) and may return a score to log.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B, L, E>(
+    model: BertClassifier<B>,
+    data: &[Encoded],
+    pad_id: u32,
+    config: &TrainConfig,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+    mut loss: L,
+    mut eval: E,
+) -> Result<(BertClassifier<B>, TrainLog), TrainError>
+where
+    B: AutodiffBackend,
+    L: FnMut(&BertClassifier<B>, &Batch<B>, &[usize]) -> Tensor<B, 1>,
+    E: FnMut(usize, &BertClassifier<B::InnerBackend>) -> Option<f64>,
+{
+    config.validate()?;
+    check_examples(data, model.num_labels(), model.vocab_size())?;
+    B::seed(device, config.seed);
+    let mut rng = Rng::new(config.seed);
+    let per_epoch = data.len().div_ceil(config.batch_size);
+    let mut stepper = Stepper::new(config, per_epoch * config.epochs);
+    let mut model = set_trainable(model, &config.trainable);
+    let mut log = TrainLog::default();
+    for epoch in 1..=config.epochs {
+        progress.start(&format!("epoch {epoch}/{}", config.epochs), per_epoch);
+        let mut total = 0.0;
+        for rows in batch_indices(data.len(), config.batch_size, Some(&mut rng)) {
+            let refs: Vec<&Encoded> = rows.iter().map(|&i| &data[i]).collect();
+            let batch = Batch::new(&refs, pad_id, device);
+            let l = loss(&model, &batch, &rows);
+            let (next, value) = stepper.step(model, l)?;
+            model = next;
+            total += value;
+            progress.step(Some(value));
+        }
+        let mean_loss = total / per_epoch as f64;
+        let score = eval(epoch, &model.valid());
+        progress.finish(&match score {
+            Some(s) => format!("loss {mean_loss:.4}, eval {s:.4}"),
+            None => format!("loss {mean_loss:.4}"),
+        });
+        log.epochs.push(EpochLog { epoch, mean_loss, eval: score });
+    }
+    log.steps = stepper.step;
+    Ok((set_trainable(model, &Trainable::All), log))
+}
+
+/// Plain fine-tuning with cross-entropy.
+pub fn train<B, E>(
+    model: BertClassifier<B>,
+    data: &[Encoded],
+    pad_id: u32,
+    config: &TrainConfig,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+    eval: E,
+) -> Result<(BertClassifier<B>, TrainLog), TrainError>
+where
+    B: AutodiffBackend,
+    E: FnMut(usize, &BertClassifier<B::InnerBackend>) -> Option<f64>,
+{
+    fit(model, data, pad_id, config, device, progress, |m, batch, _| {
+        cross_entropy(m.logits(batch.input_ids.clone(), batch.attention_mask.clone()), batch.labels.clone())
+    }, eval)
+}

@@ -1,0 +1,94 @@
+//! Shared helpers of the integration tests: where real data and weights are, and fixtures.
+//!
+//! Real inputs are found through one setting each and a missing one fails loudly, never skips:
+//! `BDAUDIT_DATA` (default `../shared/data` next to the repository) and `BDAUDIT_MODEL_DIR`
+//! (default: where `scripts/fetch-model` puts all-MiniLM-L6-v2).
+
+use std::path::{Path, PathBuf};
+
+use bdaudit_core::checkpoint::CheckpointFiles;
+use serde_json::Value;
+
+pub type Backend = burn::backend::NdArray<f32>;
+pub type TrainBackend = burn::backend::Autodiff<Backend>;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The real datasets (`sentence<TAB>label` TSV splits).
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("BDAUDIT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/data"));
+    assert!(
+        dir.join("sst2/train.tsv").is_file(),
+        "real data not found at {} (set BDAUDIT_DATA to the folder holding sst2/, olid/, …)",
+        dir.display()
+    );
+    dir
+}
+
+/// The real all-MiniLM-L6-v2 checkpoint fetched by `scripts/fetch-model`.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("BDAUDIT_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("BDAUDIT_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bdaudit"));
+        cache.join("models/all-MiniLM-L6-v2")
+    });
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "MiniLM weights not found at {} (run scripts/fetch-model, or set BDAUDIT_MODEL_DIR)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn read_checkpoint(dir: &Path) -> CheckpointFiles {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
+    };
+    CheckpointFiles {
+        model: read("model.safetensors"),
+        config: read("config.json"),
+        tokenizer: read("tokenizer.json"),
+    }
+}
+
+pub fn fixture(name: &str) -> Value {
+    let path = repo_root().join("tests/fixtures").join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("fixture is JSON")
+}
+
+/// Flattens a nested JSON array of numbers.
+pub fn flat(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().expect("number") as f32],
+        other => panic!("not a number array: {other}"),
+    }
+}
+
+/// Safetensors bytes from a fixture's `{"name": {"shape": [...], "data": [...]}}` map.
+pub fn safetensors_from_json(tensors: &serde_json::Map<String, Value>) -> Vec<u8> {
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let shape = t["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let bytes = flat(&t["data"]).iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), shape, bytes)
+        })
+        .collect();
+    let views = owned.iter().map(|(n, s, b)| {
+        (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
+    });
+    safetensors::serialize(views, None).expect("serialise")
+}
+
+/// Largest absolute difference of two equally long slices.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
