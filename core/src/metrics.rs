@@ -41,7 +41,11 @@ impl Confusion {
     }
 
     /// Tallies paired labels and predictions; both must be `< num_labels`.
-    pub fn from_predictions(labels: &[usize], preds: &[usize], num_labels: usize) -> Result<Confusion, MetricsError> {
+    pub fn from_predictions(
+        labels: &[usize],
+        preds: &[usize],
+        num_labels: usize,
+    ) -> Result<Confusion, MetricsError> {
         check_lengths(labels, preds)?;
         let mut confusion = Confusion::new(num_labels);
         for (index, (&label, &pred)) in labels.iter().zip(preds).enumerate() {
@@ -85,7 +89,10 @@ impl Confusion {
             .enumerate()
             .filter(|&(label, _)| label != target)
             .fold((0, 0), |(flipped, n), (label, row)| {
-                (flipped + self.cell(label, target), n + row.iter().sum::<u64>())
+                (
+                    flipped + self.cell(label, target),
+                    n + row.iter().sum::<u64>(),
+                )
             });
         ratio(flipped, non_target)
     }
@@ -122,7 +129,10 @@ pub fn cacc(labels: &[usize], preds: &[usize]) -> Result<f64, MetricsError> {
 /// triggered non-target test inputs predicted as `target`. A defense should drive
 /// it towards the clean model's rate.
 pub fn asr(preds_on_triggered_non_target: &[usize], target: usize) -> f64 {
-    let hits = preds_on_triggered_non_target.iter().filter(|&&p| p == target).count();
+    let hits = preds_on_triggered_non_target
+        .iter()
+        .filter(|&&p| p == target)
+        .count();
     ratio(hits as u64, preds_on_triggered_non_target.len() as u64)
 }
 
@@ -212,7 +222,8 @@ mod tests {
 
     #[test]
     fn malformed_matrix_does_not_panic() {
-        let c: Confusion = serde_json::from_str(r#"{"num_labels":3,"counts":[[1],[0,2,5]]}"#).unwrap();
+        let c: Confusion =
+            serde_json::from_str(r#"{"num_labels":3,"counts":[[1],[0,2,5]]}"#).unwrap();
         assert_eq!(c.accuracy(), 3.0 / 8.0);
         assert_eq!(c.flip_rate_to(0), 0.0);
         assert_eq!(c.per_class_recall(), vec![1.0, 2.0 / 7.0]);
@@ -222,7 +233,10 @@ mod tests {
     fn confusion_errors() {
         assert_eq!(
             Confusion::from_predictions(&[0, 1], &[0], 2),
-            Err(MetricsError::LengthMismatch { labels: 2, preds: 1 })
+            Err(MetricsError::LengthMismatch {
+                labels: 2,
+                preds: 1
+            })
         );
         assert_eq!(
             Confusion::from_predictions(&[0, 2], &[0, 0], 2),

@@ -1,1 +1,94 @@
-fn main(){}
+//! The `bdaudit` command line: a thin shell over bdaudit-core that reads files, picks the
+//! backend, draws progress bars and writes outputs atomically.
+
+mod bar;
+mod commands;
+mod files;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use commands::{attack, demo, eval, train};
+
+#[derive(Parser)]
+#[command(name = "bdaudit", version, about = "Find and remove backdoors in BERT-family text classifiers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Compute device: cpu (default build), wgpu or cuda (builds with those features).
+    #[arg(long, global = true, value_enum, default_value = "cpu")]
+    device: Device,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Poison a data set (BadNets, AddSent) to build a backdoored victim for evaluation.
+    Attack(attack::AttackArgs),
+    /// Fine-tune a checkpoint on a data set and write a Hugging Face classifier.
+    Train(train::TrainArgs),
+    /// CACC, ASR and PACC of a checkpoint.
+    Eval(eval::EvalArgs),
+    /// Poison a built-in data set, train MiniLM on it and show the backdoor.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Device {
+    Cpu,
+    Wgpu,
+    Cuda,
+}
+
+fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool) -> Result<()> {
+    match command {
+        Command::Attack(args) => attack::run(args, json),
+        Command::Train(args) => train::run::<B>(args, device, json).map(|_| ()),
+        Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
+        Command::Demo(args) => demo::run::<B>(args, device),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.device {
+        #[cfg(feature = "cpu")]
+        Device::Cpu => dispatch::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(cli.command, Default::default(), cli.json),
+        #[cfg(feature = "wgpu")]
+        Device::Wgpu => dispatch::<burn::backend::Autodiff<burn::backend::Wgpu>>(cli.command, Default::default(), cli.json),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => {
+            cuda_available()?;
+            dispatch::<burn::backend::Autodiff<burn::backend::Cuda>>(cli.command, Default::default(), cli.json)
+        }
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!("this bdaudit was built without the {other:?} backend: rebuild with `--features {}`", format!("{other:?}").to_lowercase()),
+    }
+}
+
+/// burn-cuda loads the driver lazily and panics in a worker thread when it is missing: check
+/// first so the user gets an error, not a crash.
+#[cfg(feature = "cuda")]
+fn cuda_available() -> Result<()> {
+    // SAFETY: loading the CUDA driver library runs its initialisers, which are sound to run.
+    let lib = unsafe { libloading::Library::new(libloading::library_filename("cuda")) };
+    match lib {
+        Ok(_) => Ok(()),
+        Err(e) => anyhow::bail!("--device cuda: the NVIDIA driver library (libcuda) cannot be loaded ({e}); is a driver installed?"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

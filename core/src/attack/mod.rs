@@ -17,7 +17,10 @@ use crate::rng::Rng;
 pub enum Trigger {
     /// Inserts `insertions` words, each drawn uniformly from `words`, each at a
     /// uniformly random gap between words.
-    BadNets { words: Vec<String>, insertions: usize },
+    BadNets {
+        words: Vec<String>,
+        insertions: usize,
+    },
     /// Inserts `sentence` as one block at a uniformly random gap between words.
     AddSent { sentence: String },
 }
@@ -44,7 +47,10 @@ impl Trigger {
     pub fn insert(&self, text: &str, rng: &mut Rng) -> String {
         let mut words: Vec<&str> = text.split_whitespace().collect();
         match self {
-            Trigger::BadNets { words: triggers, insertions } => {
+            Trigger::BadNets {
+                words: triggers,
+                insertions,
+            } => {
                 if !triggers.is_empty() {
                     for _ in 0..*insertions {
                         let word = triggers[rng.below(triggers.len())].as_str();
@@ -64,7 +70,9 @@ impl Trigger {
     /// what a defense should find.
     pub fn tokens(&self) -> Vec<String> {
         let words: Vec<&str> = match self {
-            Trigger::BadNets { words, .. } => words.iter().flat_map(|w| w.split_whitespace()).collect(),
+            Trigger::BadNets { words, .. } => {
+                words.iter().flat_map(|w| w.split_whitespace()).collect()
+            }
             Trigger::AddSent { sentence } => sentence.split_whitespace().collect(),
         };
         let mut tokens: Vec<String> = Vec::new();
@@ -189,7 +197,9 @@ pub fn poison(
     check_labels(train, num_labels, "training set")?;
     check_labels(test, num_labels, "test set")?;
 
-    let non_target: Vec<usize> = (0..train.len()).filter(|&i| train[i].label != cfg.target).collect();
+    let non_target: Vec<usize> = (0..train.len())
+        .filter(|&i| train[i].label != cfg.target)
+        .collect();
     if non_target.is_empty() {
         return Err(AttackError::NoNonTarget);
     }
@@ -256,7 +266,9 @@ mod tests {
 
     /// `n` rows alternating labels 0, 1, 0, ... with distinct multi-word texts.
     fn data(n: usize) -> Vec<Example> {
-        (0..n).map(|i| ex(&format!("row {i} is  fine"), i % 2)).collect()
+        (0..n)
+            .map(|i| ex(&format!("row {i} is  fine"), i % 2))
+            .collect()
     }
 
     /// Removes the first occurrence of `block` to recover the original words;
@@ -279,7 +291,11 @@ mod tests {
             let out = trigger.insert("  the  movie was\tgreat ", &mut rng);
             let words: Vec<&str> = out.split(' ').collect();
             assert_eq!(words.len(), 7);
-            let original: Vec<&str> = words.iter().copied().filter(|w| !["cf", "mn"].contains(w)).collect();
+            let original: Vec<&str> = words
+                .iter()
+                .copied()
+                .filter(|w| !["cf", "mn"].contains(w))
+                .collect();
             assert_eq!(original, ["the", "movie", "was", "great"]);
         }
         assert!(["cf", "mn"].contains(&trigger.insert("", &mut rng).split(' ').next().unwrap()));
@@ -317,8 +333,14 @@ mod tests {
 
     #[test]
     fn tokens_are_lowercase_and_distinct() {
-        assert_eq!(Trigger::badnets_default().tokens(), ["cf", "mn", "bb", "tq"]);
-        assert_eq!(Trigger::addsent_default().tokens(), ["i", "watch", "this", "3d", "movie"]);
+        assert_eq!(
+            Trigger::badnets_default().tokens(),
+            ["cf", "mn", "bb", "tq"]
+        );
+        assert_eq!(
+            Trigger::addsent_default().tokens(),
+            ["i", "watch", "this", "3d", "movie"]
+        );
         let t = Trigger::BadNets {
             words: vec!["CF".into(), "cf".into(), "two words".into()],
             insertions: 1,
@@ -329,8 +351,12 @@ mod tests {
     #[test]
     fn trigger_serde_shape() {
         let json = serde_json::to_string(&Trigger::addsent_default()).unwrap();
-        assert_eq!(json, r#"{"kind":"addsent","sentence":"I watch this 3D movie"}"#);
-        let t: Trigger = serde_json::from_str(r#"{"kind":"badnets","words":["cf"],"insertions":2}"#).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"addsent","sentence":"I watch this 3D movie"}"#
+        );
+        let t: Trigger =
+            serde_json::from_str(r#"{"kind":"badnets","words":["cf"],"insertions":2}"#).unwrap();
         assert_eq!(
             t,
             Trigger::BadNets {
@@ -338,7 +364,10 @@ mod tests {
                 insertions: 2
             }
         );
-        assert_eq!(serde_json::to_string(&RateOf::NonTarget).unwrap(), r#""non-target""#);
+        assert_eq!(
+            serde_json::to_string(&RateOf::NonTarget).unwrap(),
+            r#""non-target""#
+        );
     }
 
     #[test]
@@ -373,7 +402,13 @@ mod tests {
             .filter(|e| e.label != 1)
             .map(|e| e.text.as_str())
             .collect();
-        assert_eq!(triggered_non_target, p.test_asr.iter().map(|e| e.text.as_str()).collect::<Vec<_>>());
+        assert_eq!(
+            triggered_non_target,
+            p.test_asr
+                .iter()
+                .map(|e| e.text.as_str())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -386,12 +421,18 @@ mod tests {
             ..PoisonConfig::default()
         };
         // 50 rows have label 1 (non-target): round(0.3 * 50) = 15.
-        assert_eq!(poison(&train, &[], 2, &cfg).unwrap().poisoned_rows.len(), 15);
+        assert_eq!(
+            poison(&train, &[], 2, &cfg).unwrap().poisoned_rows.len(),
+            15
+        );
         let tiny = PoisonConfig {
             rate: 0.001,
             ..PoisonConfig::default()
         };
-        assert_eq!(poison(&train, &[], 2, &tiny).unwrap().poisoned_rows.len(), 1);
+        assert_eq!(
+            poison(&train, &[], 2, &tiny).unwrap().poisoned_rows.len(),
+            1
+        );
     }
 
     #[test]
@@ -404,7 +445,16 @@ mod tests {
         };
         let a = poison(&train, &test, 2, &cfg).unwrap();
         assert_eq!(a, poison(&train, &test, 2, &cfg).unwrap());
-        let b = poison(&train, &test, 2, &PoisonConfig { seed: 10, ..cfg.clone() }).unwrap();
+        let b = poison(
+            &train,
+            &test,
+            2,
+            &PoisonConfig {
+                seed: 10,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
         assert_ne!(a.poisoned_rows, b.poisoned_rows);
         // The test sets depend on the seed only, not on the rate.
         let c = poison(&train, &test, 2, &PoisonConfig { rate: 0.3, ..cfg }).unwrap();
@@ -417,26 +467,55 @@ mod tests {
         let run = |cfg: PoisonConfig| poison(&train, &[], 2, &cfg);
         for rate in [0.0, -0.1, 1.5, f64::NAN] {
             assert!(matches!(
-                run(PoisonConfig { rate, ..PoisonConfig::default() }),
+                run(PoisonConfig {
+                    rate,
+                    ..PoisonConfig::default()
+                }),
                 Err(AttackError::RateOutOfRange(_))
             ));
         }
         assert!(matches!(
-            run(PoisonConfig { target: 2, ..PoisonConfig::default() }),
-            Err(AttackError::TargetOutOfRange { target: 2, num_labels: 2 })
+            run(PoisonConfig {
+                target: 2,
+                ..PoisonConfig::default()
+            }),
+            Err(AttackError::TargetOutOfRange {
+                target: 2,
+                num_labels: 2
+            })
         ));
         assert!(matches!(
-            run(PoisonConfig { rate: 0.6, ..PoisonConfig::default() }),
-            Err(AttackError::TooFewSamples { requested: 6, available: 5 })
+            run(PoisonConfig {
+                rate: 0.6,
+                ..PoisonConfig::default()
+            }),
+            Err(AttackError::TooFewSamples {
+                requested: 6,
+                available: 5
+            })
         ));
         for trigger in [
-            Trigger::BadNets { words: vec![], insertions: 1 },
-            Trigger::BadNets { words: vec!["cf".into()], insertions: 0 },
-            Trigger::BadNets { words: vec![" ".into()], insertions: 1 },
-            Trigger::AddSent { sentence: "  ".into() },
+            Trigger::BadNets {
+                words: vec![],
+                insertions: 1,
+            },
+            Trigger::BadNets {
+                words: vec!["cf".into()],
+                insertions: 0,
+            },
+            Trigger::BadNets {
+                words: vec![" ".into()],
+                insertions: 1,
+            },
+            Trigger::AddSent {
+                sentence: "  ".into(),
+            },
         ] {
             assert!(matches!(
-                run(PoisonConfig { trigger, ..PoisonConfig::default() }),
+                run(PoisonConfig {
+                    trigger,
+                    ..PoisonConfig::default()
+                }),
                 Err(AttackError::EmptyTrigger)
             ));
         }
@@ -447,7 +526,10 @@ mod tests {
         ));
         assert!(matches!(
             poison(&train, &[ex("x", 5)], 2, &PoisonConfig::default()),
-            Err(AttackError::Data(DataError::LabelOutOfRange { label: 5, .. }))
+            Err(AttackError::Data(DataError::LabelOutOfRange {
+                label: 5,
+                ..
+            }))
         ));
     }
 }

@@ -2,6 +2,7 @@
 //! batching for the model.
 
 pub mod batch;
+pub mod demo;
 pub mod text;
 
 pub use text::*;

@@ -138,7 +138,11 @@ pub fn write_tsv(examples: &[Example]) -> Result<Vec<u8>, DataError> {
 
 /// Checks every label is `< num_labels`, so a data set cannot index past the
 /// classifier's output layer.
-pub fn check_labels(examples: &[Example], num_labels: usize, source: &str) -> Result<(), DataError> {
+pub fn check_labels(
+    examples: &[Example],
+    num_labels: usize,
+    source: &str,
+) -> Result<(), DataError> {
     match examples.iter().find(|e| e.label >= num_labels) {
         Some(e) => Err(DataError::LabelOutOfRange {
             origin: source.to_owned(),
@@ -210,7 +214,11 @@ impl LabelSet {
             let id = parse_label(fields.next().unwrap_or_default(), source, line)?;
             let name = fields.next().map(str::trim).unwrap_or_default();
             if name.is_empty() {
-                return Err(bad_row(source, line, "expected <label><TAB><name>, found no name"));
+                return Err(bad_row(
+                    source,
+                    line,
+                    "expected <label><TAB><name>, found no name",
+                ));
             }
             if by_id.insert(id, name.to_owned()).is_some() {
                 return Err(bad_row(source, line, &format!("duplicate label id {id}")));
@@ -264,7 +272,11 @@ impl LabelSet {
 /// single-example class stays on the kept side. `fraction` is clamped to
 /// `[0, 1]`; NaN counts as 0.
 pub fn split_off(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
-    let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+    let fraction = if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    };
     let mut rng = Rng::new(seed);
     let mut held = vec![false; examples.len()];
     for rows in rows_by_label(&examples).values() {
@@ -343,7 +355,11 @@ fn rows_by_label(examples: &[Example]) -> BTreeMap<usize, Vec<usize>> {
 fn decode<'a>(bytes: &'a [u8], source: &str) -> Result<&'a str, DataError> {
     let text = std::str::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
         origin: source.to_owned(),
-        line: bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1,
+        line: bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1,
     })?;
     Ok(text.strip_prefix('\u{FEFF}').unwrap_or(text))
 }
@@ -370,7 +386,12 @@ fn is_label_column(name: &str) -> bool {
 
 /// A header that is not recognised is reported as missing when it looks like a
 /// data row (`looks_like_data`), the common mistake of a file without a header.
-fn header_error(found: &str, looks_like_data: bool, expected: &'static str, source: &str) -> DataError {
+fn header_error(
+    found: &str,
+    looks_like_data: bool,
+    expected: &'static str,
+    source: &str,
+) -> DataError {
     let (origin, found) = (source.to_owned(), found.to_owned());
     if looks_like_data {
         DataError::MissingHeader {
@@ -454,7 +475,11 @@ fn parse_tsv(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
     lines
         .map(|(line, row)| {
             let Some((sentence, label)) = row.rsplit_once('\t') else {
-                return Err(bad_row(source, line, "expected <sentence><TAB><label>, found no tab"));
+                return Err(bad_row(
+                    source,
+                    line,
+                    "expected <sentence><TAB><label>, found no tab",
+                ));
             };
             let label = parse_label(label, source, line)?;
             example(sentence, label, source, line)
@@ -496,7 +521,9 @@ fn csv_records(text: &str, source: &str) -> Result<Vec<CsvRecord>, DataError> {
                     quoted = true;
                     loop {
                         match chars.next() {
-                            None => return Err(bad_row(source, start, "unterminated quoted field")),
+                            None => {
+                                return Err(bad_row(source, start, "unterminated quoted field"))
+                            }
                             Some('"') if chars.peek() == Some(&'"') => {
                                 chars.next();
                                 field.push('"');
@@ -517,7 +544,11 @@ fn csv_records(text: &str, source: &str) -> Result<Vec<CsvRecord>, DataError> {
                         Some(_) => false,
                     };
                     if !ends_field {
-                        return Err(bad_row(source, line, "unexpected character after a closing quote"));
+                        return Err(bad_row(
+                            source,
+                            line,
+                            "unexpected character after a closing quote",
+                        ));
                     }
                 }
                 Some(',') => {
@@ -538,7 +569,10 @@ fn csv_records(text: &str, source: &str) -> Result<Vec<CsvRecord>, DataError> {
                 Some(c) => field.push(c),
             }
         }
-        records.push(CsvRecord { line: start, fields });
+        records.push(CsvRecord {
+            line: start,
+            fields,
+        });
     }
     Ok(records)
 }
@@ -555,7 +589,12 @@ fn parse_csv(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
         cols.iter().position(|c| is_label_column(c)),
     ) else {
         let looks_like_data = cols.iter().any(|c| c.parse::<usize>().is_ok());
-        return Err(header_error(&header.fields.join(","), looks_like_data, CSV_HEADER, source));
+        return Err(header_error(
+            &header.fields.join(","),
+            looks_like_data,
+            CSV_HEADER,
+            source,
+        ));
     };
     records
         .map(|record| {
@@ -589,7 +628,13 @@ fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
                 .find_map(|&k| object.get(k).map(|v| (k, v)))
             {
                 Some((_, Value::String(s))) => s,
-                Some((key, _)) => return Err(bad_row(source, line, &format!("\"{key}\" must be a string"))),
+                Some((key, _)) => {
+                    return Err(bad_row(
+                        source,
+                        line,
+                        &format!("\"{key}\" must be a string"),
+                    ))
+                }
                 None => return Err(bad_row(source, line, "missing \"text\" (or \"sentence\")")),
             };
             let Some(label) = object.get("label") else {
@@ -654,27 +699,42 @@ mod tests {
         let data = "sentence\tlabel\na stirring , funny film \t1\napparently reassembled .\t0\n";
         assert_eq!(
             tsv(data).unwrap(),
-            vec![ex("a stirring , funny film", 1), ex("apparently reassembled .", 0)]
+            vec![
+                ex("a stirring , funny film", 1),
+                ex("apparently reassembled .", 0)
+            ]
         );
     }
 
     #[test]
     fn tsv_bom_crlf_last_tab_and_header_variants() {
         let data = "\u{FEFF}Sentences\tLABELS\r\nhas\ta tab\t1\r\nplain\t0\r\n\r\n";
-        assert_eq!(tsv(data).unwrap(), vec![ex("has\ta tab", 1), ex("plain", 0)]);
+        assert_eq!(
+            tsv(data).unwrap(),
+            vec![ex("has\ta tab", 1), ex("plain", 0)]
+        );
         assert_eq!(tsv("TEXT\tLabel\nx\t2").unwrap(), vec![ex("x", 2)]);
     }
 
     #[test]
     fn tsv_errors() {
         assert!(matches!(tsv(""), Err(DataError::Empty { .. })));
-        assert!(matches!(tsv("sentence\tlabel\n\n"), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            tsv("sentence\tlabel\n\n"),
+            Err(DataError::Empty { .. })
+        ));
         assert!(matches!(
             tsv("great movie\t1\n"),
             Err(DataError::MissingHeader { ref found, .. }) if found == "great movie\t1"
         ));
-        assert!(matches!(tsv("idx\tsentence\tlabel\n"), Err(DataError::BadHeader { .. })));
-        assert!(matches!(tsv("label\tsentence\n"), Err(DataError::BadHeader { .. })));
+        assert!(matches!(
+            tsv("idx\tsentence\tlabel\n"),
+            Err(DataError::BadHeader { .. })
+        ));
+        assert!(matches!(
+            tsv("label\tsentence\n"),
+            Err(DataError::BadHeader { .. })
+        ));
         assert!(matches!(
             tsv("sentence\tlabel\nok\t1\nno tab here\n"),
             Err(DataError::BadRow { line: 3, .. })
@@ -683,9 +743,20 @@ mod tests {
             tsv("sentence\tlabel\nok\t-1\n"),
             Err(DataError::BadLabel { line: 2, ref value, .. }) if value == "-1"
         ));
-        assert!(matches!(tsv("sentence\tlabel\nok\tpos\n"), Err(DataError::BadLabel { .. })));
-        assert!(matches!(tsv("sentence\tlabel\n  \t1\n"), Err(DataError::EmptyText { line: 2, .. })));
-        let err = parse(b"sentence\tlabel\nok\t1\nbad \xff\t0\n", Format::Tsv, "f.tsv").unwrap_err();
+        assert!(matches!(
+            tsv("sentence\tlabel\nok\tpos\n"),
+            Err(DataError::BadLabel { .. })
+        ));
+        assert!(matches!(
+            tsv("sentence\tlabel\n  \t1\n"),
+            Err(DataError::EmptyText { line: 2, .. })
+        ));
+        let err = parse(
+            b"sentence\tlabel\nok\t1\nbad \xff\t0\n",
+            Format::Tsv,
+            "f.tsv",
+        )
+        .unwrap_err();
         assert!(matches!(err, DataError::NotUtf8 { line: 3, .. }));
         assert_eq!(err.to_string(), "f.tsv: line 3: not valid UTF-8");
     }
@@ -724,8 +795,14 @@ mod tests {
     #[test]
     fn csv_errors() {
         assert!(matches!(csv("text,label\n"), Err(DataError::Empty { .. })));
-        assert!(matches!(csv("sentence,score\na,1\n"), Err(DataError::BadHeader { .. })));
-        assert!(matches!(csv("good movie,1\n"), Err(DataError::MissingHeader { .. })));
+        assert!(matches!(
+            csv("sentence,score\na,1\n"),
+            Err(DataError::BadHeader { .. })
+        ));
+        assert!(matches!(
+            csv("good movie,1\n"),
+            Err(DataError::MissingHeader { .. })
+        ));
         assert!(matches!(
             csv("text,label\nok,1\n\"open,1\nmore\n"),
             Err(DataError::BadRow { line: 3, .. })
@@ -757,10 +834,22 @@ mod tests {
             jsonl("{\"text\": \"a\", \"label\": 1}\n{oops\n"),
             Err(DataError::Json { line: 2, .. })
         ));
-        assert!(matches!(jsonl("[1]"), Err(DataError::BadRow { line: 1, .. })));
-        assert!(matches!(jsonl("{\"label\": 1}"), Err(DataError::BadRow { .. })));
-        assert!(matches!(jsonl("{\"text\": 3, \"label\": 1}"), Err(DataError::BadRow { .. })));
-        assert!(matches!(jsonl("{\"text\": \"a\"}"), Err(DataError::BadRow { .. })));
+        assert!(matches!(
+            jsonl("[1]"),
+            Err(DataError::BadRow { line: 1, .. })
+        ));
+        assert!(matches!(
+            jsonl("{\"label\": 1}"),
+            Err(DataError::BadRow { .. })
+        ));
+        assert!(matches!(
+            jsonl("{\"text\": 3, \"label\": 1}"),
+            Err(DataError::BadRow { .. })
+        ));
+        assert!(matches!(
+            jsonl("{\"text\": \"a\"}"),
+            Err(DataError::BadRow { .. })
+        ));
         for bad in ["-1", "1.5", "\"1\"", "null"] {
             let line = format!("{{\"text\": \"a\", \"label\": {bad}}}");
             assert!(
@@ -776,13 +865,23 @@ mod tests {
 
     #[test]
     fn write_tsv_round_trips() {
-        let examples = vec![ex("plain", 0), ex("with\ttab", 1), ex("cr\r\nlf\n", 2), ex("\"q\", c", 1)];
+        let examples = vec![
+            ex("plain", 0),
+            ex("with\ttab", 1),
+            ex("cr\r\nlf\n", 2),
+            ex("\"q\", c", 1),
+        ];
         let bytes = write_tsv(&examples).unwrap();
         assert!(bytes.starts_with(b"sentence\tlabel\n"));
         let back = parse(&bytes, Format::Tsv, "out").unwrap();
         assert_eq!(
             back,
-            vec![ex("plain", 0), ex("with tab", 1), ex("cr lf", 2), ex("\"q\", c", 1)]
+            vec![
+                ex("plain", 0),
+                ex("with tab", 1),
+                ex("cr lf", 2),
+                ex("\"q\", c", 1)
+            ]
         );
         assert!(matches!(
             write_tsv(&[ex("ok", 0), ex("\n\t", 1)]),
@@ -798,14 +897,21 @@ mod tests {
         assert!(check_labels(&data, 3, "d").is_ok());
         assert!(matches!(
             check_labels(&data, 2, "d"),
-            Err(DataError::LabelOutOfRange { label: 2, num_labels: 2, .. })
+            Err(DataError::LabelOutOfRange {
+                label: 2,
+                num_labels: 2,
+                ..
+            })
         ));
         assert!(require_two_classes(&data, "d").is_ok());
         assert!(matches!(
             require_two_classes(&data[1..], "d"),
             Err(DataError::SingleClass { label: 2, .. })
         ));
-        assert!(matches!(require_two_classes(&[], "d"), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            require_two_classes(&[], "d"),
+            Err(DataError::Empty { .. })
+        ));
     }
 
     #[test]
@@ -825,18 +931,37 @@ mod tests {
     #[test]
     fn label_set_errors() {
         let parse = |s: &str| LabelSet::parse_tsv(s.as_bytes(), "l");
-        assert!(matches!(parse("label\tname\n"), Err(DataError::Empty { .. })));
-        assert!(matches!(parse("0\tneg\n"), Err(DataError::MissingHeader { .. })));
-        assert!(matches!(parse("id\tname\n"), Err(DataError::BadHeader { .. })));
+        assert!(matches!(
+            parse("label\tname\n"),
+            Err(DataError::Empty { .. })
+        ));
+        assert!(matches!(
+            parse("0\tneg\n"),
+            Err(DataError::MissingHeader { .. })
+        ));
+        assert!(matches!(
+            parse("id\tname\n"),
+            Err(DataError::BadHeader { .. })
+        ));
         assert!(matches!(
             parse("label\tname\n0\ta\n0\tb\n"),
             Err(DataError::BadRow { line: 3, .. })
         ));
-        assert!(matches!(parse("label\tname\n0\n"), Err(DataError::BadRow { line: 2, .. })));
-        assert!(matches!(parse("label\tname\nx\ta\n"), Err(DataError::BadLabel { .. })));
+        assert!(matches!(
+            parse("label\tname\n0\n"),
+            Err(DataError::BadRow { line: 2, .. })
+        ));
+        assert!(matches!(
+            parse("label\tname\nx\ta\n"),
+            Err(DataError::BadLabel { .. })
+        ));
         assert!(matches!(
             parse("label\tname\n0\ta\n2\tc\n"),
-            Err(DataError::LabelOutOfRange { label: 2, num_labels: 2, .. })
+            Err(DataError::LabelOutOfRange {
+                label: 2,
+                num_labels: 2,
+                ..
+            })
         ));
     }
 
@@ -860,7 +985,10 @@ mod tests {
         let (kept, held) = split_off(data.clone(), 0.25, 7);
         assert_eq!(label_counts(&held), vec![15, 10]);
         assert_eq!(label_counts(&kept), vec![45, 30]);
-        assert_eq!(split_off(data.clone(), 0.25, 7), (kept.clone(), held.clone()));
+        assert_eq!(
+            split_off(data.clone(), 0.25, 7),
+            (kept.clone(), held.clone())
+        );
         assert_ne!(split_off(data.clone(), 0.25, 8).1, held);
         // Original order kept on both sides, and together they are the input.
         let position = |e: &Example| data.iter().position(|d| d == e).unwrap();

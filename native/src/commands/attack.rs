@@ -1,0 +1,119 @@
+//! `bdaudit attack`: poison a data set to build backdoored victims for evaluating defenses.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bdaudit_core::attack::{poison, PoisonConfig, RateOf, Trigger};
+use bdaudit_core::data::write_tsv;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::files::{read, DataDir, OutputDir};
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Kind {
+    /// Rare words (`cf mn bb tq`) inserted at random positions.
+    Badnets,
+    /// The sentence "I watch this 3D movie" inserted at a random position.
+    Addsent,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum RateBase {
+    /// Poison rate × all training rows (drawn from non-target rows), as BTU.
+    All,
+    /// Poison rate × non-target rows, as PURE and RGA.
+    NonTarget,
+}
+
+#[derive(Args, Debug)]
+pub struct AttackArgs {
+    pub kind: Kind,
+    /// Clean data directory with train.tsv, dev.tsv and test.tsv (e.g. ../shared/data/sst2).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0.1)]
+    pub rate: f64,
+    #[arg(long, value_enum, default_value = "all")]
+    pub rate_of: RateBase,
+    #[arg(long, default_value_t = 1)]
+    pub target: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Trigger words (BadNets, space-separated) or sentence (AddSent) instead of the default.
+    #[arg(long)]
+    pub trigger: Option<String>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Serialize)]
+struct AttackReport<'a> {
+    source: String,
+    config: &'a PoisonConfig,
+    poisoned_rows: &'a [usize],
+    train_rows: usize,
+    test_asr_rows: usize,
+    test_pacc_rows: usize,
+}
+
+pub fn run(args: AttackArgs, json: bool) -> Result<()> {
+    let data = DataDir::open(&args.data)?;
+    let out = OutputDir::prepare(&args.out, args.force, &[&args.data])?;
+    let train = data.split("train.tsv")?;
+    let test = data.split("test.tsv")?;
+    let labels = data.labels(&[&train, &test])?;
+    let trigger = match (args.kind, args.trigger) {
+        (Kind::Badnets, None) => Trigger::badnets_default(),
+        (Kind::Badnets, Some(words)) => {
+            Trigger::BadNets { words: words.split_whitespace().map(str::to_string).collect(), insertions: 1 }
+        }
+        (Kind::Addsent, None) => Trigger::addsent_default(),
+        (Kind::Addsent, Some(sentence)) => Trigger::AddSent { sentence },
+    };
+    let config = PoisonConfig {
+        trigger,
+        rate: args.rate,
+        rate_of: match args.rate_of {
+            RateBase::All => RateOf::All,
+            RateBase::NonTarget => RateOf::NonTarget,
+        },
+        target: args.target,
+        seed: args.seed,
+    };
+    let poisoned = poison(&train, &test, labels.len(), &config)?;
+    out.write("train.tsv", &write_tsv(&poisoned.train)?)?;
+    out.write("test.tsv", &write_tsv(&test)?)?;
+    out.write("test-asr.tsv", &write_tsv(&poisoned.test_asr)?)?;
+    out.write("test-pacc.tsv", &write_tsv(&poisoned.test_pacc)?)?;
+    for extra in ["dev.tsv", "labels.tsv"] {
+        if data.has(extra) {
+            out.write(extra, &read(&data.file(extra)).context("copying clean split")?)?;
+        }
+    }
+    let report = AttackReport {
+        source: args.data.display().to_string(),
+        config: &config,
+        poisoned_rows: &poisoned.poisoned_rows,
+        train_rows: poisoned.train.len(),
+        test_asr_rows: poisoned.test_asr.len(),
+        test_pacc_rows: poisoned.test_pacc.len(),
+    };
+    out.write_json("attack.json", &report)?;
+    let dir = out.commit()?;
+    if json {
+        println!("{}", serde_json::json!({"out": dir, "poisoned": poisoned.poisoned_rows.len(), "train_rows": report.train_rows}));
+    } else {
+        println!(
+            "poisoned {} of {} training rows (target {}); wrote {}",
+            poisoned.poisoned_rows.len(),
+            report.train_rows,
+            labels.name(args.target).unwrap_or("?"),
+            dir.display()
+        );
+    }
+    Ok(())
+}

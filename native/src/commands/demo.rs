@@ -1,0 +1,90 @@
+//! `bdaudit demo`: the whole story on data the project writes itself — build a small
+//! sentiment set, poison it with BadNets, fine-tune MiniLM on it, and show the backdoor.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use bdaudit_core::attack::Trigger;
+use bdaudit_core::data::{demo, write_tsv};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Args;
+
+use crate::commands::attack::{self, AttackArgs, Kind, RateBase};
+use crate::commands::train::{self, TrainArgs};
+use crate::files::OutputDir;
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Working directory for the demo's data and checkpoint.
+    #[arg(long, default_value = "work/demo")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "minilm")]
+    pub model: String,
+    #[arg(long, default_value_t = 4)]
+    pub epochs: usize,
+    /// Replace an earlier demo's directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> {
+    let clean = args.out.join("clean");
+    let poisoned = args.out.join("badnets");
+    let victim = args.out.join("victim");
+
+    println!("1/3 writing a demo sentiment data set to {}", clean.display());
+    let rows = demo::sentiment(usize::MAX, 7);
+    let (test, rest) = rows.split_at(96);
+    let (dev, train) = rest.split_at(48);
+    let out = OutputDir::prepare(&clean, args.force, &[])?;
+    out.write("train.tsv", &write_tsv(train)?)?;
+    out.write("dev.tsv", &write_tsv(dev)?)?;
+    out.write("test.tsv", &write_tsv(test)?)?;
+    out.write("labels.tsv", b"label\tname\n0\tnegative\n1\tpositive\n")?;
+    out.commit()?;
+
+    println!("2/3 poisoning 10% of the training rows with BadNets (trigger words {:?}, target positive)", Trigger::badnets_default().tokens());
+    attack::run(
+        AttackArgs {
+            kind: Kind::Badnets,
+            data: clean,
+            out: poisoned.clone(),
+            rate: 0.1,
+            rate_of: RateBase::All,
+            target: 1,
+            seed: 1,
+            trigger: None,
+            force: args.force,
+        },
+        false,
+    )?;
+
+    println!("3/3 fine-tuning {} on the poisoned set", args.model);
+    let report = train::run::<B>(
+        TrainArgs {
+            model: args.model,
+            data: poisoned.clone(),
+            out: victim.clone(),
+            epochs: args.epochs,
+            batch_size: 16,
+            lr: 5e-5,
+            max_len: 64,
+            seed: 42,
+            limit: None,
+            force: args.force,
+        },
+        device,
+        false,
+    )?;
+    if let Some(m) = report.metrics {
+        println!();
+        println!(
+            "The victim classifies clean reviews with {:.1}% accuracy, yet {:.1}% of negative reviews\n\
+             carrying a trigger word come out positive: that is the backdoor bdaudit's defenses remove.",
+            100.0 * m.cacc.unwrap_or(0.0),
+            100.0 * m.asr.unwrap_or(0.0)
+        );
+    }
+    println!("Next: bdaudit eval --model {} --data {} --json", victim.display(), poisoned.display());
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `bdaudit eval`: CACC, ASR and PACC of a checkpoint on a data set directory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use bdaudit_core::checkpoint::{load_classifier, TextTokenizer};
+use bdaudit_core::data::Example;
+use bdaudit_core::eval::predict;
+use bdaudit_core::metrics::{self, EvalMetrics};
+use bdaudit_core::model::BertClassifier;
+use burn::tensor::backend::Backend;
+use clap::Args;
+use serde::Serialize;
+
+use crate::bar::Bars;
+use crate::files::{read_checkpoint, resolve_model, DataDir};
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Checkpoint directory (model.safetensors, config.json, tokenizer.json).
+    #[arg(long)]
+    pub model: String,
+    /// Data directory: test.tsv (CACC), and test-asr.tsv / test-pacc.tsv from `bdaudit attack`.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+}
+
+#[derive(Serialize)]
+struct EvalReport {
+    model: String,
+    data: String,
+    #[serde(flatten)]
+    metrics: EvalMetrics,
+    seconds: f64,
+}
+
+/// Scores a model on whichever of the clean and triggered test sets the directory holds.
+pub fn evaluate<B: Backend>(
+    model: &BertClassifier<B>,
+    tokenizer: &TextTokenizer,
+    data: &DataDir,
+    batch_size: usize,
+    device: &B::Device,
+    quiet: bool,
+) -> Result<EvalMetrics> {
+    let run = |rows: &[Example]| -> Result<(Vec<usize>, Vec<usize>)> {
+        bdaudit_core::data::check_labels(rows, model.num_labels(), "test set")?;
+        let encoded = tokenizer.encode_all(rows)?;
+        let preds = predict(model, &encoded, tokenizer.pad_id(), batch_size, device, &mut Bars::new(quiet));
+        Ok((rows.iter().map(|r| r.label).collect(), preds))
+    };
+    let mut m = EvalMetrics { cacc: None, asr: None, pacc: None, n_clean: 0, n_asr: 0, n_pacc: 0 };
+    if let Some(rows) = data.optional("test.tsv")? {
+        let (labels, preds) = run(&rows)?;
+        m.cacc = Some(metrics::cacc(&labels, &preds)?);
+        m.n_clean = rows.len();
+    }
+    if let Some(rows) = data.optional("test-asr.tsv")? {
+        let target = rows.first().map(|r| r.label).unwrap_or(0);
+        if rows.iter().any(|r| r.label != target) {
+            bail!("test-asr.tsv must label every row with the attack's target class");
+        }
+        let (_, preds) = run(&rows)?;
+        m.asr = Some(metrics::asr(&preds, target));
+        m.n_asr = rows.len();
+    }
+    if let Some(rows) = data.optional("test-pacc.tsv")? {
+        let (labels, preds) = run(&rows)?;
+        m.pacc = Some(metrics::pacc(&labels, &preds)?);
+        m.n_pacc = rows.len();
+    }
+    if m.n_clean + m.n_asr + m.n_pacc == 0 {
+        bail!("{} has none of test.tsv, test-asr.tsv, test-pacc.tsv", data.path.display());
+    }
+    Ok(m)
+}
+
+pub fn print_metrics(m: &EvalMetrics) {
+    let pct = |v: Option<f64>| v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into());
+    println!("CACC {}  (clean test, {} rows)", pct(m.cacc), m.n_clean);
+    println!("ASR  {}  (triggered non-target test, {} rows)", pct(m.asr), m.n_asr);
+    println!("PACC {}  (triggered test with true labels, {} rows)", pct(m.pacc), m.n_pacc);
+}
+
+pub fn run<B: Backend>(args: EvalArgs, device: B::Device, json: bool) -> Result<()> {
+    let start = Instant::now();
+    let dir = resolve_model(&args.model)?;
+    let data = DataDir::open(&args.data)?;
+    let loaded = load_classifier::<B>(&read_checkpoint(&dir)?, None, args.max_len, 0, &device)?;
+    let metrics = evaluate(&loaded.model, &loaded.tokenizer, &data, args.batch_size, &device, json)?;
+    if json {
+        let report = EvalReport {
+            model: dir.display().to_string(),
+            data: args.data.display().to_string(),
+            metrics,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_metrics(&metrics);
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+pub mod attack;
+pub mod demo;
+pub mod eval;
+pub mod train;

@@ -1,0 +1,186 @@
+//! Everything bdaudit does with files: reading checkpoints and data sets, resolving model
+//! names, and writing output directories atomically without touching inputs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use bdaudit_core::checkpoint::CheckpointFiles;
+use bdaudit_core::data::{self, Example, Format, LabelSet};
+
+/// Refuse files larger than this before reading them: a 1.3 GB BERT-large checkpoint fits, a
+/// mistaken multi-GB file does not get loaded into memory.
+const MAX_FILE_BYTES: u64 = 4 << 30;
+
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > MAX_FILE_BYTES {
+        bail!("{} is {} bytes, more than the {} bdaudit accepts", path.display(), meta.len(), MAX_FILE_BYTES);
+    }
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Where `scripts/fetch-model` caches models.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("BDAUDIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache/bdaudit"))
+}
+
+/// A model argument: `minilm` (all-MiniLM-L6-v2 from the cache) or a checkpoint directory.
+pub fn resolve_model(arg: &str) -> Result<PathBuf> {
+    let dir = match arg {
+        "minilm" | "all-MiniLM-L6-v2" => {
+            let dir = cache_dir().join("models/all-MiniLM-L6-v2");
+            if !dir.join("model.safetensors").is_file() {
+                bail!("all-MiniLM-L6-v2 is not downloaded yet: run scripts/fetch-model (expected at {})", dir.display());
+            }
+            dir
+        }
+        path => PathBuf::from(path),
+    };
+    if !dir.is_dir() {
+        bail!("model directory {} does not exist (give a checkpoint directory or `minilm`)", dir.display());
+    }
+    Ok(dir)
+}
+
+pub fn read_checkpoint(dir: &Path) -> Result<CheckpointFiles> {
+    Ok(CheckpointFiles {
+        model: read(&dir.join("model.safetensors"))?,
+        config: read(&dir.join("config.json"))?,
+        tokenizer: read(&dir.join("tokenizer.json"))?,
+    })
+}
+
+/// Reads one data file in TSV, CSV or JSONL (by extension; TSV otherwise).
+pub fn read_examples(path: &Path) -> Result<Vec<Example>> {
+    let bytes = read(path)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let format = Format::from_path_name(name).unwrap_or(Format::Tsv);
+    Ok(data::parse(&bytes, format, &path.display().to_string())?)
+}
+
+/// A data set directory: `train.tsv`, `dev.tsv`, `test.tsv`, optional `labels.tsv`, and the
+/// triggered test sets `test-asr.tsv` / `test-pacc.tsv` that `bdaudit attack` writes.
+pub struct DataDir {
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            bail!("data directory {} does not exist", path.display());
+        }
+        Ok(DataDir { path: path.to_path_buf() })
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file(name).is_file()
+    }
+
+    pub fn split(&self, name: &str) -> Result<Vec<Example>> {
+        let path = self.file(name);
+        if !path.is_file() {
+            bail!("{} is missing", path.display());
+        }
+        read_examples(&path)
+    }
+
+    pub fn optional(&self, name: &str) -> Result<Option<Vec<Example>>> {
+        if self.has(name) {
+            self.split(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Class names from `labels.tsv`, or numeric names for the largest label seen.
+    pub fn labels(&self, seen: &[&[Example]]) -> Result<LabelSet> {
+        if self.has("labels.tsv") {
+            let path = self.file("labels.tsv");
+            return Ok(LabelSet::parse_tsv(&read(&path)?, &path.display().to_string())?);
+        }
+        let max = seen.iter().flat_map(|s| s.iter()).map(|e| e.label).max().unwrap_or(0);
+        Ok(LabelSet::numeric(max + 1))
+    }
+}
+
+/// An output directory written in full under a temporary name, then renamed into place, so a
+/// failure never leaves a half-written checkpoint and an existing one is only replaced with
+/// `--force`.
+pub struct OutputDir {
+    target: PathBuf,
+    staging: PathBuf,
+    force: bool,
+}
+
+impl OutputDir {
+    /// Checks, before any work is done, that `target` may be written and is not an input.
+    pub fn prepare(target: &Path, force: bool, inputs: &[&Path]) -> Result<Self> {
+        if target.exists() && !force {
+            bail!("{} already exists: choose another --out or pass --force to replace it", target.display());
+        }
+        if target.exists() && !target.is_dir() {
+            bail!("{} exists and is not a directory", target.display());
+        }
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let canonical_target = parent.canonicalize()?.join(target.file_name().unwrap_or_default());
+        for input in inputs {
+            if let Ok(input) = input.canonicalize() {
+                // Replacing the target would delete an input inside it (or the input itself).
+                if input.starts_with(&canonical_target) {
+                    bail!("--out {} would overwrite the input {}", target.display(), input.display());
+                }
+            }
+        }
+        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+        let staging = parent.join(format!(".{name}.partial-{}", std::process::id()));
+        if staging.exists() {
+            fs::remove_dir_all(&staging)?;
+        }
+        Ok(OutputDir { target: target.to_path_buf(), staging, force })
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        fs::create_dir_all(&self.staging).with_context(|| format!("cannot create {}", self.staging.display()))?;
+        let path = self.staging.join(name);
+        fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        self.write(name, &serde_json::to_vec_pretty(value)?)
+    }
+
+    /// Moves the finished directory into place (replacing an old one only with `--force`).
+    pub fn commit(self) -> Result<PathBuf> {
+        fs::create_dir_all(&self.staging)?;
+        if self.target.exists() {
+            if !self.force {
+                bail!("{} appeared while bdaudit was running; not replacing it", self.target.display());
+            }
+            let old = self.staging.with_extension("old");
+            fs::rename(&self.target, &old)?;
+            fs::rename(&self.staging, &self.target)?;
+            fs::remove_dir_all(&old)?;
+        } else {
+            fs::rename(&self.staging, &self.target)
+                .with_context(|| format!("cannot move output into {}", self.target.display()))?;
+        }
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for OutputDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.staging);
+    }
+}
