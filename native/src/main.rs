@@ -11,14 +11,14 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{attack, demo, eval, train};
+use commands::{attack, bench, demo, eval, train};
 
 #[derive(Parser)]
 #[command(name = "bdaudit", version, about = "Find and remove backdoors in BERT-family text classifiers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Compute device: cpu (default build), wgpu or cuda (builds with those features).
+    /// Compute device: cpu (ndarray, default build); flex, wgpu or cuda need those cargo features.
     #[arg(long, global = true, value_enum, default_value = "cpu")]
     device: Device,
     /// Print one JSON object on stdout instead of text.
@@ -36,11 +36,14 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Poison a built-in data set, train MiniLM on it and show the backdoor.
     Demo(demo::DemoArgs),
+    /// Time a forward pass and a training step (compare with scripts/bench).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum Device {
     Cpu,
+    Flex,
     Wgpu,
     Cuda,
 }
@@ -51,6 +54,7 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
         Command::Train(args) => train::run::<B>(args, device, json).map(|_| ()),
         Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
         Command::Demo(args) => demo::run::<B>(args, device),
+        Command::Bench(args) => bench::run::<B>(args, device, json),
     }
 }
 
@@ -58,6 +62,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.device {
         #[cfg(feature = "cpu")]
         Device::Cpu => dispatch::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(cli.command, Default::default(), cli.json),
+        #[cfg(feature = "flex")]
+        Device::Flex => dispatch::<burn::backend::Autodiff<burn::backend::Flex>>(cli.command, Default::default(), cli.json),
         #[cfg(feature = "wgpu")]
         Device::Wgpu => dispatch::<burn::backend::Autodiff<burn::backend::Wgpu>>(cli.command, Default::default(), cli.json),
         #[cfg(feature = "cuda")]

@@ -1,4 +1,5 @@
 pub mod attack;
+pub mod bench;
 pub mod demo;
 pub mod eval;
 pub mod train;

@@ -1,0 +1,110 @@
+//! `bdaudit bench`: time a forward pass and a training step of a checkpoint on random token
+//! ids, to compare backends and PyTorch (`scripts/bench` runs both on the same machine).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use bdaudit_core::checkpoint::load_classifier;
+use bdaudit_core::data::batch::{Batch, Encoded};
+use bdaudit_core::rng::Rng;
+use bdaudit_core::train::{cross_entropy, Stepper, TrainConfig};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::Args;
+use serde::Serialize;
+
+use crate::files::{read_checkpoint, resolve_model};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "minilm")]
+    pub model: String,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub seq: usize,
+    /// Timed repetitions of each measurement (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+}
+
+#[derive(Serialize)]
+struct Timing {
+    best_ms: f64,
+    median_ms: f64,
+}
+
+#[derive(Serialize)]
+struct BenchReport {
+    backend: String,
+    batch: usize,
+    seq: usize,
+    forward: Timing,
+    train_step: Timing,
+}
+
+fn time(iters: usize, mut f: impl FnMut()) -> Timing {
+    f();
+    let mut ms: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    Timing { best_ms: ms[0], median_ms: ms[ms.len() / 2] }
+}
+
+/// Reads a tensor back to the host so lazy backends finish their work inside the timing.
+fn sync<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) {
+    let _ = t.into_data();
+}
+
+pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device, json: bool) -> Result<()> {
+    let files = read_checkpoint(&resolve_model(&args.model)?)?;
+    let loaded = load_classifier::<B>(&files, Some(2), args.seq, 0, &device)?;
+    let mut rng = Rng::new(0);
+    let vocab = loaded.model.vocab_size();
+    let rows: Vec<Encoded> = (0..args.batch)
+        .map(|i| Encoded {
+            ids: (0..args.seq).map(|_| 1000 + rng.below(vocab - 1000) as u32).collect(),
+            label: i % 2,
+        })
+        .collect();
+    let refs: Vec<&Encoded> = rows.iter().collect();
+    let batch = Batch::<B>::new(&refs, 0, &device);
+    let inner = Batch::<B::InnerBackend>::new(&refs, 0, &device);
+
+    let eval_model = loaded.model.valid();
+    let forward = time(args.iters, || {
+        sync(eval_model.logits(inner.input_ids.clone(), inner.attention_mask.clone()))
+    });
+
+    let config = TrainConfig::default();
+    let mut stepper = Stepper::new(&config, 1000);
+    let mut model = Some(loaded.model);
+    let train_step = time(args.iters, || {
+        let m = model.take().expect("model is put back after each step");
+        let loss = cross_entropy(m.logits(batch.input_ids.clone(), batch.attention_mask.clone()), batch.labels.clone());
+        let (next, _) = stepper.step(m, loss).expect("finite loss on random ids");
+        sync(next.classifier.weight.val());
+        model = Some(next);
+    });
+
+    let report = BenchReport {
+        backend: std::any::type_name::<B::InnerBackend>().to_string(),
+        batch: args.batch,
+        seq: args.seq,
+        forward,
+        train_step,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}: batch {} x seq {}", report.backend, report.batch, report.seq);
+        println!("forward     best {:.1} ms, median {:.1} ms", report.forward.best_ms, report.forward.median_ms);
+        println!("train step  best {:.1} ms, median {:.1} ms", report.train_step.best_ms, report.train_step.median_ms);
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! One loaded checkpoint on one backend. Everything here is generic over `B: Backend`: the
+//! WebGPU and CPU paths are the same code with a different type parameter.
+
+use bdaudit_core::checkpoint::{load_classifier, CheckpointFiles, Loaded};
+use bdaudit_core::data::batch::{length_sorted_batches, Batch, Encoded};
+use bdaudit_core::eval::argmax;
+use burn::tensor::{activation::softmax, backend::Backend};
+use serde::Serialize;
+
+use crate::WebError;
+
+/// Longest input in tokens, [CLS] and [SEP] included; loading clamps it to the model's
+/// `max_position_embeddings`.
+pub const MAX_LEN: usize = 512;
+/// Rows per forward pass. Rows are length-sorted first, so padding stays small.
+pub const BATCH_SIZE: usize = 16;
+/// Seed of the new classifier head of a checkpoint that has none (a bare pre-trained encoder).
+pub const HEAD_SEED: u64 = 0;
+
+/// One classified text, as `classify` returns it to JS.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub text: String,
+    /// The name of the most probable class (`id2label`, or "0", "1", …).
+    pub label: String,
+    /// Softmax probabilities, one per class, in label order.
+    pub probs: Vec<f32>,
+}
+
+pub struct Session<B: Backend> {
+    pub loaded: Loaded<B>,
+    pub device: B::Device,
+}
+
+impl<B: Backend> Session<B> {
+    pub fn load(
+        files: &CheckpointFiles,
+        num_labels: Option<usize>,
+        device: B::Device,
+    ) -> Result<Self, WebError> {
+        let loaded = load_classifier::<B>(files, num_labels, MAX_LEN, HEAD_SEED, &device)?;
+        Ok(Session { loaded, device })
+    }
+
+    /// Class probabilities of every text, in input order. Tensors are read with
+    /// `into_data_async`, the only way to read a WebGPU buffer in the browser.
+    pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<Prediction>, WebError> {
+        let Loaded {
+            model,
+            tokenizer,
+            labels,
+            ..
+        } = &self.loaded;
+        let rows = texts
+            .iter()
+            .map(|text| {
+                Ok(Encoded {
+                    ids: tokenizer.encode(text)?,
+                    label: 0,
+                })
+            })
+            .collect::<Result<Vec<_>, WebError>>()?;
+        let num_labels = model.num_labels();
+        let mut probs = vec![Vec::new(); rows.len()];
+        for idx in length_sorted_batches(&rows, BATCH_SIZE) {
+            let refs: Vec<&Encoded> = idx.iter().map(|&i| &rows[i]).collect();
+            let batch = Batch::<B>::new(&refs, tokenizer.pad_id(), &self.device);
+            let logits = model.logits(batch.input_ids, batch.attention_mask);
+            let values: Vec<f32> = softmax(logits, 1)
+                .into_data_async()
+                .await
+                .map_err(|e| WebError::Execution(e.to_string()))?
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| WebError::Execution(format!("{e:?}")))?;
+            for (k, &i) in idx.iter().enumerate() {
+                probs[i] = values[k * num_labels..(k + 1) * num_labels].to_vec();
+            }
+        }
+        Ok(texts
+            .into_iter()
+            .zip(probs)
+            .map(|(text, probs)| Prediction {
+                label: labels[argmax(&probs)].clone(),
+                text,
+                probs,
+            })
+            .collect())
+    }
+}
