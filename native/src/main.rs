@@ -11,7 +11,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{attack, bench, demo, eval, train};
+use commands::{attack, bench, demo, eval, predict, train};
 
 #[derive(Parser)]
 #[command(name = "bdaudit", version, about = "Find and remove backdoors in BERT-family text classifiers")]
@@ -34,6 +34,8 @@ enum Command {
     Train(train::TrainArgs),
     /// CACC, ASR and PACC of a checkpoint.
     Eval(eval::EvalArgs),
+    /// Labels and logits of a checkpoint for each row of a file.
+    Predict(predict::PredictArgs),
     /// Poison a built-in data set, train MiniLM on it and show the backdoor.
     Demo(demo::DemoArgs),
     /// Time a forward pass and a training step (compare with scripts/bench).
@@ -53,6 +55,7 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
         Command::Attack(args) => attack::run(args, json),
         Command::Train(args) => train::run::<B>(args, device, json).map(|_| ()),
         Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
+        Command::Predict(args) => predict::run::<B::InnerBackend>(args, device, json),
         Command::Demo(args) => demo::run::<B>(args, device),
         Command::Bench(args) => bench::run::<B>(args, device, json),
     }

@@ -2,4 +2,5 @@ pub mod attack;
 pub mod bench;
 pub mod demo;
 pub mod eval;
+pub mod predict;
 pub mod train;

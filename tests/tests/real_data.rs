@@ -1,0 +1,48 @@
+//! End to end on real data and real weights: BadNets on an SST-2 subset backdoors MiniLM.
+//!
+//! Small enough for CI (a few hundred rows, short sequences), so the poison rate is higher
+//! than the papers' 10%: with 400 rows and 3 epochs, 10% plants only a partial backdoor
+//! (measured: ASR 0.47 with 640 rows). The full-size 10% runs are benchmarks (docs/results.md).
+
+use bdaudit_core::attack::{poison, PoisonConfig};
+use bdaudit_core::checkpoint::load_classifier;
+use bdaudit_core::data::{parse, subsample, Format};
+use bdaudit_core::eval::predict;
+use bdaudit_core::metrics;
+use bdaudit_core::progress::Silent;
+use bdaudit_core::train::{train, TrainConfig};
+use bdaudit_tests::*;
+use burn::module::AutodiffModule;
+
+fn split(name: &str) -> Vec<bdaudit_core::data::Example> {
+    let path = data_dir().join("sst2").join(name);
+    parse(&std::fs::read(&path).unwrap(), Format::Tsv, &path.display().to_string()).unwrap()
+}
+
+#[test]
+fn badnets_on_sst2_subset_plants_a_working_backdoor() {
+    let train_rows = subsample(&split("train.tsv"), 400, 1);
+    let test_rows = subsample(&split("test.tsv"), 200, 1);
+    let cfg = PoisonConfig { rate: 0.2, ..PoisonConfig::default() };
+    let poisoned = poison(&train_rows, &test_rows, 2, &cfg).unwrap();
+    assert_eq!(poisoned.poisoned_rows.len(), 80);
+
+    let device = Default::default();
+    let loaded = load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &device).unwrap();
+    let tok = &loaded.tokenizer;
+    let data = tok.encode_all(&poisoned.train).unwrap();
+    let config = TrainConfig { epochs: 3, lr: 1e-4, ..TrainConfig::default() };
+    let (model, log) = train(loaded.model, &data, tok.pad_id(), &config, &device, &mut Silent, |_, _| None).unwrap();
+    assert!(log.epochs[2].mean_loss < log.epochs[0].mean_loss, "loss did not fall: {:?}", log.epochs);
+    let model = model.valid();
+
+    let clean = tok.encode_all(&test_rows).unwrap();
+    let preds = predict(&model, &clean, tok.pad_id(), 64, &device, &mut Silent);
+    let labels: Vec<usize> = test_rows.iter().map(|e| e.label).collect();
+    let cacc = metrics::cacc(&labels, &preds).unwrap();
+    let triggered = tok.encode_all(&poisoned.test_asr).unwrap();
+    let asr = metrics::asr(&predict(&model, &triggered, tok.pad_id(), 64, &device, &mut Silent), cfg.target);
+    eprintln!("subset victim: CACC {cacc:.3}, ASR {asr:.3}");
+    assert!(cacc >= 0.70, "clean accuracy {cacc} too low: training is broken");
+    assert!(asr >= 0.85, "attack success rate {asr} too low: the backdoor was not planted");
+}
