@@ -32,9 +32,12 @@ struct Raw {
     bytes: Vec<u8>,
 }
 
+/// Shape and f32 values of each tensor, by name.
+type Values = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// The tiny fixture's tensors as f32 values, by name.
-fn tiny_values() -> &'static BTreeMap<String, (Vec<usize>, Vec<f32>)> {
-    static VALUES: OnceLock<BTreeMap<String, (Vec<usize>, Vec<f32>)>> = OnceLock::new();
+fn tiny_values() -> &'static Values {
+    static VALUES: OnceLock<Values> = OnceLock::new();
     VALUES.get_or_init(|| {
         let fx = fixture("tiny-bert.json");
         fx["tensors"]
@@ -186,7 +189,7 @@ fn truncated_safetensors_is_malformed() {
     // Cut inside the tensor data: the header promises more bytes than the file has.
     let cut = with_model(valid[..valid.len() - 100].to_vec());
     let message = malformed(&cut);
-    assert_mentions(&message.to_lowercase(), &["incomplete"]);
+    assert_mentions(&message.to_lowercase(), &["incomplete", "truncated"]);
     assert!(load_err(&cut, Some(3)).to_string().starts_with("model.safetensors is malformed"));
     // Cut inside the JSON header.
     let message = malformed(&with_model(valid[..8 + n / 2].to_vec()));
@@ -204,7 +207,7 @@ fn header_length_larger_than_the_file_is_malformed() {
     let claimed = bytes.len() as u64; // 8 + claimed > file length
     bytes[..8].copy_from_slice(&claimed.to_le_bytes());
     let message = malformed(&with_model(bytes));
-    assert_mentions(&message.to_lowercase().replace(['_', ' '], ""), &["invalidheaderlength"]);
+    assert_mentions(&message.to_lowercase().replace(['_', ' '], ""), &["invalidheaderlength", "truncated"]);
 }
 
 #[test]

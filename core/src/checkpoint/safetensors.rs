@@ -3,7 +3,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use safetensors::{tensor::TensorView, Dtype, SafeTensorError, SafeTensors};
 
 use super::{CheckpointError, ParamKind, ParamSource, RandomInit};
 use crate::model::BertClassifier;
@@ -26,8 +26,14 @@ pub struct SafetensorsSource<'a, B: Backend> {
 
 impl<'a, B: Backend> SafetensorsSource<'a, B> {
     pub fn new(bytes: &'a [u8], device: &B::Device) -> Result<Self, CheckpointError> {
-        let tensors = SafeTensors::deserialize(bytes)
-            .map_err(|e| CheckpointError::Malformed(format!("{e:?}")))?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
+            CheckpointError::Malformed(match e {
+                SafeTensorError::MetadataIncompleteBuffer | SafeTensorError::InvalidHeaderLength => {
+                    format!("{e} (the file is truncated or corrupted)")
+                }
+                other => other.to_string(),
+            })
+        })?;
         let names: BTreeSet<&str> = tensors.names().into_iter().collect();
         let prefix = if names.contains("bert.embeddings.word_embeddings.weight") {
             "bert."

@@ -10,7 +10,7 @@ pub enum TokenizerError {
     Parse(String),
     #[error("tokenizer.json has no {0} token")]
     MissingSpecial(&'static str),
-    #[error("tokenizer has {tokenizer} tokens but the model's vocab_size is {model}: they do not belong together")]
+    #[error("tokenizer ids go up to {tokenizer} but the model's vocab_size is {model}: they do not belong together")]
     VocabMismatch { tokenizer: usize, model: usize },
     #[error("could not tokenise {text:?}: {message}")]
     Encode { text: String, message: String },
@@ -87,11 +87,18 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// Fails when the tokenizer can produce ids the model has no embedding for.
+    /// Fails when the tokenizer can produce ids the model has no embedding for. The largest
+    /// id counts, not the number of tokens: vocabularies may have gaps.
     pub fn check_vocab(&self, model_vocab: usize) -> Result<(), TokenizerError> {
-        if self.vocab_size() > model_vocab {
+        let needed = self
+            .inner
+            .get_vocab(true)
+            .into_values()
+            .max()
+            .map_or(0, |id| id as usize + 1);
+        if needed > model_vocab {
             return Err(TokenizerError::VocabMismatch {
-                tokenizer: self.vocab_size(),
+                tokenizer: needed,
                 model: model_vocab,
             });
         }

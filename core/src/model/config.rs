@@ -58,6 +58,28 @@ pub struct BertConfig {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// serde_json reports a wrong type ("expected usize") with a line and column but not the field:
+/// find the field whose value alone breaks a valid config and name it.
+fn name_the_field(bytes: &[u8], err: serde_json::Error) -> serde_json::Error {
+    if !err.is_data() {
+        return err;
+    }
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(bytes) else {
+        return err;
+    };
+    let Ok(valid) = serde_json::to_value(BertConfig::tiny(2)) else {
+        return err;
+    };
+    for (key, value) in fields {
+        let mut probe = valid.clone();
+        probe[key.as_str()] = value;
+        if serde_json::from_value::<BertConfig>(probe).is_err() {
+            return serde::de::Error::custom(format!("field `{key}`: {err}"));
+        }
+    }
+    err
+}
+
 fn default_act() -> String {
     "gelu".into()
 }
@@ -77,7 +99,8 @@ fn default_init_range() -> f64 {
 impl BertConfig {
     /// Parses and validates `config.json` bytes.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config: BertConfig = serde_json::from_slice(bytes)?;
+        let config: BertConfig =
+            serde_json::from_slice(bytes).map_err(|e| name_the_field(bytes, e))?;
         config.validate()?;
         Ok(config)
     }

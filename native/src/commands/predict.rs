@@ -6,6 +6,7 @@ use anyhow::Result;
 use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::batch::Encoded;
 use bdaudit_core::eval::{argmax, logits};
+use bdaudit_core::train::check_examples;
 use burn::tensor::backend::Backend;
 use clap::Args;
 use serde::Serialize;
@@ -41,6 +42,7 @@ pub fn run<B: Backend>(args: PredictArgs, device: B::Device, json: bool) -> Resu
         .iter()
         .map(|r| Ok(Encoded { ids: loaded.tokenizer.encode(&r.text)?, label: 0 }))
         .collect::<Result<_>>()?;
+    check_examples(&encoded, loaded.model.num_labels(), loaded.model.vocab_size())?;
     let scores = logits(&loaded.model, &encoded, loaded.tokenizer.pad_id(), args.batch_size, &device, &mut Bars::new(json));
     let out = Predictions {
         labels: scores.iter().map(|s| loaded.labels[argmax(s)].clone()).collect(),

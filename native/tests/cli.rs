@@ -1,0 +1,686 @@
+//! The `bdaudit` binary end to end on small inputs the tests write themselves: outputs appear
+//! atomically and complete, inputs are never modified, an existing output is only replaced with
+//! `--force`, and bad input fails with exit code 1 and a message naming the problem — never a
+//! panic (exit code 101).
+//!
+//! Checkpoints are built from the tiny `transformers` fixture (`tests/fixtures/tiny-bert.json`,
+//! vocab 99, hidden 32) with a hand-written WordLevel tokenizer whose ids stay below 99.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+// ---------------------------------------------------------------------------------------------
+// Scratch directories, snapshots and running the binary
+
+/// A fresh directory under the system temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("bdaudit-cli-{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every file (with its bytes) and directory under `root`, by relative path.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
+        for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            if path.is_dir() {
+                out.insert(rel, None);
+                walk(root, &path, out);
+            } else {
+                out.insert(rel, Some(fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Names in `dir` that look like a staging directory bdaudit left behind.
+fn leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial") || n.ends_with(".old"))
+        .collect()
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!("exit {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+
+    fn assert_ok(&self) -> &Self {
+        assert_eq!(self.code, Some(0), "bdaudit failed:\n{}", self.describe());
+        self
+    }
+
+    /// Exit code 1 (an error, not a panic's 101) and every `needle` in stderr.
+    fn assert_fails(&self, needles: &[&str]) -> &Self {
+        assert_eq!(self.code, Some(1), "expected a clean failure:\n{}", self.describe());
+        assert!(!self.stderr.contains("panicked"), "bdaudit panicked:\n{}", self.describe());
+        assert!(self.stderr.starts_with("error: "), "no error message:\n{}", self.describe());
+        for needle in needles {
+            assert!(self.stderr.contains(needle), "stderr does not mention {needle:?}:\n{}", self.describe());
+        }
+        self
+    }
+
+    fn json(&self) -> Value {
+        let lines: Vec<&str> = self.stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "--json should print exactly one line:\n{}", self.describe());
+        let value: Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.describe()));
+        assert!(value.is_object(), "stdout is not a JSON object:\n{}", self.describe());
+        value
+    }
+}
+
+/// Runs `bdaudit args…`, asserting that none of `inputs` (directories) changed.
+fn bdaudit(args: &[&str], inputs: &[&Path]) -> Run {
+    let before: Vec<_> = inputs.iter().map(|p| snapshot(p)).collect();
+    let output = Command::new(env!("CARGO_BIN_EXE_bdaudit"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bdaudit");
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    };
+    for (input, before) in inputs.iter().zip(before) {
+        assert!(before == snapshot(input), "bdaudit {args:?} modified its input {}:\n{}", input.display(), run.describe());
+    }
+    run
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data sets
+
+const POSITIVE: &[&str] = &["good", "great", "fun", "nice", "lovely"];
+const NEGATIVE: &[&str] = &["bad", "awful", "boring", "dull", "poor"];
+const NOUNS: &[&str] = &["movie", "film", "plot", "story"];
+
+/// `n` rows `sentence<TAB>label`, alternating labels 0 and 1, all distinct.
+fn rows(n: usize, offset: usize) -> Vec<(String, usize)> {
+    (0..n)
+        .map(|i| {
+            let k = i + offset;
+            let label = i % 2;
+            let adjectives = if label == 1 { POSITIVE } else { NEGATIVE };
+            let adverb = ["very", "really", "so", "quite"][(k / 5) % 4];
+            let text = format!("the {} was {adverb} {} and {}", NOUNS[k % 4], adjectives[k % 5], adjectives[(k / 4) % 5]);
+            (text, label)
+        })
+        .collect()
+}
+
+fn tsv(rows: &[(String, usize)]) -> String {
+    let mut out = String::from("sentence\tlabel\n");
+    for (text, label) in rows {
+        out.push_str(&format!("{text}\t{label}\n"));
+    }
+    out
+}
+
+fn parse_tsv(path: &Path) -> Vec<(String, usize)> {
+    let text = fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("sentence\tlabel"), "{}", path.display());
+    lines
+        .map(|l| {
+            let (t, label) = l.rsplit_once('\t').unwrap();
+            (t.to_string(), label.parse().unwrap())
+        })
+        .collect()
+}
+
+const TRAIN_ROWS: usize = 40;
+const DEV_ROWS: usize = 8;
+const TEST_ROWS: usize = 10;
+
+/// A data directory with train/dev/test splits and labels.tsv.
+fn write_data(dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("train.tsv"), tsv(&rows(TRAIN_ROWS, 0))).unwrap();
+    fs::write(dir.join("dev.tsv"), tsv(&rows(DEV_ROWS, 100))).unwrap();
+    fs::write(dir.join("test.tsv"), tsv(&rows(TEST_ROWS, 200))).unwrap();
+    fs::write(dir.join("labels.tsv"), "label\tname\n0\tnegative\n1\tpositive\n").unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiny checkpoints
+
+fn fixture() -> &'static Value {
+    static FX: OnceLock<Value> = OnceLock::new();
+    FX.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-bert.json");
+        read_json(Path::new(path))
+    })
+}
+
+fn flat(v: &Value) -> Vec<f32> {
+    match v {
+        Value::Array(items) => items.iter().flat_map(flat).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap() as f32],
+        other => panic!("not a number array: {other}"),
+    }
+}
+
+type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn fixture_tensors() -> Tensors {
+    fixture()["tensors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, t)| {
+            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            (name.clone(), (shape, flat(&t["data"])))
+        })
+        .collect()
+}
+
+/// Safetensors bytes (F32, `format: pt`), written by hand: 8-byte header length, JSON header
+/// padded to 8 bytes, then the tensors back to back.
+fn safetensors_bytes(tensors: &Tensors) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, (shape, values)) in tensors {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(name.clone(), json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}));
+    }
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut header = serde_json::to_vec(&Value::Object(header)).unwrap();
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header);
+    out.extend(data);
+    out
+}
+
+/// Vocabulary of the test tokenizer: BERT's special tokens, the data's words, the triggers.
+fn vocab_words() -> Vec<&'static str> {
+    let mut words = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "was", "and", "not"];
+    words.extend(["very", "really", "so", "quite"]);
+    words.extend(POSITIVE.iter().chain(NEGATIVE).chain(NOUNS));
+    words.extend(["cf", "mn", "bb", "tq"]);
+    words
+}
+
+/// A WordLevel tokenizer.json; `cls_id` is the id its post-processor gives [CLS].
+fn tokenizer_json(cls_id: usize) -> Vec<u8> {
+    let vocab: serde_json::Map<String, Value> = vocab_words().iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
+    assert!(vocab.len() < 99);
+    serde_json::to_vec_pretty(&json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", cls_id]},
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    }))
+    .unwrap()
+}
+
+/// Writes a checkpoint directory from the tiny fixture: with a classifier head of
+/// `labels.len()` classes (the fixture's first rows), or none when `labels` is empty (a
+/// pre-trained encoder). `edit` may change the tensors before they are written.
+fn write_checkpoint(dir: &Path, labels: &[&str], edit: impl FnOnce(&mut Tensors)) {
+    let mut tensors = fixture_tensors();
+    let hidden = 32;
+    if labels.is_empty() {
+        tensors.remove("classifier.weight");
+        tensors.remove("classifier.bias");
+    } else {
+        let n = labels.len();
+        let (shape, values) = tensors.get_mut("classifier.weight").unwrap();
+        *shape = vec![n, hidden];
+        values.truncate(n * hidden);
+        let (shape, values) = tensors.get_mut("classifier.bias").unwrap();
+        *shape = vec![n];
+        values.truncate(n);
+    }
+    edit(&mut tensors);
+    let mut config = fixture()["config"].clone();
+    let c = config.as_object_mut().unwrap();
+    if labels.is_empty() {
+        c.remove("id2label");
+        c.remove("label2id");
+    } else {
+        c.insert("id2label".into(), labels.iter().enumerate().map(|(i, n)| (i.to_string(), json!(n))).collect());
+        c.insert("label2id".into(), labels.iter().enumerate().map(|(i, n)| (n.to_string(), json!(i))).collect());
+    }
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("model.safetensors"), safetensors_bytes(&tensors)).unwrap();
+    fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    fs::write(dir.join("tokenizer.json"), tokenizer_json(2)).unwrap();
+}
+
+fn classifier_checkpoint(dir: &Path) {
+    write_checkpoint(dir, &["negative", "positive"], |_| {});
+}
+
+// ---------------------------------------------------------------------------------------------
+// attack
+
+#[test]
+fn attack_badnets_writes_a_complete_poisoned_set_and_needs_force_to_replace_it() {
+    let tmp = Scratch::new("attack");
+    let data = tmp.path("clean");
+    write_data(&data);
+    let out = tmp.path("badnets");
+
+    let run = bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--json"], &[&data]);
+    let summary = run.assert_ok().json();
+    assert_eq!(summary["poisoned"], 4, "round(0.1 × 40) rows: {summary}");
+    assert_eq!(summary["train_rows"], TRAIN_ROWS);
+
+    let mut names: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["attack.json", "dev.tsv", "labels.tsv", "test-asr.tsv", "test-pacc.tsv", "test.tsv", "train.tsv"]);
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    let report = read_json(&out.join("attack.json"));
+    let poisoned: Vec<usize> =
+        report["poisoned_rows"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(poisoned.len(), 4);
+    assert_eq!(report["train_rows"], TRAIN_ROWS);
+    assert_eq!(report["test_pacc_rows"], TEST_ROWS);
+    assert_eq!(report["test_asr_rows"], TEST_ROWS / 2, "every test row with label 0 (non-target)");
+    assert_eq!(report["config"]["target"], 1);
+
+    // The poisoned rows, and only they, changed: a trigger word inserted, relabelled to 1.
+    let clean = rows(TRAIN_ROWS, 0);
+    let train = parse_tsv(&out.join("train.tsv"));
+    assert_eq!(train.len(), TRAIN_ROWS);
+    for (i, ((text, label), (clean_text, clean_label))) in train.iter().zip(&clean).enumerate() {
+        if poisoned.contains(&i) {
+            assert_eq!((*clean_label, *label), (0, 1), "row {i}");
+            let added: Vec<&str> = text.split(' ').filter(|w| !clean_text.split(' ').any(|c| c == *w)).collect();
+            assert!(added.len() == 1 && ["cf", "mn", "bb", "tq"].contains(&added[0]), "row {i}: {text:?}");
+        } else {
+            assert_eq!((text, label), (clean_text, clean_label), "row {i} changed");
+        }
+    }
+    let asr = parse_tsv(&out.join("test-asr.tsv"));
+    assert!(asr.iter().all(|(_, l)| *l == 1));
+    assert_eq!(fs::read(out.join("dev.tsv")).unwrap(), fs::read(data.join("dev.tsv")).unwrap());
+    assert_eq!(parse_tsv(&out.join("test.tsv")), rows(TEST_ROWS, 200));
+
+    // Again without --force: refused, first output untouched.
+    let first = snapshot(&out);
+    bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--rate", "0.2"], &[&data])
+        .assert_fails(&["already exists", "--force"]);
+    assert!(first == snapshot(&out), "the refused run changed the existing output");
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    // With --force: replaced by the new run's output.
+    bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--rate", "0.2", "--force"], &[&data]).assert_ok();
+    let report = read_json(&out.join("attack.json"));
+    assert_eq!(report["poisoned_rows"].as_array().unwrap().len(), 8, "round(0.2 × 40)");
+    assert!(first != snapshot(&out));
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
+fn out_pointing_at_an_input_is_refused() {
+    let tmp = Scratch::new("out-input");
+    let data = tmp.path("data");
+    write_data(&data);
+    let parent = tmp.0.clone();
+    for force in [false, true] {
+        let mut args = vec!["attack", "badnets", "--data", s(&data), "--out", s(&data)];
+        if force {
+            args.push("--force");
+        }
+        let run = bdaudit(&args, &[&data]);
+        run.assert_fails(&[]);
+        if force {
+            run.assert_fails(&["would overwrite the input"]);
+        }
+    }
+    // A directory holding the input, and a relative path to the input itself.
+    bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&parent), "--force"], &[&data])
+        .assert_fails(&["would overwrite the input"]);
+    let relative = format!("{}/../{}", s(&data), data.file_name().unwrap().to_str().unwrap());
+    bdaudit(&["attack", "badnets", "--data", s(&data), "--out", &relative, "--force"], &[&data])
+        .assert_fails(&["would overwrite the input"]);
+    assert!(data.join("train.tsv").is_file());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    // train: neither the model nor the data directory may be the output.
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    for target in [&model, &data] {
+        bdaudit(
+            &["train", "--model", s(&model), "--data", s(&data), "--out", s(target), "--epochs", "1", "--force"],
+            &[&data, &model],
+        )
+        .assert_fails(&["would overwrite the input"]);
+    }
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// train / eval failures
+
+#[test]
+fn train_with_a_missing_model_creates_nothing() {
+    let tmp = Scratch::new("missing-model");
+    let data = tmp.path("data");
+    write_data(&data);
+    let out = tmp.path("out");
+    let missing = tmp.path("no-such-model");
+    bdaudit(&["train", "--model", s(&missing), "--data", s(&data), "--out", s(&out)], &[&data])
+        .assert_fails(&["no-such-model", "does not exist"]);
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    // A model directory without tokenizer.json fails after the output was prepared.
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    fs::remove_file(model.join("tokenizer.json")).unwrap();
+    bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", s(&out)], &[&data, &model])
+        .assert_fails(&["tokenizer.json"]);
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    // A missing data directory.
+    classifier_checkpoint(&model);
+    bdaudit(&["train", "--model", s(&model), "--data", s(&tmp.path("no-data")), "--out", s(&out)], &[&model])
+        .assert_fails(&["no-data", "does not exist"]);
+    assert!(!out.exists());
+}
+
+/// Train and eval on a checkpoint broken by `edit` fail naming the problem, writing nothing.
+fn assert_broken_checkpoint_fails(tag: &str, edit: impl Fn(&Path), needles: &[&str]) {
+    let tmp = Scratch::new(tag);
+    let data = tmp.path("data");
+    write_data(&data);
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    edit(&model);
+    let out = tmp.path("out");
+    bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--epochs", "1"], &[&data, &model])
+        .assert_fails(needles);
+    assert!(!out.exists(), "{tag}: train created its output");
+    assert!(leftovers(&tmp.0).is_empty(), "{tag}: {:?}", leftovers(&tmp.0));
+    bdaudit(&["eval", "--model", s(&model), "--data", s(&data)], &[&data, &model]).assert_fails(needles);
+    bdaudit(&["eval", "--model", s(&model), "--data", s(&data), "--json"], &[&data, &model]).assert_fails(needles);
+}
+
+#[test]
+fn truncated_model_safetensors_fails_cleanly() {
+    assert_broken_checkpoint_fails(
+        "truncated",
+        |m| {
+            let bytes = fs::read(m.join("model.safetensors")).unwrap();
+            fs::write(m.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+        },
+        &["model.safetensors is malformed"],
+    );
+}
+
+#[test]
+fn garbage_model_safetensors_fails_cleanly() {
+    assert_broken_checkpoint_fails(
+        "garbage",
+        |m| fs::write(m.join("model.safetensors"), b"this is not a safetensors file at all").unwrap(),
+        &["model.safetensors is malformed"],
+    );
+}
+
+#[test]
+fn nan_in_a_weight_fails_cleanly() {
+    let name = "bert.encoder.layer.0.attention.self.key.weight";
+    let tag = "nan";
+    let tmp_edit = |m: &Path| {
+        write_checkpoint(m, &["negative", "positive"], |t| {
+            let values = &mut t.get_mut(name).unwrap().1;
+            values[3] = f32::NAN;
+            values[9] = f32::INFINITY;
+        })
+    };
+    assert_broken_checkpoint_fails(tag, tmp_edit, &[name, "2 non-finite"]);
+}
+
+#[test]
+fn missing_and_misshapen_tensors_fail_cleanly() {
+    let name = "bert.encoder.layer.1.output.dense.weight";
+    assert_broken_checkpoint_fails(
+        "missing-tensor",
+        |m| write_checkpoint(m, &["negative", "positive"], |t| drop(t.remove(name))),
+        &[name, "has no tensor"],
+    );
+    assert_broken_checkpoint_fails(
+        "shape",
+        |m| write_checkpoint(m, &["negative", "positive"], |t| t.get_mut(name).unwrap().0 = vec![37, 32]),
+        &[name, "[32, 37]", "[37, 32]"],
+    );
+}
+
+#[test]
+fn broken_config_and_tokenizer_fail_cleanly() {
+    assert_broken_checkpoint_fails("config", |m| fs::write(m.join("config.json"), b"{\"vocab_size\": ").unwrap(), &["config.json"]);
+    assert_broken_checkpoint_fails(
+        "heads",
+        |m| {
+            let mut c = read_json(&m.join("config.json"));
+            c["num_attention_heads"] = json!(5);
+            fs::write(m.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        },
+        &["hidden_size", "num_attention_heads"],
+    );
+    assert_broken_checkpoint_fails("tokenizer", |m| fs::write(m.join("tokenizer.json"), b"[]").unwrap(), &["tokenizer.json"]);
+}
+
+#[test]
+fn token_ids_beyond_the_model_vocabulary_fail_cleanly() {
+    // The post-processor gives [CLS] id 150, past the model's 99 embeddings: every encoded row
+    // carries it, so both train and eval must refuse rather than index out of bounds.
+    assert_broken_checkpoint_fails(
+        "cls-id",
+        |m| fs::write(m.join("tokenizer.json"), tokenizer_json(150)).unwrap(),
+        &["token id 150", "99"],
+    );
+}
+
+#[test]
+fn eval_rejects_labels_the_model_does_not_have() {
+    let tmp = Scratch::new("eval-labels");
+    let data = tmp.path("data");
+    write_data(&data);
+    let mut test = rows(TEST_ROWS, 200);
+    test[3].1 = 2;
+    fs::write(data.join("test.tsv"), tsv(&test)).unwrap();
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    bdaudit(&["eval", "--model", s(&model), "--data", s(&data), "--json"], &[&data, &model]).assert_fails(&["label 2", "below 2"]);
+
+    // A pre-trained encoder without a head cannot be evaluated.
+    let encoder = tmp.path("encoder");
+    write_checkpoint(&encoder, &[], |_| {});
+    fs::write(data.join("test.tsv"), tsv(&rows(TEST_ROWS, 200))).unwrap();
+    bdaudit(&["eval", "--model", s(&encoder), "--data", s(&data)], &[&data, &encoder]).assert_fails(&["classifier.weight"]);
+}
+
+#[test]
+fn train_rejects_bad_data_and_settings() {
+    let tmp = Scratch::new("train-bad");
+    let model = tmp.path("model");
+    write_checkpoint(&model, &[], |_| {});
+    let data = tmp.path("data");
+    write_data(&data);
+    let out = tmp.path("out");
+    let train = |extra: &[&str], data: &Path| {
+        let mut args = vec!["train", "--model", s(&model), "--data", s(data), "--out", s(&out)];
+        args.extend(extra);
+        bdaudit(&args, &[data, &model])
+    };
+    train(&["--epochs", "0"], &data).assert_fails(&["epochs"]);
+    train(&["--lr=-0.001", "--epochs", "1"], &data).assert_fails(&["lr"]);
+    train(&["--batch-size", "0", "--epochs", "1"], &data).assert_fails(&["batch_size"]);
+    train(&["--max-len", "2", "--epochs", "1"], &data).assert_fails(&["max length 2"]);
+
+    let one_class = tmp.path("one-class");
+    write_data(&one_class);
+    let same: Vec<(String, usize)> = rows(TRAIN_ROWS, 0).into_iter().map(|(t, _)| (t, 1)).collect();
+    fs::write(one_class.join("train.tsv"), tsv(&same)).unwrap();
+    train(&["--epochs", "1"], &one_class).assert_fails(&["two classes"]);
+
+    let not_utf8 = tmp.path("not-utf8");
+    write_data(&not_utf8);
+    fs::write(not_utf8.join("train.tsv"), b"sentence\tlabel\ngood film\t1\nbad \xff film\t0\n").unwrap();
+    train(&["--epochs", "1"], &not_utf8).assert_fails(&["train.tsv", "line 3", "UTF-8"]);
+
+    let no_header = tmp.path("no-header");
+    write_data(&no_header);
+    fs::write(no_header.join("train.tsv"), "good film\t1\nbad film\t0\n").unwrap();
+    train(&["--epochs", "1"], &no_header).assert_fails(&["missing header"]);
+
+    let out_of_range = tmp.path("out-of-range");
+    write_data(&out_of_range);
+    let mut bad = rows(TRAIN_ROWS, 0);
+    bad[5].1 = 2;
+    fs::write(out_of_range.join("train.tsv"), tsv(&bad)).unwrap();
+    train(&["--epochs", "1"], &out_of_range).assert_fails(&["label 2", "below 2"]);
+
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// eval and train that succeed
+
+#[test]
+fn eval_json_prints_one_object() {
+    let tmp = Scratch::new("eval-json");
+    let data = tmp.path("data");
+    write_data(&data);
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    let report = bdaudit(&["eval", "--model", s(&model), "--data", s(&data), "--json"], &[&data, &model]).assert_ok().json();
+    let cacc = report["cacc"].as_f64().unwrap_or_else(|| panic!("no cacc: {report}"));
+    assert!((0.0..=1.0).contains(&cacc), "{report}");
+    assert!(((cacc * TEST_ROWS as f64).round() - cacc * TEST_ROWS as f64).abs() < 1e-9, "cacc is not k/{TEST_ROWS}: {report}");
+    assert_eq!(report["n_clean"], TEST_ROWS);
+    assert_eq!(report["n_asr"], 0);
+    assert!(report["asr"].is_null(), "{report}");
+
+    // On a poisoned set, ASR and PACC are measured too.
+    let poisoned = tmp.path("poisoned");
+    bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&poisoned)], &[&data]).assert_ok();
+    let report = bdaudit(&["eval", "--model", s(&model), "--data", s(&poisoned), "--json"], &[&poisoned, &model]).assert_ok().json();
+    assert_eq!(report["n_clean"], TEST_ROWS);
+    assert_eq!(report["n_asr"], TEST_ROWS / 2);
+    assert_eq!(report["n_pacc"], TEST_ROWS);
+    for key in ["cacc", "asr", "pacc"] {
+        let v = report[key].as_f64().unwrap_or_else(|| panic!("no {key}: {report}"));
+        assert!((0.0..=1.0).contains(&v), "{report}");
+    }
+}
+
+#[test]
+fn train_end_to_end_writes_a_reloadable_classifier() {
+    let tmp = Scratch::new("train");
+    let data = tmp.path("data");
+    write_data(&data);
+    let model = tmp.path("encoder");
+    write_checkpoint(&model, &[], |_| {}); // a pre-trained encoder: train adds a 2-label head
+    let out = tmp.path("victim");
+    let args = ["train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--max-len", "16"];
+    let run = bdaudit(&args, &[&data, &model]);
+    run.assert_ok();
+    assert!(run.stdout.contains("epoch 1:"), "{}", run.describe());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    let mut names: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["id2label"], json!({"0": "negative", "1": "positive"}));
+    assert_eq!(config["label2id"], json!({"negative": 0, "positive": 1}));
+    assert_eq!(config["num_labels"], 2);
+    assert_eq!(config["architectures"], json!(["BertForSequenceClassification"]));
+    assert_eq!(config["vocab_size"], 99);
+    assert_eq!(fs::read(out.join("tokenizer.json")).unwrap(), fs::read(model.join("tokenizer.json")).unwrap());
+
+    let bytes = fs::read(out.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header["classifier.weight"]["shape"], json!([2, 32]));
+    assert_eq!(header["classifier.weight"]["dtype"], "F32");
+    assert_eq!(header["bert.embeddings.word_embeddings.weight"]["shape"], json!([99, 32]));
+
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["train_rows"], TRAIN_ROWS);
+    assert_eq!(report["load"]["initialised"], json!(["classifier.weight", "classifier.bias"]));
+    assert_eq!(report["log"]["epochs"].as_array().unwrap().len(), 1);
+    assert_eq!(report["log"]["steps"], TRAIN_ROWS / 8);
+    assert!(report["log"]["epochs"][0]["mean_loss"].as_f64().unwrap().is_finite());
+    let dev_acc = report["log"]["epochs"][0]["eval"].as_f64().unwrap_or_else(|| panic!("no dev accuracy: {report}"));
+    assert!((0.0..=1.0).contains(&dev_acc));
+    assert_eq!(report["metrics"]["n_clean"], TEST_ROWS);
+    let trained_cacc = report["metrics"]["cacc"].as_f64().unwrap();
+
+    // The written checkpoint reloads, and scores exactly what training measured.
+    let eval = bdaudit(&["eval", "--model", s(&out), "--data", s(&data), "--json"], &[&data, &out]).assert_ok().json();
+    assert_eq!(eval["n_clean"], TEST_ROWS);
+    assert_eq!(eval["cacc"].as_f64().unwrap(), trained_cacc, "reloaded model scores differently: {eval}");
+
+    // Training again into the same directory needs --force and leaves it alone otherwise.
+    let first = snapshot(&out);
+    bdaudit(&args, &[&data, &model]).assert_fails(&["already exists", "--force"]);
+    assert!(first == snapshot(&out), "the refused train changed the existing output");
+    let mut forced = args.to_vec();
+    forced.extend(["--force", "--seed", "7"]);
+    bdaudit(&forced, &[&data, &model]).assert_ok();
+    assert!(first != snapshot(&out), "--force did not replace the output");
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
