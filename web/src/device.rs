@@ -61,7 +61,11 @@ async fn webgpu_adapter_available() -> bool {
     else {
         return false;
     };
-    let Some(pending) = request.call0(&gpu).ok().and_then(|p| p.dyn_into::<Promise>().ok()) else {
+    let Some(pending) = request
+        .call0(&gpu)
+        .ok()
+        .and_then(|p| p.dyn_into::<Promise>().ok())
+    else {
         return false;
     };
     matches!(JsFuture::from(pending).await, Ok(adapter) if !adapter.is_null() && !adapter.is_undefined())

@@ -36,6 +36,8 @@ pub enum WebError {
 }
 
 /// A checkpoint loaded on the backend that was chosen for it.
+// One per `Auditor`, which wasm-bindgen keeps on the heap anyway: boxing would only add a hop.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     WebGpu(Session<Wgpu>),
     Cpu(Session<NdArray>),
