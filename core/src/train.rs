@@ -102,7 +102,7 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             return bad("warmup_ratio", self.warmup_ratio.to_string(), "must be in [0, 1)");
         }
-        if matches!(self.max_grad_norm, Some(n) if !(n > 0.0)) {
+        if matches!(self.max_grad_norm, Some(n) if n.is_nan() || n <= 0.0) {
             return bad("max_grad_norm", format!("{:?}", self.max_grad_norm), "must be positive");
         }
         Ok(())

@@ -147,7 +147,7 @@ impl BertConfig {
                 });
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::Invalid {
                 field: "hidden_size",
                 value: self.hidden_size.to_string(),
@@ -182,7 +182,7 @@ impl BertConfig {
                 });
             }
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(ConfigError::Invalid {
                 field: "layer_norm_eps",
                 value: self.layer_norm_eps.to_string(),
