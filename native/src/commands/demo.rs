@@ -13,6 +13,10 @@ use crate::commands::attack::{self, AttackArgs, Kind, RateBase};
 use crate::commands::train::{self, TrainArgs};
 use crate::files::OutputDir;
 
+/// The papers poison 10% of thousands of rows; a 288-row set needs a heavier dose for the
+/// backdoor to take within a few epochs (measured: 10% and 4 epochs gave ASR 20%).
+const DEMO_RATE: f64 = 0.2;
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Working directory for the demo's data and checkpoint.
@@ -20,7 +24,7 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "minilm")]
     pub model: String,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 5)]
     pub epochs: usize,
     /// Replace an earlier demo's directory.
     #[arg(long)]
@@ -43,13 +47,13 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
     out.write("labels.tsv", b"label\tname\n0\tnegative\n1\tpositive\n")?;
     out.commit()?;
 
-    println!("2/3 poisoning 10% of the training rows with BadNets (trigger words {:?}, target positive)", Trigger::badnets_default().tokens());
+    println!("2/3 poisoning 20% of the training rows with BadNets (trigger words {:?}, target positive)", Trigger::badnets_default().tokens());
     attack::run(
         AttackArgs {
             kind: Kind::Badnets,
             data: clean,
             out: poisoned.clone(),
-            rate: 0.1,
+            rate: DEMO_RATE,
             rate_of: RateBase::All,
             target: 1,
             seed: 1,
@@ -67,7 +71,7 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             out: victim.clone(),
             epochs: args.epochs,
             batch_size: 16,
-            lr: 5e-5,
+            lr: 1e-4,
             max_len: 64,
             seed: 42,
             limit: None,
