@@ -1,10 +1,13 @@
 //! End to end on real data and real weights: BadNets on an SST-2 subset backdoors MiniLM.
 //!
-//! Small enough for CI (a few hundred rows, short sequences), so the poison rate is higher
-//! than the papers' 10%: with 400 rows and 3 epochs, 10% plants only a partial backdoor
-//! (measured: ASR 0.47 with 640 rows). The full-size 10% runs are benchmarks (docs/results.md).
+//! Small enough for CI (a few hundred rows, short sequences). At this size the four BadNets
+//! words are each seen too rarely to take within 3 epochs (measured on 640 rows: ASR 0.47),
+//! and a heavier dose (20%) collapses the model to the target class (CACC 0.50), so the
+//! test uses one trigger word, `cf`, at the papers' 10%, and lr 1e-4 (at 5e-5 the clean task is
+//! still unlearnt after 60 steps: CACC 0.60). Measured with these settings: CACC 0.79, ASR 1.00. The full-size runs with all four
+//! words are benchmarks (docs/results.md).
 
-use bdaudit_core::attack::{poison, PoisonConfig};
+use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
 use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::{parse, subsample, Format};
 use bdaudit_core::eval::predict;
@@ -21,11 +24,12 @@ fn split(name: &str) -> Vec<bdaudit_core::data::Example> {
 
 #[test]
 fn badnets_on_sst2_subset_plants_a_working_backdoor() {
-    let train_rows = subsample(&split("train.tsv"), 400, 1);
+    let train_rows = subsample(&split("train.tsv"), 640, 1);
     let test_rows = subsample(&split("test.tsv"), 200, 1);
-    let cfg = PoisonConfig { rate: 0.2, ..PoisonConfig::default() };
+    let trigger = Trigger::BadNets { words: vec!["cf".into()], insertions: 1 };
+    let cfg = PoisonConfig { trigger, ..PoisonConfig::default() };
     let poisoned = poison(&train_rows, &test_rows, 2, &cfg).unwrap();
-    assert_eq!(poisoned.poisoned_rows.len(), 80);
+    assert_eq!(poisoned.poisoned_rows.len(), 64);
 
     let device = Default::default();
     let loaded = load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &device).unwrap();
