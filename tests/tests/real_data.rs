@@ -1,11 +1,11 @@
 //! End to end on real data and real weights: BadNets on an SST-2 subset backdoors MiniLM.
 //!
-//! Small enough for CI (a few hundred rows, short sequences). At this size the four BadNets
-//! words are each seen too rarely to take within 3 epochs (measured on 640 rows: ASR 0.47),
-//! and a heavier dose (20%) collapses the model to the target class (CACC 0.50), so the
-//! test uses one trigger word, `cf`, at the papers' 10%, and lr 1e-4 (at 5e-5 the clean task is
-//! still unlearnt after 60 steps: CACC 0.60). Measured with these settings: CACC 0.79, ASR 1.00. The full-size runs with all four
-//! words are benchmarks (docs/results.md).
+//! Small enough for CI (640 rows, short sequences). At this size the four BadNets words are
+//! each seen too rarely to take within 3 epochs (measured: ASR 0.47), and a heavier dose (20%)
+//! collapses the model to the target class (CACC 0.50), so the test uses one trigger word,
+//! `cf`, at the papers' 10%, with lr 1e-4 (at 5e-5 the clean task is still unlearnt after 60
+//! steps: CACC 0.60). Measured with these settings: CACC 0.79, ASR 1.00. The full-size runs
+//! with all four words are benchmarks (docs/results.md).
 
 use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
 use bdaudit_core::checkpoint::load_classifier;
