@@ -346,3 +346,68 @@ where
         cross_entropy(m.logits(batch.input_ids.clone(), batch.attention_mask.clone()), batch.labels.clone())
     }, eval)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::RandomInit;
+    use crate::model::BertConfig;
+    use crate::progress::Silent;
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = Autodiff<NdArray>;
+
+    fn tiny() -> BertClassifier<B> {
+        let mut config = BertConfig::tiny(50);
+        config.hidden_dropout_prob = 0.1;
+        BertClassifier::from_source(&config, 2, &mut RandomInit::new(5, 0.2, &Default::default())).unwrap()
+    }
+
+    fn rows() -> Vec<Encoded> {
+        (0..12)
+            .map(|i| Encoded { ids: vec![1, 3 + i as u32, 10 + (i % 4) as u32, 2], label: i % 2 })
+            .collect()
+    }
+
+    fn values<const D: usize>(t: Tensor<NdArray, D>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap()
+    }
+
+    /// Dropout draws from burn's process-wide backend RNG: trainings in parallel test threads
+    /// would interleave draws, so this module's trainings run one at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn run(trainable: Trainable) -> BertClassifier<NdArray> {
+        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let config = TrainConfig { epochs: 2, batch_size: 4, lr: 1e-2, trainable, ..TrainConfig::default() };
+        let (model, log) = train(tiny(), &rows(), 0, &config, &Default::default(), &mut Silent, |_, _| None).unwrap();
+        assert_eq!(log.steps, 6);
+        model.valid()
+    }
+
+    #[test]
+    fn same_seed_gives_bit_identical_weights() {
+        let (a, b) = (run(Trainable::All), run(Trainable::All));
+        assert_eq!(values(a.bert.layers[1].query.weight.val()), values(b.bert.layers[1].query.weight.val()));
+        assert_eq!(values(a.classifier.weight.val()), values(b.classifier.weight.val()));
+        assert_ne!(values(a.classifier.weight.val()), values(tiny().valid().classifier.weight.val()));
+    }
+
+    #[test]
+    fn only_chosen_parameters_move() {
+        let before = tiny().valid();
+        let after = run(Trainable::Only(vec![ParamGroup::WordEmbeddings]));
+        assert_ne!(values(before.bert.embeddings.word.weight.val()), values(after.bert.embeddings.word.weight.val()));
+        assert_eq!(values(before.bert.embeddings.position.weight.val()), values(after.bert.embeddings.position.weight.val()));
+        assert_eq!(values(before.bert.layers[0].value.weight.val()), values(after.bert.layers[0].value.weight.val()));
+        assert_eq!(values(before.classifier.weight.val()), values(after.classifier.weight.val()));
+    }
+
+    #[test]
+    fn schedule_decays_linearly_to_zero() {
+        let config = TrainConfig { lr: 1.0, warmup_ratio: 0.0, ..TrainConfig::default() };
+        let mut s = Stepper::<B>::new(&config, 4);
+        let lrs: Vec<f64> = (0..4).map(|i| { s.step = i; s.lr() }).collect();
+        assert_eq!(lrs, vec![1.0, 0.75, 0.5, 0.25]);
+    }
+}
