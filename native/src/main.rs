@@ -83,12 +83,20 @@ fn run(cli: Cli) -> Result<()> {
 /// first so the user gets an error, not a crash.
 #[cfg(feature = "cuda")]
 fn cuda_available() -> Result<()> {
-    // SAFETY: loading the CUDA driver library runs its initialisers, which are sound to run.
-    let lib = unsafe { libloading::Library::new(libloading::library_filename("cuda")) };
-    match lib {
-        Ok(_) => Ok(()),
-        Err(e) => anyhow::bail!("--device cuda: the NVIDIA driver library (libcuda) cannot be loaded ({e}); is a driver installed?"),
+    // Drivers ship `libcuda.so.1`; the unversioned name exists only with development files.
+    let names = ["libcuda.so.1".into(), libloading::library_filename("cuda")];
+    let mut last_error = None;
+    for name in names {
+        // SAFETY: loading the CUDA driver library runs its initialisers, which are sound to run.
+        match unsafe { libloading::Library::new(&name) } {
+            Ok(_) => return Ok(()),
+            Err(e) => last_error = Some(e),
+        }
     }
+    anyhow::bail!(
+        "--device cuda: the NVIDIA driver library (libcuda) cannot be loaded ({}); is a driver installed?",
+        last_error.map(|e| e.to_string()).unwrap_or_default()
+    )
 }
 
 fn main() -> ExitCode {
