@@ -27,7 +27,9 @@ pub fn logits<B: Backend>(
             .logits(batch.input_ids, batch.attention_mask)
             .into_data()
             .convert::<f32>();
-        let values: Vec<f32> = data.to_vec().unwrap_or_default();
+        let values: Vec<f32> = data
+            .to_vec()
+            .expect("data converted to f32 always reads back as f32");
         for (k, &i) in idx.iter().enumerate() {
             out[i] = values[k * num_labels..(k + 1) * num_labels].to_vec();
         }
