@@ -240,10 +240,9 @@ fn safetensors_bytes(tensors: &Tensors) -> Vec<u8> {
     out
 }
 
-/// Vocabulary of the test tokenizer: BERT's special tokens, the data's words, the triggers.
+/// Words of the test tokenizer after BERT's special tokens: the data's words, the triggers.
 fn vocab_words() -> Vec<&'static str> {
-    let mut words = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "was", "and", "not"];
-    words.extend(["very", "really", "so", "quite"]);
+    let mut words = vec!["the", "a", "was", "and", "not", "very", "really", "so", "quite"];
     words.extend(POSITIVE.iter().chain(NEGATIVE).chain(NOUNS));
     words.extend(["cf", "mn", "bb", "tq"]);
     words
@@ -251,20 +250,9 @@ fn vocab_words() -> Vec<&'static str> {
 
 /// A WordLevel tokenizer.json; `cls_id` is the id its post-processor gives [CLS].
 fn tokenizer_json(cls_id: usize) -> Vec<u8> {
-    let vocab: serde_json::Map<String, Value> = vocab_words().iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
-    assert!(vocab.len() < 99);
-    serde_json::to_vec_pretty(&json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", cls_id]},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    }))
-    .unwrap()
+    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    assert!(specials.len() + vocab_words().len() < 99);
+    bdaudit_tests::word_level_tokenizer(&specials, &vocab_words(), Some(cls_id))
 }
 
 /// Writes a checkpoint directory from the tiny fixture: with a classifier head of

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use bdaudit_core::checkpoint::CheckpointFiles;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub type Backend = burn::backend::NdArray<f32>;
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
@@ -91,4 +91,32 @@ pub fn safetensors_from_json(tensors: &serde_json::Map<String, Value>) -> Vec<u8
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A minimal WordLevel `tokenizer.json`: ids follow `specials` then `words`; a [CLS] … [SEP]
+/// post-processor when both are present, with [CLS] given `cls_id` instead of its vocabulary id
+/// when asked (to produce ids a model does not have); [UNK] (or the first token) as unknown.
+pub fn word_level_tokenizer(specials: &[&str], words: &[&str], cls_id: Option<usize>) -> Vec<u8> {
+    let vocab: serde_json::Map<String, Value> =
+        specials.iter().chain(words).enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
+    let id = |t: &str| vocab.get(t).cloned().unwrap_or(json!(1));
+    let post = if vocab.contains_key("[CLS]") && vocab.contains_key("[SEP]") {
+        let cls = cls_id.map_or_else(|| id("[CLS]"), |c| json!(c));
+        json!({"type": "BertProcessing", "sep": ["[SEP]", id("[SEP]")], "cls": ["[CLS]", cls]})
+    } else {
+        Value::Null
+    };
+    let unk = if vocab.contains_key("[UNK]") { "[UNK]" } else { specials.first().copied().unwrap_or("the") };
+    serde_json::to_vec(&json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": post,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk}
+    }))
+    .expect("serialise")
 }

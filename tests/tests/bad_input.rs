@@ -86,36 +86,10 @@ const WORDS: &[&str] = &[
     "the", "a", "movie", "film", "was", "is", "good", "great", "fun", "bad", "awful", "boring", "not", "very", "plot",
 ];
 
-/// A minimal WordLevel `tokenizer.json` with BERT's special tokens and a [CLS] … [SEP]
-/// post-processor; `specials` are the special tokens to include (in id order from 0).
-fn word_level_tokenizer(specials: &[&str], words: &[&str]) -> Vec<u8> {
-    let vocab: serde_json::Map<String, Value> =
-        specials.iter().chain(words).enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
-    let id = |t: &str| vocab.get(t).cloned().unwrap_or(json!(1));
-    let post = if vocab.contains_key("[CLS]") && vocab.contains_key("[SEP]") {
-        json!({"type": "BertProcessing", "sep": ["[SEP]", id("[SEP]")], "cls": ["[CLS]", id("[CLS]")]})
-    } else {
-        Value::Null
-    };
-    let unk = if vocab.contains_key("[UNK]") { "[UNK]" } else { specials.first().copied().unwrap_or("the") };
-    serde_json::to_vec(&json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [],
-        "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": post,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": unk}
-    }))
-    .unwrap()
-}
-
 const SPECIALS: &[&str] = &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
 fn tiny_tokenizer() -> Vec<u8> {
-    word_level_tokenizer(SPECIALS, WORDS)
+    word_level_tokenizer(SPECIALS, WORDS, None)
 }
 
 fn tiny_files() -> CheckpointFiles {
@@ -510,7 +484,7 @@ fn malformed_tokenizer_json() {
 
 #[test]
 fn tokenizer_without_pad_token() {
-    let bytes = word_level_tokenizer(&["[UNK]", "[CLS]", "[SEP]", "[MASK]"], WORDS);
+    let bytes = word_level_tokenizer(&["[UNK]", "[CLS]", "[SEP]", "[MASK]"], WORDS, None);
     assert!(TextTokenizer::from_bytes(&tiny_tokenizer(), MAX_LEN).is_ok());
     let err = tokenizer_err(&with_tokenizer(bytes));
     assert!(matches!(err, TokenizerError::MissingSpecial("[PAD]")), "{err:?}");
@@ -522,7 +496,7 @@ fn tokenizer_larger_than_the_model_vocabulary() {
     // 120 words + 5 specials = 125 tokens against vocab_size 99.
     let many: Vec<String> = (0..120).map(|i| format!("w{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
-    let err = tokenizer_err(&with_tokenizer(word_level_tokenizer(SPECIALS, &many)));
+    let err = tokenizer_err(&with_tokenizer(word_level_tokenizer(SPECIALS, &many, None)));
     assert!(matches!(err, TokenizerError::VocabMismatch { tokenizer: 125, model: 99 }), "{err:?}");
     assert_mentions(&err.to_string(), &["125", "99"]);
 }
