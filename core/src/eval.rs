@@ -1,6 +1,6 @@
 //! Inference over data sets: logits and predictions in the original row order.
 
-use burn::tensor::{backend::Backend, TensorData};
+use burn::tensor::backend::{Backend, ExecutionError};
 
 use crate::data::batch::{length_sorted_batches, Batch, Encoded};
 use crate::model::BertClassifier;
@@ -8,14 +8,17 @@ use crate::progress::Progress;
 
 /// Logits of every row, `[rows][num_labels]`, computed in length-sorted batches so padding
 /// stays small, then returned in the rows' original order.
-pub fn logits<B: Backend>(
+///
+/// Async because a WebGPU buffer can only be read asynchronously in the browser; native
+/// callers use [`logits`], which blocks on it.
+pub async fn logits_async<B: Backend>(
     model: &BertClassifier<B>,
     rows: &[Encoded],
     pad_id: u32,
     batch_size: usize,
     device: &B::Device,
     progress: &mut dyn Progress,
-) -> Vec<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>, ExecutionError> {
     let num_labels = model.num_labels();
     let mut out = vec![Vec::new(); rows.len()];
     let batches = length_sorted_batches(rows, batch_size);
@@ -23,11 +26,11 @@ pub fn logits<B: Backend>(
     for idx in batches {
         let refs: Vec<&Encoded> = idx.iter().map(|&i| &rows[i]).collect();
         let batch = Batch::<B>::new(&refs, pad_id, device);
-        let data: TensorData = model
+        let values: Vec<f32> = model
             .logits(batch.input_ids, batch.attention_mask)
-            .into_data()
-            .convert::<f32>();
-        let values: Vec<f32> = data
+            .into_data_async()
+            .await?
+            .convert::<f32>()
             .to_vec()
             .expect("data converted to f32 always reads back as f32");
         for (k, &i) in idx.iter().enumerate() {
@@ -36,7 +39,20 @@ pub fn logits<B: Backend>(
         progress.step(None);
     }
     progress.finish(&format!("{} rows", rows.len()));
-    out
+    Ok(out)
+}
+
+/// [`logits_async`] for native callers (blocks until the device is done).
+pub fn logits<B: Backend>(
+    model: &BertClassifier<B>,
+    rows: &[Encoded],
+    pad_id: u32,
+    batch_size: usize,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Vec<Vec<f32>> {
+    burn_std::future::block_on(logits_async(model, rows, pad_id, batch_size, device, progress))
+        .expect("reading logits back from the device failed")
 }
 
 /// Index of the largest logit (the first on ties).

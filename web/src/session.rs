@@ -2,9 +2,10 @@
 //! WebGPU and CPU paths are the same code with a different type parameter.
 
 use bdaudit_core::checkpoint::{load_classifier, CheckpointFiles, Loaded};
-use bdaudit_core::data::batch::{length_sorted_batches, Batch, Encoded};
-use bdaudit_core::eval::argmax;
-use burn::tensor::{activation::softmax, backend::Backend};
+use bdaudit_core::data::batch::Encoded;
+use bdaudit_core::eval::{argmax, logits_async};
+use bdaudit_core::progress::Silent;
+use burn::tensor::backend::Backend;
 use serde::Serialize;
 
 use crate::WebError;
@@ -42,8 +43,8 @@ impl<B: Backend> Session<B> {
         Ok(Session { loaded, device })
     }
 
-    /// Class probabilities of every text, in input order. Tensors are read with
-    /// `into_data_async`, the only way to read a WebGPU buffer in the browser.
+    /// Class probabilities of every text, in input order (core's async inference: the only
+    /// way to read a WebGPU buffer in the browser).
     pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<Prediction>, WebError> {
         let Loaded {
             model,
@@ -60,23 +61,10 @@ impl<B: Backend> Session<B> {
                 })
             })
             .collect::<Result<Vec<_>, WebError>>()?;
-        let num_labels = model.num_labels();
-        let mut probs = vec![Vec::new(); rows.len()];
-        for idx in length_sorted_batches(&rows, BATCH_SIZE) {
-            let refs: Vec<&Encoded> = idx.iter().map(|&i| &rows[i]).collect();
-            let batch = Batch::<B>::new(&refs, tokenizer.pad_id(), &self.device);
-            let logits = model.logits(batch.input_ids, batch.attention_mask);
-            let values: Vec<f32> = softmax(logits, 1)
-                .into_data_async()
-                .await
-                .map_err(|e| WebError::Execution(e.to_string()))?
-                .convert::<f32>()
-                .to_vec()
-                .map_err(|e| WebError::Execution(format!("{e:?}")))?;
-            for (k, &i) in idx.iter().enumerate() {
-                probs[i] = values[k * num_labels..(k + 1) * num_labels].to_vec();
-            }
-        }
+        let logits = logits_async(model, &rows, tokenizer.pad_id(), BATCH_SIZE, &self.device, &mut Silent)
+            .await
+            .map_err(|e| WebError::Execution(e.to_string()))?;
+        let probs = logits.iter().map(|row| softmax(row));
         Ok(texts
             .into_iter()
             .zip(probs)
@@ -87,4 +75,12 @@ impl<B: Backend> Session<B> {
             })
             .collect())
     }
+}
+
+/// Softmax of one row of logits (a handful of classes: done on the host).
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
 }
