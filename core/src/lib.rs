@@ -6,9 +6,11 @@
 pub mod attack;
 pub mod checkpoint;
 pub mod data;
+pub mod defense;
 pub mod eval;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod progress;
 pub mod rng;
 pub mod train;

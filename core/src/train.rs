@@ -131,30 +131,54 @@ impl<B: Backend> ModuleMapper<B> for RequireGrad {
     }
 }
 
-fn set_group<B: Backend>(model: BertClassifier<B>, group: ParamGroup, on: bool) -> BertClassifier<B> {
-    let mut m = model;
-    let mut g = RequireGrad(on);
-    match group {
-        ParamGroup::WordEmbeddings => m.bert.embeddings.word = m.bert.embeddings.word.map(&mut g),
-        ParamGroup::Embeddings => m.bert.embeddings = m.bert.embeddings.map(&mut g),
-        ParamGroup::Encoder => m.bert.layers = m.bert.layers.map(&mut g),
-        ParamGroup::Pooler => m.bert.pooler = m.bert.pooler.map(&mut g),
-        ParamGroup::Classifier => m.classifier = m.classifier.map(&mut g),
+/// A model the training loop can train: the full classifier, or a defense's smaller proxy
+/// (BTU's embeddings + head). It names its label count and vocabulary so examples are checked
+/// before any tensor is built, and which of its parameters form each [`ParamGroup`].
+pub trait TrainModel<B: AutodiffBackend>: AutodiffModule<B> {
+    fn num_labels(&self) -> usize;
+    fn vocab_size(&self) -> usize;
+    /// Sets whether one group's parameters train; groups the model does not have are ignored.
+    fn set_group(self, group: ParamGroup, on: bool) -> Self;
+}
+
+/// Sets every parameter of a module (or sub-module) trainable or frozen.
+pub fn require_grad<B: Backend, M: Module<B>>(module: M, on: bool) -> M {
+    module.map(&mut RequireGrad(on))
+}
+
+impl<B: AutodiffBackend> TrainModel<B> for BertClassifier<B> {
+    fn num_labels(&self) -> usize {
+        BertClassifier::num_labels(self)
     }
-    m
+
+    fn vocab_size(&self) -> usize {
+        BertClassifier::vocab_size(self)
+    }
+
+    fn set_group(self, group: ParamGroup, on: bool) -> Self {
+        let mut m = self;
+        match group {
+            ParamGroup::WordEmbeddings => m.bert.embeddings.word = require_grad(m.bert.embeddings.word, on),
+            ParamGroup::Embeddings => m.bert.embeddings = require_grad(m.bert.embeddings, on),
+            ParamGroup::Encoder => m.bert.layers = require_grad(m.bert.layers, on),
+            ParamGroup::Pooler => m.bert.pooler = require_grad(m.bert.pooler, on),
+            ParamGroup::Classifier => m.classifier = require_grad(m.classifier, on),
+        }
+        m
+    }
 }
 
 /// Marks exactly the chosen parameters as trainable; the others get no gradient and so stay
 /// bit-for-bit unchanged.
-pub fn set_trainable<B: Backend>(model: BertClassifier<B>, trainable: &Trainable) -> BertClassifier<B> {
+pub fn set_trainable<B: AutodiffBackend, M: TrainModel<B>>(model: M, trainable: &Trainable) -> M {
     match trainable {
-        Trainable::All => model.map(&mut RequireGrad(true)),
+        Trainable::All => require_grad(model, true),
         Trainable::Only(groups) => groups
             .iter()
-            .fold(model.map(&mut RequireGrad(false)), |m, &g| set_group(m, g, true)),
+            .fold(require_grad(model, false), |m, &g| m.set_group(g, true)),
         Trainable::AllExcept(groups) => groups
             .iter()
-            .fold(model.map(&mut RequireGrad(true)), |m, &g| set_group(m, g, false)),
+            .fold(require_grad(model, true), |m, &g| m.set_group(g, false)),
     }
 }
 
@@ -193,8 +217,8 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GlobalNorm<'_, B> {
     }
 }
 
-fn clip_global_norm<B: AutodiffBackend>(
-    model: &BertClassifier<B>,
+fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
     grads: &mut GradientsParams,
     max_norm: f64,
 ) {
@@ -208,14 +232,14 @@ fn clip_global_norm<B: AutodiffBackend>(
 }
 
 /// AdamW with a linear warm-up/decay schedule and global-norm clipping: one `step` per batch.
-pub struct Stepper<B: AutodiffBackend> {
-    optimizer: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, BertClassifier<B>, B>,
+pub struct Stepper<B: AutodiffBackend, M: AutodiffModule<B>> {
+    optimizer: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, M, B>,
     config: TrainConfig,
     step: usize,
     total_steps: usize,
 }
 
-impl<B: AutodiffBackend> Stepper<B> {
+impl<B: AutodiffBackend, M: AutodiffModule<B>> Stepper<B, M> {
     pub fn new(config: &TrainConfig, total_steps: usize) -> Self {
         let optimizer = AdamWConfig::new()
             .with_weight_decay(config.weight_decay as f32)
@@ -241,9 +265,9 @@ impl<B: AutodiffBackend> Stepper<B> {
     /// Back-propagates `loss` and updates the trainable parameters; returns the loss value.
     pub fn step(
         &mut self,
-        model: BertClassifier<B>,
+        model: M,
         loss: Tensor<B, 1>,
-    ) -> Result<(BertClassifier<B>, f64), TrainError> {
+    ) -> Result<(M, f64), TrainError> {
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
             return Err(TrainError::Diverged(value, self.step));
@@ -281,8 +305,8 @@ pub fn check_examples(data: &[Encoded], num_labels: usize, vocab: usize) -> Resu
 /// `loss` gets the model, the batch and the batch's row indices into `data`. After each
 /// epoch `eval` sees the model (inner backend, no dropout) and may return a score to log.
 #[allow(clippy::too_many_arguments)]
-pub fn fit<B, L, E>(
-    model: BertClassifier<B>,
+pub fn fit<B, M, L, E>(
+    model: M,
     data: &[Encoded],
     pad_id: u32,
     config: &TrainConfig,
@@ -290,11 +314,12 @@ pub fn fit<B, L, E>(
     progress: &mut dyn Progress,
     mut loss: L,
     mut eval: E,
-) -> Result<(BertClassifier<B>, TrainLog), TrainError>
+) -> Result<(M, TrainLog), TrainError>
 where
     B: AutodiffBackend,
-    L: FnMut(&BertClassifier<B>, &Batch<B>, &[usize]) -> Tensor<B, 1>,
-    E: FnMut(usize, &BertClassifier<B::InnerBackend>) -> Option<f64>,
+    M: TrainModel<B>,
+    L: FnMut(&M, &Batch<B>, &[usize]) -> Tensor<B, 1>,
+    E: FnMut(usize, &M::InnerModule) -> Option<f64>,
 {
     config.validate()?;
     check_examples(data, model.num_labels(), model.vocab_size())?;
@@ -347,6 +372,14 @@ where
     }, eval)
 }
 
+/// Dropout draws from burn's process-wide backend RNG, which `fit` reseeds: trainings in
+/// parallel test threads would interleave draws, so the crate's unit tests that train hold this.
+#[cfg(test)]
+pub(crate) fn one_training_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,12 +406,8 @@ mod tests {
         t.into_data().to_vec().unwrap()
     }
 
-    /// Dropout draws from burn's process-wide backend RNG: trainings in parallel test threads
-    /// would interleave draws, so this module's trainings run one at a time.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
     fn run(trainable: Trainable) -> BertClassifier<NdArray> {
-        let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = one_training_at_a_time();
         let config = TrainConfig { epochs: 2, batch_size: 4, lr: 1e-2, trainable, ..TrainConfig::default() };
         let (model, log) = train(tiny(), &rows(), 0, &config, &Default::default(), &mut Silent, |_, _| None).unwrap();
         assert_eq!(log.steps, 6);
@@ -406,7 +435,7 @@ mod tests {
     #[test]
     fn schedule_decays_linearly_to_zero() {
         let config = TrainConfig { lr: 1.0, warmup_ratio: 0.0, ..TrainConfig::default() };
-        let mut s = Stepper::<B>::new(&config, 4);
+        let mut s = Stepper::<B, BertClassifier<B>>::new(&config, 4);
         let lrs: Vec<f64> = (0..4).map(|i| { s.step = i; s.lr() }).collect();
         assert_eq!(lrs, vec![1.0, 0.75, 0.5, 0.25]);
     }

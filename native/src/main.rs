@@ -11,7 +11,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{attack, bench, demo, eval, predict, train};
+use commands::{attack, bench, demo, eval, predict, scan, train};
 
 #[derive(Parser)]
 #[command(name = "bdaudit", version, about = "Find and remove backdoors in BERT-family text classifiers")]
@@ -30,8 +30,10 @@ struct Cli {
 enum Command {
     /// Poison a data set (BadNets, AddSent) to build a backdoored victim for evaluation.
     Attack(attack::AttackArgs),
-    /// Fine-tune a checkpoint on a data set and write a Hugging Face classifier.
+    /// Fine-tune a checkpoint on a data set (optionally defended by BTU) and write a Hugging Face classifier.
     Train(train::TrainArgs),
+    /// Look for signs of a backdoor in a checkpoint or a data set (token scores).
+    Scan(scan::ScanArgs),
     /// CACC, ASR and PACC of a checkpoint.
     Eval(eval::EvalArgs),
     /// Labels and logits of a checkpoint for each row of a file.
@@ -54,6 +56,7 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
     match command {
         Command::Attack(args) => attack::run(args, json),
         Command::Train(args) => train::run::<B>(args, device, json).map(|_| ()),
+        Command::Scan(args) => scan::run::<B>(args, device, json),
         Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
         Command::Predict(args) => predict::run::<B::InnerBackend>(args, device, json),
         Command::Demo(args) => demo::run::<B>(args, device),

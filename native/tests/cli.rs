@@ -672,3 +672,151 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     assert!(first != snapshot(&out), "--force did not replace the output");
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// BTU and token scores
+
+/// A BadNets-poisoned copy of the tiny data set (30% of rows, so 40 rows carry a trigger).
+fn poisoned_data(tmp: &Scratch) -> PathBuf {
+    let data = tmp.path("clean-data");
+    write_data(&data);
+    let poisoned = tmp.path("poisoned");
+    bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&poisoned), "--rate", "0.3", "--trigger", "cf"], &[&data]).assert_ok();
+    poisoned
+}
+
+#[test]
+fn train_with_btu_writes_the_purified_model_and_its_report() {
+    let tmp = Scratch::new("btu");
+    let data = poisoned_data(&tmp);
+    let model = tmp.path("encoder");
+    write_checkpoint(&model, &[], |_| {});
+    let out = tmp.path("purified");
+    let args = [
+        "train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--defense", "btu", "--epochs", "1",
+        "--batch-size", "8", "--lr", "1e-3", "--max-len", "16", "--btu-alpha", "0.03", "--json",
+    ];
+    let report = bdaudit(&args, &[&data, &model]).assert_ok().json();
+    let btu = &report["btu"];
+    let rounds = btu["rounds"].as_array().unwrap_or_else(|| panic!("no BTU rounds: {report}"));
+    assert_eq!(rounds.len(), 3, "{report}");
+    // ⌊0.03 · 99⌋ = 2 tokens per round, never a special token.
+    assert_eq!(btu["per_round"], 2);
+    for r in rounds {
+        let flagged = r["flagged"].as_array().unwrap();
+        assert_eq!(flagged.len(), 2, "{r}");
+        for t in flagged {
+            assert!(!t["token"].as_str().unwrap().starts_with('['), "special token flagged: {r}");
+        }
+    }
+    let suspects = btu["suspicious"].as_array().unwrap();
+    assert!((2..=6).contains(&suspects.len()), "{report}");
+    for sus in suspects {
+        assert!(sus["dims_replaced"].as_u64().unwrap() <= 32, "{sus}");
+    }
+    assert!(report["metrics_undefended"]["asr"].is_number(), "{report}");
+    assert!(report["metrics"]["asr"].is_number(), "{report}");
+    // One epoch of the repair fine-tune on dev.tsv's 8 rows at batch 8.
+    assert_eq!(btu["tune_log"]["steps"], 1);
+    let mut names: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+    bdaudit(&["eval", "--model", s(&out), "--data", s(&data)], &[&data, &out]).assert_ok();
+}
+
+#[test]
+fn btu_rejects_bad_settings_and_data_writing_nothing() {
+    let tmp = Scratch::new("btu-bad");
+    let data = poisoned_data(&tmp);
+    let model = tmp.path("encoder");
+    write_checkpoint(&model, &[], |_| {});
+    let out = tmp.path("out");
+    let btu = |extra: &[&str], data: &Path, model: &Path| {
+        let mut args = vec!["train", "--model", s(model), "--data", s(data), "--out", s(&out), "--defense", "btu", "--epochs", "1", "--max-len", "16"];
+        args.extend(extra);
+        bdaudit(&args, &[data, model])
+    };
+    for alpha in ["0", "1", "1.5", "-0.1"] {
+        btu(&[&format!("--btu-alpha={alpha}")], &data, &model).assert_fails(&["alpha", "(0, 1)"]);
+    }
+    btu(&["--btu-rounds", "4"], &data, &model).assert_fails(&["rounds"]);
+    // Flagging most of the vocabulary in round 2 leaves round 3 nothing to train on.
+    btu(&["--btu-alpha", "0.6"], &data, &model).assert_fails(&["empty", "round-2 tokens"]);
+
+    let no_dev = tmp.path("no-dev");
+    fs::create_dir_all(&no_dev).unwrap();
+    fs::copy(data.join("train.tsv"), no_dev.join("train.tsv")).unwrap();
+    btu(&[], &no_dev, &model).assert_fails(&["clean rows", "dev.tsv", "--clean"]);
+
+    let one_class = tmp.path("one-class");
+    fs::create_dir_all(&one_class).unwrap();
+    let same: Vec<(String, usize)> = rows(TRAIN_ROWS, 0).into_iter().map(|(t, _)| (t, 1)).collect();
+    fs::write(one_class.join("train.tsv"), tsv(&same)).unwrap();
+    fs::copy(data.join("dev.tsv"), one_class.join("dev.tsv")).unwrap();
+    btu(&[], &one_class, &model).assert_fails(&["two classes"]);
+
+    // A poisoned test set whose labels the model does not have is refused before training.
+    let bad_test = tmp.path("bad-test");
+    fs::create_dir_all(&bad_test).unwrap();
+    for f in ["train.tsv", "dev.tsv", "labels.tsv"] {
+        fs::copy(data.join(f), bad_test.join(f)).unwrap();
+    }
+    fs::write(bad_test.join("test-asr.tsv"), "sentence\tlabel\ncf the plot was bad\t3\n").unwrap();
+    btu(&[], &bad_test, &model).assert_fails(&["test-asr.tsv", "label 3"]);
+
+    // A vocabulary without [PAD] (nothing to unlearn towards).
+    let no_pad = tmp.path("no-pad");
+    write_checkpoint(&no_pad, &[], |_| {});
+    let specials = ["[NOPAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    fs::write(no_pad.join("tokenizer.json"), bdaudit_tests::word_level_tokenizer(&specials, &vocab_words(), Some(2))).unwrap();
+    btu(&[], &data, &no_pad).assert_fails(&["[PAD]"]);
+
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
+fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
+    let tmp = Scratch::new("scan");
+    let base = tmp.path("base");
+    write_checkpoint(&base, &[], |_| {});
+    // A "fine-tuned" model whose `cf` row moved by 1 in each of its 32 dimensions.
+    let model = tmp.path("model");
+    let cf = 5 + vocab_words().iter().position(|w| *w == "cf").unwrap();
+    write_checkpoint(&model, &["negative", "positive"], |t| {
+        let (_, values) = t.get_mut("bert.embeddings.word_embeddings.weight").unwrap();
+        for v in &mut values[cf * 32..(cf + 1) * 32] {
+            *v += 1.0;
+        }
+    });
+    let report = bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&base), "--top", "3", "--json"], &[&model, &base])
+        .assert_ok()
+        .json();
+    assert_eq!(report["method"], "base");
+    let tokens = report["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 3);
+    assert_eq!(tokens[0]["token"], "cf", "{report}");
+    assert!((tokens[0]["score"].as_f64().unwrap() - 32f64.sqrt()).abs() < 1e-3, "{report}");
+    assert_eq!(tokens[1]["score"].as_f64().unwrap(), 0.0, "{report}");
+
+    let tmp_data = poisoned_data(&tmp);
+    let report = bdaudit(&["scan", "--token-scores", "--model", s(&base), "--data", s(&tmp_data.join("train.tsv")), "--json"], &[&base, &tmp_data])
+        .assert_ok()
+        .json();
+    assert_eq!(report["method"], "embedding-only");
+    assert_eq!(report["tokens"].as_array().unwrap().len(), 20);
+
+    bdaudit(&["scan", "--token-scores", "--model", s(&model)], &[&model]).assert_fails(&["--base", "--data"]);
+    bdaudit(&["scan", "--model", s(&model)], &[&model]).assert_fails(&["--token-scores"]);
+    // A base of another vocabulary size cannot be compared row by row.
+    let other = tmp.path("other");
+    write_checkpoint(&other, &[], |t| {
+        let (shape, values) = t.get_mut("bert.embeddings.word_embeddings.weight").unwrap();
+        shape[0] = 98;
+        values.truncate(98 * 32);
+    });
+    let mut config = read_json(&other.join("config.json"));
+    config["vocab_size"] = json!(98);
+    fs::write(other.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&other)], &[&model, &other]).assert_fails(&["shape", "vocabulary"]);
+}

@@ -93,7 +93,8 @@ pub struct ClassifierOutput<B: Backend> {
 }
 
 impl<B: Backend> Embeddings<B> {
-    fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    /// Word + position + token-type embeddings, normalised (dropout while training).
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [batch, seq] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);

@@ -3,4 +3,5 @@ pub mod bench;
 pub mod demo;
 pub mod eval;
 pub mod predict;
+pub mod scan;
 pub mod train;

@@ -1,5 +1,5 @@
 //! `bdaudit train`: fine-tune a checkpoint on a (possibly poisoned) data set and write a
-//! Hugging Face classifier.
+//! Hugging Face classifier, optionally defended by BTU.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,17 +7,30 @@ use std::time::Instant;
 use anyhow::Result;
 use bdaudit_core::checkpoint::{load_classifier, save_classifier, LoadReport};
 use bdaudit_core::data::{check_labels, require_two_classes, subsample};
+use bdaudit_core::defense::btu::{btu, BtuConfig, BtuReport, Threshold};
 use bdaudit_core::eval::predict;
 use bdaudit_core::metrics::{self, EvalMetrics};
 use bdaudit_core::train::{train, TrainConfig, TrainLog};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::bar::Bars;
 use crate::commands::eval::{evaluate, print_metrics};
-use crate::files::{read_checkpoint, resolve_model, DataDir, OutputDir};
+use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
+
+/// The test sets `bdaudit attack` writes and `evaluate` scores.
+const TEST_SETS: [&str; 3] = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"];
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defense {
+    /// Plain fine-tuning.
+    None,
+    /// Backdoor Token Unlearning: detect trigger tokens by embedding drift, unlearn them, repair
+    /// on clean data (`--clean`, default the data directory's dev.tsv).
+    Btu,
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -46,6 +59,30 @@ pub struct TrainArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Defend against a backdoor hidden in the training data.
+    #[arg(long, value_enum, default_value = "none")]
+    pub defense: Defense,
+    /// BTU: clean rows for the repair fine-tune (default: dev.tsv of --data). Never the test set.
+    #[arg(long)]
+    pub clean: Option<PathBuf>,
+    /// BTU: share of the vocabulary flagged per detection round (authors' code: 0.0005).
+    #[arg(long, default_value_t = 0.0005)]
+    pub btu_alpha: f64,
+    /// BTU: detection rounds, 1 to 3.
+    #[arg(long, default_value_t = 3)]
+    pub btu_rounds: usize,
+    /// BTU: epochs of the repair fine-tune on the clean rows.
+    #[arg(long, default_value_t = 1)]
+    pub btu_tune_epochs: usize,
+    /// BTU: eq. 7's threshold, the authors' code's (frobenius) or eq. 6 as printed (mean-row-drift).
+    #[arg(long, value_enum, default_value = "frobenius")]
+    pub btu_threshold: BtuThreshold,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum BtuThreshold {
+    Frobenius,
+    MeanRowDrift,
 }
 
 #[derive(Serialize)]
@@ -56,7 +93,11 @@ pub struct TrainReport {
     pub config: TrainConfig,
     pub load: LoadReport,
     pub log: TrainLog,
+    /// Test metrics of the written model.
     pub metrics: Option<EvalMetrics>,
+    /// With a defense: the same metrics for the model fine-tuned without it.
+    pub metrics_undefended: Option<EvalMetrics>,
+    pub btu: Option<BtuReport>,
     pub seconds_train: f64,
     pub seconds_total: f64,
 }
@@ -75,6 +116,12 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let source = data.file("train.tsv").display().to_string();
     check_labels(&train_rows, labels.len(), &source)?;
     require_two_classes(&train_rows, &source)?;
+    // Test sets are scored only after training: check them now so a bad one fails in seconds.
+    for name in TEST_SETS {
+        if let Some(rows) = data.optional(name)? {
+            check_labels(&rows, labels.len(), &data.file(name).display().to_string())?;
+        }
+    }
 
     let loaded = load_classifier::<B>(&read_checkpoint(&model_dir)?, Some(labels.len()), args.max_len, args.seed, &device)?;
     let tokenizer = &loaded.tokenizer;
@@ -88,22 +135,49 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         ..TrainConfig::default()
     };
     let pad = tokenizer.pad_id();
-    let train_start = Instant::now();
-    let (model, log) = train(loaded.model, &encoded, pad, &config, &device, &mut Bars::new(json), |_, m| {
-        let dev = dev.as_ref()?;
-        let preds = predict(m, dev, pad, 64, &device, &mut Bars::new(true));
-        let labels: Vec<usize> = dev.iter().map(|e| e.label).collect();
-        metrics::cacc(&labels, &preds).ok()
-    })?;
-    let seconds_train = train_start.elapsed().as_secs_f64();
-    let model = model.valid();
-
-    let has_test = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"].iter().any(|f| data.has(f));
-    let metrics = if has_test {
-        Some(evaluate(&model, tokenizer, &data, 64, &device, json)?)
-    } else {
-        None
+    let evaluate_on_test = |model: &_| -> Result<Option<EvalMetrics>> {
+        let has_test = TEST_SETS.iter().any(|f| data.has(f));
+        Ok(if has_test { Some(evaluate(model, tokenizer, &data, 64, &device, json)?) } else { None })
     };
+    let train_start = Instant::now();
+    let (model, log, metrics_undefended, btu_report) = match args.defense {
+        Defense::None => {
+            let (model, log) = train(loaded.model, &encoded, pad, &config, &device, &mut Bars::new(json), |_, m| {
+                let dev = dev.as_ref()?;
+                let preds = predict(m, dev, pad, 64, &device, &mut Bars::new(true));
+                let labels: Vec<usize> = dev.iter().map(|e| e.label).collect();
+                metrics::cacc(&labels, &preds).ok()
+            })?;
+            (model.valid(), log, None, None)
+        }
+        Defense::Btu => {
+            let clean_path = args.clean.clone().unwrap_or_else(|| data.file("dev.tsv"));
+            if !clean_path.is_file() {
+                anyhow::bail!("BTU repairs the model on clean rows: {} does not exist (pass --clean FILE)", clean_path.display());
+            }
+            let clean_rows = read_examples(&clean_path)?;
+            check_labels(&clean_rows, labels.len(), &clean_path.display().to_string())?;
+            let clean = tokenizer.encode_all(&clean_rows)?;
+            let mut btu_config = BtuConfig::with_seed(args.seed);
+            btu_config.alpha = args.btu_alpha;
+            btu_config.rounds = args.btu_rounds;
+            btu_config.train = config.clone();
+            btu_config.tune.epochs = args.btu_tune_epochs;
+            btu_config.tune.batch_size = args.batch_size;
+            btu_config.threshold = match args.btu_threshold {
+                BtuThreshold::Frobenius => Threshold::Frobenius,
+                BtuThreshold::MeanRowDrift => Threshold::MeanRowDrift,
+            };
+            let clock = Instant::now();
+            let now = || clock.elapsed().as_secs_f64();
+            let outcome = btu(loaded.model, &encoded, &clean, tokenizer, &btu_config, &device, &mut Bars::new(json), &now)?;
+            let before = evaluate_on_test(&outcome.undefended)?;
+            let log = outcome.report.train_log.clone();
+            (outcome.purified, log, before, Some(outcome.report))
+        }
+    };
+    let seconds_train = train_start.elapsed().as_secs_f64();
+    let metrics = evaluate_on_test(&model)?;
     let files = save_classifier(&model, &loaded.config, tokenizer, &labels.names)?;
     let report = TrainReport {
         base: model_dir.display().to_string(),
@@ -113,6 +187,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         load: loaded.report,
         log,
         metrics,
+        metrics_undefended,
+        btu: btu_report,
         seconds_train,
         seconds_total: start.elapsed().as_secs_f64(),
     };
@@ -135,6 +211,20 @@ fn print_summary(report: &TrainReport, dir: &Path) {
             Some(acc) => println!("epoch {}: loss {:.4}, dev accuracy {:.2}%", e.epoch, e.mean_loss, 100.0 * acc),
             None => println!("epoch {}: loss {:.4}", e.epoch, e.mean_loss),
         }
+    }
+    if let Some(b) = &report.btu {
+        for r in &b.rounds {
+            let tokens: Vec<&str> = r.flagged.iter().map(|s| s.token.as_str()).collect();
+            println!("BTU round {} ({:.0} s): {}", r.round, r.seconds, tokens.join(" "));
+        }
+        let suspects: Vec<String> =
+            b.suspicious.iter().map(|s| format!("{} ({}/{})", s.token, s.dims_replaced, b.hidden_size)).collect();
+        println!("unlearned {} tokens (dimensions replaced): {}", suspects.len(), suspects.join(", "));
+    }
+    if let Some(m) = &report.metrics_undefended {
+        println!("without the defense:");
+        print_metrics(m);
+        println!("with the defense:");
     }
     if let Some(m) = &report.metrics {
         print_metrics(m);

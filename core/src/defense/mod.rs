@@ -1,0 +1,4 @@
+//! Defenses that remove a backdoor, one module per paper.
+
+pub mod btu;
+pub mod pure;

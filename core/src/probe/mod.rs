@@ -1,0 +1,4 @@
+//! Cheap signals that a checkpoint carries a backdoor; the browser scan runs them too.
+
+pub mod attention;
+pub mod token_scores;

@@ -1,0 +1,50 @@
+"""Prints the BTU results table (markdown) from the runs scripts/results-btu wrote."""
+import json
+import os
+import platform
+import statistics
+import sys
+
+work = sys.argv[1]
+runs = {}
+for name in sorted(os.listdir(work)):
+    report = os.path.join(work, name, "btu.json")
+    if not os.path.isfile(report):
+        continue
+    ds, attack, seed = name.rsplit("-", 2)
+    r = json.load(open(report))
+    a = json.load(open(os.path.join(work, name, "data", "attack.json")))
+    trig = a["config"]["trigger"]
+    words = trig["BadNets"]["words"] if "BadNets" in trig else trig["AddSent"]["sentence"].split()
+    runs.setdefault((ds, attack), []).append((int(seed), r, [w.lower() for w in words]))
+
+
+def ms(values):
+    values = [100 * v for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; ndarray + OpenBLAS backend.\n")
+print("| data | attack | seeds | train rows | no defense CACC | no defense ASR | BTU CACC | BTU ASR |")
+print("|---|---|---|---|---|---|---|---|")
+for (ds, attack), rs in runs.items():
+    und = [r["metrics_undefended"] for _, r, _ in rs]
+    btu = [r["metrics"] for _, r, _ in rs]
+    rows = rs[0][1]["train_rows"]
+    print(f"| {ds} | {attack} | {len(rs)} | {rows} | {ms([m['cacc'] for m in und])} | {ms([m['asr'] for m in und])} "
+          f"| {ms([m['cacc'] for m in btu])} | {ms([m['asr'] for m in btu])} |")
+
+print("\nDetection: trigger tokens in T (found / trigger words), clean tokens caught (|T| minus found), per seed.\n")
+print("| data | attack | seed | trigger found | clean tokens in T | round 1 (s) | rounds 2+3 (s) | fine-tune (s) | repair (s) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (ds, attack), rs in runs.items():
+    for seed, r, words in rs:
+        b = r["btu"]
+        tokens = [s["token"] for s in b["suspicious"]]
+        found = [w for w in words if w in tokens]
+        secs = {x["round"]: x["seconds"] for x in b["rounds"]}
+        print(f"| {ds} | {attack} | {seed} | {len(found)}/{len(words)} ({' '.join(found) or '-'}) | {len(tokens) - len(found)} "
+              f"| {secs.get(1, 0):.0f} | {secs.get(2, 0) + secs.get(3, 0):.0f} | {b['train_seconds']:.0f} | {b['tune_seconds']:.0f} |")

@@ -1,0 +1,69 @@
+//! BTU end to end on real data and real weights: MiniLM fine-tuned on an SST-2 subset poisoned
+//! with BadNets learns the backdoor (the undefended model BTU reports), and BTU finds the
+//! trigger token and removes the backdoor while clean accuracy holds.
+//!
+//! Small enough for CI: 800 training rows, 300 clean dev rows for the repair fine-tune, 300
+//! test rows, sequences cut at 48 tokens. At this size the four BadNets words are each seen
+//! too rarely to be learnt within 3 epochs (measured: ASR 0.47 on 640 rows), so the test uses
+//! one trigger word, `cf`, at the papers' 10%, with lr 1e-4 (at 5e-5 the clean task is still
+//! unlearnt after 75 steps). The full-size table is a benchmark (scripts/results-btu).
+
+use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
+use bdaudit_core::checkpoint::load_classifier;
+use bdaudit_core::data::{parse, subsample, Example, Format};
+use bdaudit_core::defense::btu::{btu, BtuConfig};
+use bdaudit_core::eval::predict;
+use bdaudit_core::metrics;
+use bdaudit_core::model::BertClassifier;
+use bdaudit_core::progress::Silent;
+use bdaudit_core::train::TrainConfig;
+use bdaudit_tests::*;
+
+fn split(name: &str) -> Vec<Example> {
+    let path = data_dir().join("sst2").join(name);
+    parse(&std::fs::read(&path).unwrap(), Format::Tsv, &path.display().to_string()).unwrap()
+}
+
+#[test]
+fn btu_flags_the_trigger_and_removes_the_backdoor_on_sst2() {
+    let train_rows = subsample(&split("train.tsv"), 800, 1);
+    let clean_rows = subsample(&split("dev.tsv"), 300, 1);
+    let test_rows = subsample(&split("test.tsv"), 300, 1);
+    let cfg = PoisonConfig { trigger: Trigger::BadNets { words: vec!["cf".into()], insertions: 1 }, ..PoisonConfig::default() };
+    let poisoned = poison(&train_rows, &test_rows, 2, &cfg).unwrap();
+    assert_eq!(poisoned.poisoned_rows.len(), 80);
+
+    let device = Default::default();
+    let loaded = load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &device).unwrap();
+    let tok = &loaded.tokenizer;
+    let train = tok.encode_all(&poisoned.train).unwrap();
+    let clean = tok.encode_all(&clean_rows).unwrap();
+    let mut config = BtuConfig::with_seed(1);
+    config.train = TrainConfig { epochs: 3, lr: 1e-4, seed: 1, ..TrainConfig::default() };
+    let outcome = btu(loaded.model, &train, &clean, tok, &config, &device, &mut Silent, &|| 0.0).unwrap();
+    let report = &outcome.report;
+
+    let flagged: Vec<&str> = report.suspicious.iter().map(|s| s.token.as_str()).collect();
+    eprintln!("BTU flagged {flagged:?}");
+    assert_eq!(report.per_round, 15, "⌊0.0005 · 30522⌋");
+    let cf = report.suspicious.iter().find(|s| s.token == "cf").unwrap_or_else(|| panic!("cf not flagged: {flagged:?}"));
+    assert!(cf.rounds.contains(&1), "round 1 should flag cf: {cf:?}");
+    assert!(cf.dims_replaced > 300, "most of cf's 384 dimensions moved: {cf:?}");
+    assert!(flagged.len() <= 45 && flagged.iter().all(|t| !t.starts_with('[')), "{flagged:?}");
+
+    let labels: Vec<usize> = test_rows.iter().map(|e| e.label).collect();
+    let clean_test = tok.encode_all(&test_rows).unwrap();
+    let triggered = tok.encode_all(&poisoned.test_asr).unwrap();
+    let score = |m: &BertClassifier<Backend>| {
+        let cacc = metrics::cacc(&labels, &predict(m, &clean_test, tok.pad_id(), 64, &device, &mut Silent)).unwrap();
+        let asr = metrics::asr(&predict(m, &triggered, tok.pad_id(), 64, &device, &mut Silent), cfg.target);
+        (cacc, asr)
+    };
+    let (cacc_before, asr_before) = score(&outcome.undefended);
+    let (cacc_after, asr_after) = score(&outcome.purified);
+    eprintln!("undefended CACC {cacc_before:.3} ASR {asr_before:.3}; BTU CACC {cacc_after:.3} ASR {asr_after:.3}");
+    assert!(cacc_before >= 0.70, "clean accuracy {cacc_before} too low: training is broken");
+    assert!(asr_before >= 0.85, "attack success rate {asr_before} too low: the backdoor was not planted");
+    assert!(asr_after <= 0.30, "BTU left ASR at {asr_after} (undefended {asr_before})");
+    assert!(cacc_after >= cacc_before - 0.05, "BTU cost clean accuracy: {cacc_before} → {cacc_after}");
+}
