@@ -15,7 +15,7 @@ for name in sorted(os.listdir(work)):
     r = json.load(open(report))
     a = json.load(open(os.path.join(work, name, "data", "attack.json")))
     trig = a["config"]["trigger"]
-    words = trig["BadNets"]["words"] if "BadNets" in trig else trig["AddSent"]["sentence"].split()
+    words = trig["words"] if trig["kind"] == "badnets" else trig["sentence"].split()
     runs.setdefault((ds, attack), []).append((int(seed), r, [w.lower() for w in words]))
 
 

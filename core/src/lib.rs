@@ -12,5 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod progress;
+pub mod report;
 pub mod rng;
+pub mod scan;
 pub mod train;

@@ -11,7 +11,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{attack, bench, demo, eval, predict, scan, train};
+use commands::{attack, bench, demo, eval, predict, purify, scan, train};
 
 #[derive(Parser)]
 #[command(name = "bdaudit", version, about = "Find and remove backdoors in BERT-family text classifiers")]
@@ -32,6 +32,9 @@ enum Command {
     Attack(attack::AttackArgs),
     /// Fine-tune a checkpoint on a data set (optionally defended by BTU) and write a Hugging Face classifier.
     Train(train::TrainArgs),
+    /// Remove a backdoor from a downloaded checkpoint with clean data only (PURE).
+    #[command(subcommand)]
+    Purify(purify::Method),
     /// Look for signs of a backdoor in a checkpoint or a data set (token scores).
     Scan(scan::ScanArgs),
     /// CACC, ASR and PACC of a checkpoint.
@@ -52,19 +55,22 @@ enum Device {
     Cuda,
 }
 
-fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool) -> Result<()> {
-    match command {
+fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool) -> Result<ExitCode> {
+    let done = match command {
+        // The only command whose exit code carries a result: 2 when the scan is suspicious.
+        Command::Scan(args) => return scan::run::<B>(args, device, json),
         Command::Attack(args) => attack::run(args, json),
         Command::Train(args) => train::run::<B>(args, device, json).map(|_| ()),
-        Command::Scan(args) => scan::run::<B>(args, device, json),
+        Command::Purify(method) => purify::run::<B>(method, device, json),
         Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
         Command::Predict(args) => predict::run::<B::InnerBackend>(args, device, json),
         Command::Demo(args) => demo::run::<B>(args, device),
         Command::Bench(args) => bench::run::<B>(args, device, json),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.device {
         #[cfg(feature = "cpu")]
         Device::Cpu => dispatch::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(cli.command, Default::default(), cli.json),
@@ -105,7 +111,7 @@ fn cuda_available() -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -611,6 +611,21 @@ fn eval_json_prints_one_object() {
         let v = report[key].as_f64().unwrap_or_else(|| panic!("no {key}: {report}"));
         assert!((0.0..=1.0).contains(&v), "{report}");
     }
+
+    // ΔPACC against a reference model; a model against itself differs by exactly 0.
+    let reference = tmp.path("reference");
+    write_checkpoint(&reference, &["negative", "positive"], |t| {
+        let (_, values) = t.get_mut("classifier.bias").unwrap();
+        values[1] += 5.0; // predicts "positive" everywhere: PACC 0.5
+    });
+    let args = ["eval", "--model", s(&model), "--data", s(&poisoned), "--reference", s(&reference), "--json"];
+    let with_ref = bdaudit(&args, &[&poisoned, &model, &reference]).assert_ok().json();
+    assert_eq!(with_ref["reference_pacc"].as_f64(), Some(0.5), "{with_ref}");
+    let delta = (report["pacc"].as_f64().unwrap() - 0.5).abs();
+    assert!((with_ref["delta_pacc"].as_f64().unwrap() - delta).abs() < 1e-12, "{with_ref}");
+    let same = bdaudit(&["eval", "--model", s(&model), "--data", s(&poisoned), "--reference", s(&model), "--json"], &[&poisoned, &model]).assert_ok().json();
+    assert_eq!(same["delta_pacc"].as_f64(), Some(0.0), "{same}");
+    bdaudit(&["eval", "--model", s(&model), "--data", s(&data), "--reference", s(&reference)], &[&data, &model]).assert_fails(&["test-pacc.tsv"]);
 }
 
 #[test]
@@ -807,7 +822,6 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
     assert_eq!(report["tokens"].as_array().unwrap().len(), 20);
 
     bdaudit(&["scan", "--token-scores", "--model", s(&model)], &[&model]).assert_fails(&["--base", "--data"]);
-    bdaudit(&["scan", "--model", s(&model)], &[&model]).assert_fails(&["--token-scores"]);
     // A base of another vocabulary size cannot be compared row by row.
     let other = tmp.path("other");
     write_checkpoint(&other, &[], |t| {
@@ -819,4 +833,138 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
     config["vocab_size"] = json!(98);
     fs::write(other.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
     bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&other)], &[&model, &other]).assert_fails(&["shape", "vocabulary"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// purify pure
+
+/// A clean directory with a validation split large enough for PURE (24 rows).
+fn clean_for_pure(dir: &Path) {
+    write_data(dir);
+    fs::write(dir.join("dev.tsv"), tsv(&rows(24, 100))).unwrap();
+}
+
+#[test]
+fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
+    let tmp = Scratch::new("pure");
+    let clean = tmp.path("clean");
+    clean_for_pure(&clean);
+    let poisoned = tmp.path("poisoned");
+    bdaudit(&["attack", "badnets", "--data", s(&clean), "--out", s(&poisoned), "--trigger", "cf"], &[&clean]).assert_ok();
+    let model = tmp.path("suspect");
+    classifier_checkpoint(&model);
+    for layout in ["zeroed", "sliced"] {
+        let out = tmp.path(layout);
+        let args = [
+            "purify", "pure", "--model", s(&model), "--clean", s(&clean), "--test", s(&poisoned), "--out", s(&out),
+            "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--max-len", "16", "--c", "0.01", "--heads-per-step", "3",
+            "--layout", layout, "--json",
+        ];
+        let report = bdaudit(&args, &[&clean, &poisoned, &model]).assert_ok().json();
+        for key in ["metrics_suspect", "metrics_finetuned", "metrics"] {
+            assert!(report[key]["asr"].is_number() && report[key]["cacc"].is_number(), "{key}: {report}");
+        }
+        let p = &report["pure"];
+        // c = 0.01 lets pruning run until every layer is down to its one protected head.
+        let pruned: usize = p["pruning"]["pruned"].as_array().unwrap().iter().map(|l| l.as_array().unwrap().len()).sum();
+        assert_eq!(pruned, 6, "two layers of four heads keep one each: {p}");
+        assert_eq!(p["lambdas"].as_array().unwrap().len(), 2, "{p}");
+        assert_eq!(p["tune_log"]["epochs"].as_array().unwrap().len(), 1, "{p}");
+        let config = read_json(&out.join("config.json"));
+        let bytes = fs::read(out.join("model.safetensors")).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        let query = &header["bert.encoder.layer.0.attention.self.query.weight"]["shape"];
+        if layout == "zeroed" {
+            assert!(config["pruned_heads"].as_object().is_none_or(|m| m.is_empty()), "{config}");
+            assert_eq!(query, &json!([32, 32]));
+        } else {
+            assert_eq!(config["pruned_heads"]["0"].as_array().unwrap().len(), 3, "{config}");
+            assert_eq!(query, &json!([8, 32]), "one head of 8 dimensions left");
+        }
+        // bdaudit reads both layouts back and scores exactly what purify measured.
+        let eval = bdaudit(&["eval", "--model", s(&out), "--data", s(&poisoned), "--json"], &[&out, &poisoned]).assert_ok().json();
+        assert_eq!(eval["cacc"], report["metrics"]["cacc"], "{eval}");
+        assert_eq!(eval["asr"], report["metrics"]["asr"], "{eval}");
+    }
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
+fn purify_pure_rejects_bad_input_writing_nothing() {
+    let tmp = Scratch::new("pure-bad");
+    let clean = tmp.path("clean");
+    clean_for_pure(&clean);
+    let model = tmp.path("suspect");
+    classifier_checkpoint(&model);
+    let out = tmp.path("out");
+    let purify = |extra: &[&str], clean: &Path, model: &Path| {
+        let mut args = vec!["purify", "pure", "--model", s(model), "--clean", s(clean), "--out", s(&out), "--epochs", "1", "--max-len", "16"];
+        args.extend(extra);
+        bdaudit(&args, &[clean, model])
+    };
+    for c in ["0", "1.5", "-0.2"] {
+        purify(&[&format!("--c={c}")], &clean, &model).assert_fails(&["accuracy_threshold", "(0, 1]"]);
+    }
+    let small_val = tmp.path("small-val");
+    write_data(&small_val); // dev.tsv has 8 rows
+    purify(&[], &small_val, &model).assert_fails(&["validation", "8", "20"]);
+
+    let one_class = tmp.path("one-class");
+    clean_for_pure(&one_class);
+    let same: Vec<(String, usize)> = rows(TRAIN_ROWS, 0).into_iter().map(|(t, _)| (t, 1)).collect();
+    fs::write(one_class.join("train.tsv"), tsv(&same)).unwrap();
+    purify(&[], &one_class, &model).assert_fails(&["two classes"]);
+
+    let one_head = tmp.path("one-head");
+    classifier_checkpoint(&one_head);
+    let mut config = read_json(&one_head.join("config.json"));
+    config["num_attention_heads"] = json!(1);
+    fs::write(one_head.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    purify(&[], &clean, &one_head).assert_fails(&["one head"]);
+
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+/// Fine-tunes the tiny encoder on `data` (so poisoned data gives a backdoored model).
+fn tiny_trained(tmp: &Scratch, data: &Path, name: &str) -> PathBuf {
+    let encoder = tmp.path("encoder");
+    if !encoder.exists() {
+        write_checkpoint(&encoder, &[], |_| {});
+    }
+    let out = tmp.path(name);
+    let args = ["train", "--model", s(&encoder), "--data", s(data), "--out", s(&out), "--epochs", "8", "--batch-size", "8", "--lr", "3e-3", "--max-len", "16"];
+    bdaudit(&args, &[data, &encoder]).assert_ok();
+    out
+}
+
+#[test]
+fn scan_names_the_trigger_of_a_backdoored_model_and_exits_2() {
+    let tmp = Scratch::new("scan-verdict");
+    let poisoned = poisoned_data(&tmp);
+    let victim = tiny_trained(&tmp, &poisoned, "victim");
+    let probe = poisoned.join("test.tsv");
+    let run = bdaudit(&["scan", "--model", s(&victim), "--probe", s(&probe), "--json"], &[&victim, &poisoned]);
+    assert_eq!(run.code, Some(2), "a suspicious verdict exits 2:\n{}", run.describe());
+    let report = run.json();
+    assert_eq!(report["verdict"]["level"], "suspicious", "{report}");
+    assert_eq!(report["verdict"]["triggers"][0], "cf", "{report}");
+    assert_eq!(report["candidates"][0]["shift"]["target"], 1, "{report}");
+    assert_eq!(report["schema"], 1);
+    assert_eq!(report["attention"]["heads"], json!([4, 4]), "{report}");
+    assert_eq!(report["candidates"][0]["heads"].as_array().unwrap().len(), 5, "{report}");
+
+    let clean = tiny_trained(&tmp, &tmp.path("clean-data"), "clean");
+    let run = bdaudit(&["scan", "--model", s(&clean), "--probe", s(&probe), "--json"], &[&clean]);
+    let report = run.json();
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert_ne!(report["verdict"]["level"], "suspicious", "{report}");
+
+    // Text output names the trigger too; an empty probe file is refused.
+    let run = bdaudit(&["scan", "--model", s(&victim), "--probe", s(&probe)], &[&victim]);
+    assert!(run.stdout.starts_with("suspicious: inserting cf"), "{}", run.describe());
+    let empty = tmp.path("empty.tsv");
+    fs::write(&empty, "sentence\tlabel\n").unwrap();
+    bdaudit(&["scan", "--model", s(&victim), "--probe", s(&empty)], &[&victim]).assert_fails(&["empty.tsv"]);
 }

@@ -7,6 +7,9 @@
 //! auditor.backend();                          // "webgpu" or "cpu"
 //! JSON.parse(await auditor.classify(JSON.stringify(["a fine film"])));
 //! // [{ text: "a fine film", label: "1", probs: [0.1, 0.9] }]
+//! const report = JSON.parse(await auditor.scan(JSON.stringify({ triggers: ["cf"] }), null,
+//!     (stage, done, total) => console.log(stage, done, total)));
+//! report.verdict.level;                        // "clean" | "inconclusive" | "suspicious"
 //! ```
 //!
 //! The backend is chosen once, at load: WebGPU (burn-wgpu) when asked for and available,
@@ -16,7 +19,11 @@
 mod device;
 pub mod session;
 
+use bdaudit_core::attack::Trigger;
 use bdaudit_core::checkpoint::{CheckpointError, CheckpointFiles, TokenizerError};
+use bdaudit_core::data::demo;
+use bdaudit_core::progress::Progress;
+use bdaudit_core::scan::{ScanConfig, ScanError};
 use burn::backend::{NdArray, Wgpu};
 use wasm_bindgen::prelude::*;
 
@@ -33,6 +40,66 @@ pub enum WebError {
     Input(String),
     #[error("could not read results from the device: {0}")]
     Execution(String),
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    #[error("model.safetensors is {size} MB, more than this page's {budget} MB budget: scan a smaller model (MiniLM-L6 is 90 MB), or use the bdaudit CLI")]
+    TooLarge { size: u64, budget: u64 },
+    #[error("the base checkpoint runs on {base} but the model on {model}: load both with the same preference")]
+    BaseBackend { base: &'static str, model: &'static str },
+}
+
+/// Largest `model.safetensors` the page loads. A float32 model needs its weights about three
+/// times over while loading (file bytes, parsed tensors, device copy); 400 MB keeps that well
+/// inside the 4 GB a wasm32 module can address.
+pub const MEMORY_BUDGET_MB: u64 = 400;
+
+/// Options of [`Auditor::scan`], from JSON (all optional).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ScanOptions {
+    /// Probe texts; default: 200 built-in English movie-review sentences.
+    probe_texts: Option<Vec<String>>,
+    /// Extra candidate trigger words.
+    triggers: Vec<String>,
+    /// Extra candidate trigger sentences.
+    sentences: Vec<String>,
+    seed: Option<u64>,
+}
+
+/// Forwards progress events to a JS callback `(stage, done, total)`.
+struct JsProgress {
+    callback: Option<js_sys::Function>,
+    stage: String,
+    done: usize,
+    total: usize,
+}
+
+impl JsProgress {
+    fn emit(&self) {
+        if let Some(f) = &self.callback {
+            // A throwing callback must not abort the scan.
+            let _ = f.call3(&JsValue::NULL, &JsValue::from_str(&self.stage), &JsValue::from(self.done as u32), &JsValue::from(self.total as u32));
+        }
+    }
+}
+
+impl Progress for JsProgress {
+    fn start(&mut self, stage: &str, total: usize) {
+        self.stage = stage.to_string();
+        self.done = 0;
+        self.total = total;
+        self.emit();
+    }
+
+    fn step(&mut self, _loss: Option<f64>) {
+        self.done += 1;
+        self.emit();
+    }
+
+    fn finish(&mut self, _summary: &str) {
+        self.done = self.total;
+        self.emit();
+    }
 }
 
 /// A checkpoint loaded on the backend that was chosen for it.
@@ -73,6 +140,10 @@ impl Auditor {
         num_labels: Option<u32>,
     ) -> Result<Auditor, JsError> {
         install_panic_logger();
+        let size = model.len() as u64 >> 20;
+        if size > MEMORY_BUDGET_MB {
+            return Err(WebError::TooLarge { size, budget: MEMORY_BUDGET_MB }.into());
+        }
         let files = CheckpointFiles {
             model,
             config,
@@ -109,6 +180,44 @@ impl Auditor {
     #[wasm_bindgen(js_name = loadReport)]
     pub fn load_report(&self) -> String {
         with_session!(&self.engine, s => to_json(&s.loaded.report))
+    }
+
+    /// Scans for a backdoor; resolves to the report JSON (`core/src/report.rs`, the schema
+    /// `bdaudit scan --json` prints). `options_json`: `{"probeTexts": [...], "triggers":
+    /// [...], "sentences": [...], "seed": 1}`, all optional. `base`: the clean checkpoint the
+    /// model was fine-tuned from, loaded on the same backend, for token scores (the call
+    /// takes it over: load it again to reuse it). `progress`
+    /// is called as `(stage, done, total)`.
+    pub async fn scan(
+        &self,
+        options_json: String,
+        base: Option<Auditor>,
+        progress: Option<js_sys::Function>,
+    ) -> Result<String, JsError> {
+        let options: ScanOptions = if options_json.trim().is_empty() {
+            ScanOptions::default()
+        } else {
+            serde_json::from_str(&options_json).map_err(|e| WebError::Input(e.to_string()))?
+        };
+        let mut config = ScanConfig { seed: options.seed.unwrap_or(1), ..ScanConfig::default() };
+        config.extra_triggers.extend(options.triggers.into_iter().map(|w| Trigger::BadNets { words: vec![w], insertions: 1 }));
+        config.extra_triggers.extend(options.sentences.into_iter().map(|sentence| Trigger::AddSent { sentence }));
+        let probe = options
+            .probe_texts
+            .unwrap_or_else(|| demo::sentiment(200, config.seed).into_iter().map(|e| e.text).collect());
+        let mut progress = JsProgress { callback: progress, stage: String::new(), done: 0, total: 0 };
+        let mut report = match (&self.engine, base.as_ref().map(|b| &b.engine)) {
+            (Engine::WebGpu(s), None) => s.scan(&probe, None, &config, &mut progress).await?,
+            (Engine::Cpu(s), None) => s.scan(&probe, None, &config, &mut progress).await?,
+            (Engine::WebGpu(s), Some(Engine::WebGpu(b))) => s.scan(&probe, Some(b), &config, &mut progress).await?,
+            (Engine::Cpu(s), Some(Engine::Cpu(b))) => s.scan(&probe, Some(b), &config, &mut progress).await?,
+            (_, Some(b)) => {
+                let name = |e: &Engine| if matches!(e, Engine::WebGpu(_)) { "webgpu" } else { "cpu" };
+                return Err(WebError::BaseBackend { base: name(b), model: name(&self.engine) }.into());
+            }
+        };
+        report.backend = self.backend();
+        Ok(to_json(&report))
     }
 
     /// Classifies a JSON array of strings; resolves to a JSON array of

@@ -4,7 +4,9 @@
 use bdaudit_core::checkpoint::{load_classifier, CheckpointFiles, Loaded};
 use bdaudit_core::data::batch::Encoded;
 use bdaudit_core::eval::{argmax, logits_async};
-use bdaudit_core::progress::Silent;
+use bdaudit_core::progress::{Progress, Silent};
+use bdaudit_core::report::ScanReport;
+use bdaudit_core::scan::{scan_async, ScanConfig};
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
@@ -74,6 +76,23 @@ impl<B: Backend> Session<B> {
                 probs,
             })
             .collect())
+    }
+}
+
+impl<B: Backend> Session<B> {
+    /// The combined scan (core `scan`): candidate triggers, trigger-shift probes, attention
+    /// variance and drift, and the verdict. `base`, when given, is the clean checkpoint on the
+    /// same backend, for token scores.
+    pub async fn scan(
+        &self,
+        probe_texts: &[String],
+        base: Option<&Session<B>>,
+        config: &ScanConfig,
+        progress: &mut dyn Progress,
+    ) -> Result<ScanReport, WebError> {
+        let Loaded { model, tokenizer, labels, .. } = &self.loaded;
+        let base = base.map(|b| &b.loaded.model);
+        Ok(scan_async(model, tokenizer, labels, probe_texts, base, config, &self.device, progress).await?)
     }
 }
 

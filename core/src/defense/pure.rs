@@ -116,6 +116,8 @@ pub struct PureConfig {
     pub tune: TrainConfig,
     /// Batch size of the validation passes (inference only).
     pub eval_batch_size: usize,
+    /// Run the greedy pruning (false: attention normalisation only, an ablation).
+    pub prune: bool,
 }
 
 impl Default for PureConfig {
@@ -136,6 +138,7 @@ impl PureConfig {
             finetune: TrainConfig { seed, ..TrainConfig::default() },
             tune: TrainConfig { seed, ..TrainConfig::default() },
             eval_batch_size: 64,
+            prune: true,
         }
     }
 
@@ -189,7 +192,7 @@ pub struct Pruning {
 /// A layer's highest-scoring head is never a candidate, so every layer keeps a head. When a
 /// step brings accuracy below the floor, its heads are restored one at a time, highest score
 /// first, until accuracy is back at the floor; pruning ends there. If the unpruned model is
-/// already below the floor, nothing is pruned.
+/// already below the floor, or `config.prune` is off, nothing is pruned.
 pub fn greedy_prune<E>(
     scores: &HeadScores,
     config: &PureConfig,
@@ -211,7 +214,7 @@ pub fn greedy_prune<E>(
 
     let mut steps = Vec::new();
     let mut count = 0;
-    if base_accuracy < floor {
+    if base_accuracy < floor || !config.prune {
         return Ok(Pruning { pruned, base_accuracy, floor, steps });
     }
     for chunk in candidates.chunks(config.heads_per_step) {
@@ -707,6 +710,8 @@ mod tests {
         // Base accuracy 0.6 is below the absolute 0.85: nothing is tried. Relative: 0.51.
         let flat = |_: &[Vec<usize>]| Ok::<_, Infallible>(0.6);
         assert!(greedy_prune(&s, &config, flat).unwrap().steps.is_empty());
+        let off = PureConfig { prune: false, ..PureConfig::default() };
+        assert!(greedy_prune(&s, &off, |_| Ok::<_, Infallible>(1.0)).unwrap().pruned.iter().all(Vec::is_empty));
         let relative = PureConfig { threshold_mode: ThresholdMode::Relative, heads_per_step: 1, ..PureConfig::default() };
         let out = greedy_prune(&s, &relative, flat).unwrap();
         assert!((out.floor - 0.51).abs() < 1e-12);

@@ -2,3 +2,4 @@
 
 pub mod attention;
 pub mod token_scores;
+pub mod trigger_shift;

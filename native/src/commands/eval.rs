@@ -28,6 +28,10 @@ pub struct EvalArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
+    /// A model retrained on clean data only: reports its PACC and ΔPACC = |PACC(model) −
+    /// PACC(reference)| (RGA's trigger-shifting measure).
+    #[arg(long)]
+    pub reference: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +40,10 @@ struct EvalReport {
     data: String,
     #[serde(flatten)]
     metrics: EvalMetrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_pacc: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta_pacc: Option<f64>,
     seconds: f64,
 }
 
@@ -96,16 +104,32 @@ pub fn run<B: Backend>(args: EvalArgs, device: B::Device, json: bool) -> Result<
     let data = DataDir::open(&args.data)?;
     let loaded = load_classifier::<B>(&read_checkpoint(&dir)?, None, args.max_len, 0, &device)?;
     let metrics = evaluate(&loaded.model, &loaded.tokenizer, &data, args.batch_size, &device, json)?;
+    let reference_pacc = match &args.reference {
+        Some(_) if metrics.pacc.is_none() => {
+            bail!("--reference compares PACC: {} has no test-pacc.tsv", data.path.display())
+        }
+        Some(reference) => {
+            let r = load_classifier::<B>(&read_checkpoint(&resolve_model(reference)?)?, None, args.max_len, 0, &device)?;
+            evaluate(&r.model, &r.tokenizer, &data, args.batch_size, &device, json)?.pacc
+        }
+        None => None,
+    };
+    let delta_pacc = reference_pacc.zip(metrics.pacc).map(|(r, p)| metrics::delta_pacc(p, r));
+    let report = EvalReport {
+        model: dir.display().to_string(),
+        data: args.data.display().to_string(),
+        metrics,
+        reference_pacc,
+        delta_pacc,
+        seconds: start.elapsed().as_secs_f64(),
+    };
     if json {
-        let report = EvalReport {
-            model: dir.display().to_string(),
-            data: args.data.display().to_string(),
-            metrics,
-            seconds: start.elapsed().as_secs_f64(),
-        };
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_metrics(&metrics);
+        print_metrics(&report.metrics);
+        if let (Some(r), Some(d)) = (report.reference_pacc, report.delta_pacc) {
+            println!("ΔPACC {:.2} points (reference PACC {:.2}%)", 100.0 * d, 100.0 * r);
+        }
     }
     Ok(())
 }

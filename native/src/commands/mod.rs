@@ -3,5 +3,6 @@ pub mod bench;
 pub mod demo;
 pub mod eval;
 pub mod predict;
+pub mod purify;
 pub mod scan;
 pub mod train;

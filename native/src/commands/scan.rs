@@ -1,12 +1,16 @@
 //! `bdaudit scan`: look for signs of a backdoor without changing anything.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use bdaudit_core::attack::Trigger;
 use bdaudit_core::checkpoint::load_classifier;
-use bdaudit_core::data::{check_labels, require_two_classes};
+use bdaudit_core::data::{check_labels, demo, require_two_classes};
 use bdaudit_core::probe::token_scores::{against_base, embedding_only, embedding_only_config, rank, TokenScore};
+use bdaudit_core::report::Level;
+use bdaudit_core::scan::{scan, ScanConfig};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::Serialize;
@@ -19,16 +23,28 @@ pub struct ScanArgs {
     /// Checkpoint directory to scan (or `minilm`).
     #[arg(long)]
     pub model: String,
-    /// Rank tokens by how far their embedding rows moved (BTU's drift score).
+    /// Only rank tokens by how far their embedding rows moved (BTU's drift score), against
+    /// --base or from --data.
     #[arg(long)]
     pub token_scores: bool,
-    /// The clean checkpoint the model was fine-tuned from: scores are the drift against it.
+    /// The clean checkpoint the model was fine-tuned from: its tokens that drifted most
+    /// become candidate triggers (with --token-scores: the drift against it).
     #[arg(long, conflicts_with = "data")]
     pub base: Option<String>,
-    /// Labelled rows (TSV/CSV/JSONL), e.g. a data set you are about to train on: scores come
-    /// from one epoch of embedding-only training on them (BTU detection round 1).
-    #[arg(long)]
+    /// With --token-scores: labelled rows (TSV/CSV/JSONL), e.g. a data set you are about to
+    /// train on; scores come from one epoch of embedding-only training on them.
+    #[arg(long, requires = "token_scores")]
     pub data: Option<PathBuf>,
+    /// Probe texts (TSV/CSV/JSONL; labels are ignored). Default: 200 built-in English
+    /// movie-review sentences.
+    #[arg(long)]
+    pub probe: Option<PathBuf>,
+    /// An extra candidate trigger word (repeatable).
+    #[arg(long = "trigger")]
+    pub triggers: Vec<String>,
+    /// An extra candidate trigger sentence (repeatable).
+    #[arg(long = "trigger-sentence")]
+    pub sentences: Vec<String>,
     /// How many tokens to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
@@ -48,10 +64,55 @@ struct TokenScanReport {
     seconds: f64,
 }
 
-pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) -> Result<()> {
-    if !args.token_scores {
-        bail!("choose a probe: --token-scores");
+/// Exit code 2 when the verdict is "suspicious", so scripts can gate on it.
+pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) -> Result<ExitCode> {
+    if args.token_scores {
+        token_scores::<B>(args, device, json)?;
+        return Ok(ExitCode::SUCCESS);
     }
+    let start = Instant::now();
+    let model_dir = resolve_model(&args.model)?;
+    let loaded = load_classifier::<B::InnerBackend>(&read_checkpoint(&model_dir)?, None, args.max_len, args.seed, &device)?;
+    let base = args
+        .base
+        .as_deref()
+        .map(|b| -> Result<_> {
+            let files = read_checkpoint(&resolve_model(b)?)?;
+            Ok(load_classifier::<B::InnerBackend>(&files, Some(loaded.model.num_labels()), args.max_len, args.seed, &device)?.model)
+        })
+        .transpose()?;
+    let probe: Vec<String> = match &args.probe {
+        Some(path) => read_examples(path)?.into_iter().map(|e| e.text).collect(),
+        None => demo::sentiment(200, args.seed).into_iter().map(|e| e.text).collect(),
+    };
+    let mut config = ScanConfig { seed: args.seed, top_tokens: args.top.min(20), ..ScanConfig::default() };
+    config.extra_triggers.extend(args.triggers.iter().map(|w| Trigger::BadNets { words: vec![w.clone()], insertions: 1 }));
+    config.extra_triggers.extend(args.sentences.iter().map(|s| Trigger::AddSent { sentence: s.clone() }));
+    let mut report = scan(&loaded.model, &loaded.tokenizer, &loaded.labels, &probe, base.as_ref(), &config, &device, &mut Bars::new(json))?;
+    report.backend = std::any::type_name::<B::InnerBackend>().to_string();
+    report.seconds = Some(start.elapsed().as_secs_f64());
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.verdict.summary);
+        for e in report.verdict.evidence.iter().skip(1) {
+            println!("  also: {e}");
+        }
+        println!("{:<28} {:>6} {:>6}  to", "candidate", "ASR", "PACC");
+        for c in report.candidates.iter().take(8) {
+            let to = c.shift.target.and_then(|k| report.labels.get(k)).map_or("-", String::as_str);
+            println!("{:<28} {:>5.1}% {:>5.1}%  {to}", bdaudit_core::scan::trigger_text(&c.trigger), 100.0 * c.shift.asr, 100.0 * c.shift.pacc);
+        }
+        if let Some(top) = report.candidates.first().filter(|_| report.verdict.level != Level::Clean) {
+            let heads: Vec<String> = top.heads.iter().map(|h| format!("L{}H{} (+{:.3})", h.layer, h.head, h.drift)).collect();
+            println!("heads locking onto it: {}", heads.join(", "));
+        }
+        println!("({} probe texts, {:.1} s)", report.probe_texts.len(), report.seconds.unwrap_or(0.0));
+    }
+    Ok(if report.verdict.level == Level::Suspicious { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) -> Result<()> {
     let start = Instant::now();
     let model_dir = resolve_model(&args.model)?;
     let files = read_checkpoint(&model_dir)?;

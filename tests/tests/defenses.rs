@@ -1,6 +1,10 @@
-//! BTU end to end on real data and real weights: MiniLM fine-tuned on an SST-2 subset poisoned
-//! with BadNets learns the backdoor (the undefended model BTU reports), and BTU finds the
-//! trigger token and removes the backdoor while clean accuracy holds.
+//! The defenses end to end on real data and real weights. MiniLM fine-tuned on an SST-2 subset
+//! poisoned with BadNets learns the backdoor (the undefended model BTU reports); BTU finds the
+//! trigger token and removes the backdoor while clean accuracy holds; PURE, given that victim
+//! and clean rows only, lowers its attack success rate far below plain fine-tuning.
+//!
+//! One test function: the BTU run's undefended model is PURE's suspect, which saves CI a
+//! second victim training.
 //!
 //! Small enough for CI: 800 training rows, 300 clean dev rows for the repair fine-tune, 300
 //! test rows, sequences cut at 48 tokens. At this size the four BadNets words are each seen
@@ -12,12 +16,14 @@ use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
 use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::{parse, subsample, Example, Format};
 use bdaudit_core::defense::btu::{btu, BtuConfig};
+use bdaudit_core::defense::pure::{pure, PureConfig, ThresholdMode};
 use bdaudit_core::eval::predict;
 use bdaudit_core::metrics;
 use bdaudit_core::model::BertClassifier;
 use bdaudit_core::progress::Silent;
 use bdaudit_core::train::TrainConfig;
 use bdaudit_tests::*;
+use burn::module::AutodiffModule;
 
 fn split(name: &str) -> Vec<Example> {
     let path = data_dir().join("sst2").join(name);
@@ -25,7 +31,7 @@ fn split(name: &str) -> Vec<Example> {
 }
 
 #[test]
-fn btu_flags_the_trigger_and_removes_the_backdoor_on_sst2() {
+fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     let train_rows = subsample(&split("train.tsv"), 800, 1);
     let clean_rows = subsample(&split("dev.tsv"), 300, 1);
     let test_rows = subsample(&split("test.tsv"), 300, 1);
@@ -40,6 +46,7 @@ fn btu_flags_the_trigger_and_removes_the_backdoor_on_sst2() {
     let clean = tok.encode_all(&clean_rows).unwrap();
     let mut config = BtuConfig::with_seed(1);
     config.train = TrainConfig { epochs: 3, lr: 1e-4, seed: 1, ..TrainConfig::default() };
+    let model_config = loaded.config.clone();
     let outcome = btu(loaded.model, &train, &clean, tok, &config, &device, &mut Silent, &|| 0.0).unwrap();
     let report = &outcome.report;
 
@@ -66,4 +73,24 @@ fn btu_flags_the_trigger_and_removes_the_backdoor_on_sst2() {
     assert!(asr_before >= 0.85, "attack success rate {asr_before} too low: the backdoor was not planted");
     assert!(asr_after <= 0.30, "BTU left ASR at {asr_after} (undefended {asr_before})");
     assert!(cacc_after >= cacc_before - 0.05, "BTU cost clean accuracy: {cacc_before} → {cacc_after}");
+
+    // PURE on the undefended victim, with 600 clean training rows and the 300 clean dev rows
+    // for validation. c is relative: MiniLM's SST-2 accuracy (~0.85) sits at the paper's
+    // absolute 0.85, which would prune nothing.
+    let pure_train = tok.encode_all(&subsample(&split("train.tsv"), 600, 2)).unwrap();
+    let mut pure_config = PureConfig::with_seed(1);
+    pure_config.threshold_mode = ThresholdMode::Relative;
+    pure_config.accuracy_threshold = 0.92;
+    for c in [&mut pure_config.finetune, &mut pure_config.tune] {
+        c.epochs = 2;
+    }
+    let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended);
+    let purified = pure(suspect, &model_config, &pure_train, &clean, tok.pad_id(), &pure_config, &device, &mut Silent, &|| 0.0).unwrap();
+    let pruned: usize = purified.report.pruning.pruned.iter().map(Vec::len).sum();
+    let (cacc_ft, asr_ft) = score(&purified.undefended);
+    let (cacc_pure, asr_pure) = score(&purified.purified);
+    eprintln!("PURE pruned {pruned} heads; fine-tuned CACC {cacc_ft:.3} ASR {asr_ft:.3}; PURE CACC {cacc_pure:.3} ASR {asr_pure:.3}");
+    assert!(pruned > 0, "PURE pruned nothing: {:?}", purified.report.pruning);
+    assert!(asr_pure <= asr_ft - 0.2, "PURE ASR {asr_pure} is not far below plain fine-tuning's {asr_ft}");
+    assert!(cacc_pure >= cacc_ft - 0.05, "PURE cost clean accuracy: {cacc_ft} → {cacc_pure}");
 }

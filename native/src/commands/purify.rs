@@ -1,0 +1,213 @@
+//! `bdaudit purify`: remove a backdoor from a downloaded checkpoint with clean data only.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use bdaudit_core::checkpoint::{load_classifier, save_classifier};
+use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample};
+use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, PureReport, ThresholdMode};
+use bdaudit_core::metrics::EvalMetrics;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::bar::Bars;
+use crate::commands::eval::{evaluate, print_metrics};
+use crate::files::{read_checkpoint, resolve_model, DataDir, OutputDir};
+
+#[derive(Subcommand, Debug)]
+pub enum Method {
+    /// PURE: prune the attention heads a trigger hijacks, then fine-tune with attention
+    /// normalisation (needs only clean data, no knowledge of the trigger).
+    Pure(PureArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Threshold {
+    /// Stop pruning when validation accuracy falls below c (the paper).
+    Absolute,
+    /// Stop pruning below c × the unpruned model's validation accuracy.
+    Relative,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Layout {
+    /// Full-size layers with the pruned heads' weights zeroed: loads in every `transformers`
+    /// version (5 dropped head pruning) and gives identical logits.
+    Zeroed,
+    /// Pruned heads removed from the weights and listed in config.json's `pruned_heads`
+    /// (`transformers` 4 and bdaudit load it).
+    Sliced,
+}
+
+#[derive(Args, Debug)]
+pub struct PureArgs {
+    /// The suspect checkpoint directory.
+    #[arg(long)]
+    pub model: String,
+    /// Clean data directory: train.tsv, and dev.tsv for validation (else 10% of train.tsv).
+    #[arg(long)]
+    pub clean: PathBuf,
+    /// Optional test directory (test.tsv, test-asr.tsv, test-pacc.tsv from `bdaudit attack`)
+    /// scored before and after.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Accuracy threshold c of the greedy pruning, in (0, 1].
+    #[arg(long, default_value_t = 0.85)]
+    pub c: f64,
+    #[arg(long, value_enum, default_value = "absolute")]
+    pub threshold: Threshold,
+    /// Heads pruned per greedy step (authors' code: 10).
+    #[arg(long, default_value_t = 10)]
+    pub heads_per_step: usize,
+    /// μ of the attention-normalisation loss (0: prune only).
+    #[arg(long, default_value_t = 0.15)]
+    pub mu: f64,
+    /// Skip pruning (normalisation only; an ablation).
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Epochs of each of the two fine-tunes.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Use a seeded, stratified subset of this many clean training rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, value_enum, default_value = "zeroed")]
+    pub layout: Layout,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Serialize)]
+struct PurifyReport {
+    method: &'static str,
+    model: String,
+    clean: String,
+    train_rows: usize,
+    val_rows: usize,
+    /// The suspect model as downloaded.
+    metrics_suspect: Option<EvalMetrics>,
+    /// Plain fine-tuning on the clean rows (PURE's step 1; the "FT" baseline).
+    metrics_finetuned: Option<EvalMetrics>,
+    /// The purified model written to --out.
+    metrics: Option<EvalMetrics>,
+    pure: PureReport,
+    seconds_total: f64,
+}
+
+pub fn run<B: AutodiffBackend>(method: Method, device: B::Device, json: bool) -> Result<()> {
+    match method {
+        Method::Pure(args) => run_pure::<B>(args, device, json),
+    }
+}
+
+fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -> Result<()> {
+    let start = Instant::now();
+    let model_dir = resolve_model(&args.model)?;
+    let clean = DataDir::open(&args.clean)?;
+    let test = args.test.as_deref().map(DataDir::open).transpose()?;
+    let mut inputs: Vec<&Path> = vec![model_dir.as_path(), args.clean.as_path()];
+    if let Some(t) = &args.test {
+        inputs.push(t);
+    }
+    let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
+
+    let mut train_rows = clean.split("train.tsv")?;
+    if let Some(n) = args.limit {
+        train_rows = subsample(&train_rows, n, args.seed);
+    }
+    let (train_rows, val_rows) = match clean.optional("dev.tsv")? {
+        Some(val) => (train_rows, val),
+        None => split_off(train_rows, 0.1, args.seed),
+    };
+    let source = clean.file("train.tsv").display().to_string();
+    require_two_classes(&train_rows, &source)?;
+    let files = read_checkpoint(&model_dir)?;
+    let loaded = load_classifier::<B>(&files, None, args.max_len, args.seed, &device)?;
+    let num_labels = loaded.model.num_labels();
+    check_labels(&train_rows, num_labels, &source)?;
+    check_labels(&val_rows, num_labels, "validation rows")?;
+    let tokenizer = &loaded.tokenizer;
+    let train = tokenizer.encode_all(&train_rows)?;
+    let val = tokenizer.encode_all(&val_rows)?;
+
+    let mut config = PureConfig::with_seed(args.seed);
+    config.accuracy_threshold = args.c;
+    config.threshold_mode = match args.threshold {
+        Threshold::Absolute => ThresholdMode::Absolute,
+        Threshold::Relative => ThresholdMode::Relative,
+    };
+    config.heads_per_step = args.heads_per_step;
+    config.mu = args.mu;
+    for c in [&mut config.finetune, &mut config.tune] {
+        c.epochs = args.epochs;
+        c.batch_size = args.batch_size;
+        c.lr = args.lr;
+    }
+    config.prune = !args.no_prune;
+    config.validate()?;
+
+    let score = |model: &_| -> Result<Option<EvalMetrics>> {
+        test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose()
+    };
+    let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
+    let clock = Instant::now();
+    let now = || clock.elapsed().as_secs_f64();
+    let outcome = pure(loaded.model, &loaded.config, &train, &val, tokenizer.pad_id(), &config, &device, &mut Bars::new(json), &now)?;
+    let metrics_finetuned = score(&outcome.undefended)?;
+    let metrics = score(&outcome.purified)?;
+
+    let (model, model_config) = match args.layout {
+        Layout::Zeroed => zero_pruned_heads(outcome.purified, &outcome.config)?,
+        Layout::Sliced => (outcome.purified, outcome.config),
+    };
+    let written = save_classifier(&model, &model_config, tokenizer, &loaded.labels)?;
+    let report = PurifyReport {
+        method: "pure",
+        model: model_dir.display().to_string(),
+        clean: args.clean.display().to_string(),
+        train_rows: train.len(),
+        val_rows: val.len(),
+        metrics_suspect,
+        metrics_finetuned,
+        metrics,
+        pure: outcome.report,
+        seconds_total: start.elapsed().as_secs_f64(),
+    };
+    out.write("model.safetensors", &written.model)?;
+    out.write("config.json", &written.config)?;
+    out.write("tokenizer.json", &written.tokenizer)?;
+    out.write_json("report.json", &report)?;
+    let dir = out.commit()?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let p = &report.pure;
+    let pruned: usize = p.pruning.pruned.iter().map(Vec::len).sum();
+    println!("pruned {pruned} heads: {:?}", p.pruned_heads);
+    println!("validation accuracy: unpruned {:.2}%, best after tuning {:.2}% (epoch {})", 100.0 * p.pruning.base_accuracy, 100.0 * p.best_accuracy, p.best_epoch);
+    for (name, m) in [("suspect", &report.metrics_suspect), ("fine-tuned", &report.metrics_finetuned), ("purified", &report.metrics)] {
+        if let Some(m) = m {
+            println!("{name}:");
+            print_metrics(m);
+        }
+    }
+    if report.metrics.is_none() {
+        println!("(pass --test DIR with test.tsv / test-asr.tsv to measure CACC and LFR before and after)");
+    }
+    println!("wrote {} ({:.0} s)", dir.display(), report.seconds_total);
+    Ok(())
+}

@@ -1,0 +1,52 @@
+"""Prints the PURE results table (markdown) from the runs scripts/results-pure wrote."""
+import json
+import os
+import platform
+import statistics
+import sys
+
+work = sys.argv[1]
+rows = {}
+victims = []
+for seed_dir in sorted(os.listdir(work)):
+    path = os.path.join(work, seed_dir)
+    if not seed_dir.startswith("seed-"):
+        continue
+    victim = os.path.join(path, "victim", "report.json")
+    if os.path.isfile(victim):
+        victims.append(json.load(open(victim))["metrics"])
+    for name in sorted(os.listdir(path)):
+        if not name.endswith(".json"):
+            continue
+        setting, method = name[:-5].split("-", 1)
+        r = json.load(open(os.path.join(path, name)))
+        if method == "pure":  # PURE's step 1 is plain fine-tuning: the FT baseline
+            rows.setdefault((setting, "FT"), []).append(r["metrics_finetuned"])
+        rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
+
+
+def ms(values):
+    values = [100 * v for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print(f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; ndarray + OpenBLAS backend.\n")
+if victims:
+    print(f"Victims (no defense, {len(victims)} seeds): ACC {ms([v['cacc'] for v in victims])}, LFR {ms([v['asr'] for v in victims])}\n")
+print("| setting | defense | seeds | ACC | LFR | heads pruned |")
+print("|---|---|---|---|---|---|")
+for setting in ["fdk", "ds"]:
+    for method in ["FT", "pure", "prune-only", "norm-only"]:
+        rs = rows.get((setting, method))
+        if not rs:
+            continue
+        if method == "FT":
+            m, pruned = rs, "-"
+        else:
+            m = [x[0] for x in rs]
+            pruned = " / ".join(str(sum(len(h) for h in p["pruning"]["pruned"])) for _, p in rs)
+        label = {"fdk": "SST-2 → SST-2", "ds": "IMDb → SST-2"}[setting]
+        print(f"| {label} | {method} | {len(m)} | {ms([x['cacc'] for x in m])} | {ms([x['asr'] for x in m])} | {pruned} |")

@@ -1,0 +1,92 @@
+// The scan runs here, off the page's thread, so the page stays responsive. Module worker:
+//   new Worker(new URL("./worker.js", import.meta.url), { type: "module" })
+//
+// Requests (postMessage), each with a numeric `id`:
+//   { id, type: "load", model, config, tokenizer, preferGpu, numLabels, base }
+//       model/config/tokenizer: ArrayBuffer (or Uint8Array); base: null or
+//       { model, config, tokenizer } of the clean checkpoint the model was fine-tuned from.
+//       → { id, ok: true, backend, labels: [...], loadReport: {...} }
+//   { id, type: "scan", options }   options: { probeTexts, triggers, sentences, seed }
+//       → { id, progress: { stage, done, total } } … then { id, ok: true, report, seconds }
+//   { id, type: "classify", texts } → { id, ok: true, predictions }
+// A failure answers { id, ok: false, error: message } (the core's message).
+import init, { Auditor } from "./pkg/bdaudit_web.js";
+
+const ready = init();
+let auditor = null;
+let base = null; // { bytes, preferGpu, numLabels }: loaded anew for every scan (scan consumes it)
+
+const bytes = (b) => (b instanceof Uint8Array ? b : new Uint8Array(b));
+
+async function loadAuditor(files, preferGpu, numLabels) {
+  await ready;
+  return Auditor.load(bytes(files.model), bytes(files.config), bytes(files.tokenizer), preferGpu, numLabels ?? undefined);
+}
+
+const handlers = {
+  async load(msg) {
+    if (auditor) auditor.free();
+    auditor = null;
+    base = null;
+    auditor = await loadAuditor(msg, !!msg.preferGpu, msg.numLabels);
+    if (msg.base) {
+      // A base is often the bare pre-trained encoder: give it the model's number of classes
+      // (its new head is never used; token scores compare embeddings only).
+      const numLabels = msg.numLabels ?? JSON.parse(auditor.labels()).length;
+      // Load once now so a malformed base fails here, with the checkpoint, not mid-scan.
+      const probe = await loadAuditor(msg.base, !!msg.preferGpu, numLabels);
+      const backend = probe.backend();
+      probe.free();
+      if (backend !== auditor.backend()) {
+        throw new Error(`the base checkpoint runs on ${backend} but the model on ${auditor.backend()}`);
+      }
+      base = { files: msg.base, preferGpu: !!msg.preferGpu, numLabels };
+    }
+    return {
+      backend: auditor.backend(),
+      labels: JSON.parse(auditor.labels()),
+      loadReport: JSON.parse(auditor.loadReport()),
+      hasBase: !!base,
+    };
+  },
+
+  async scan(msg, reply) {
+    if (!auditor) throw new Error("load a checkpoint first");
+    const t0 = performance.now();
+    const b = base ? await loadAuditor(base.files, base.preferGpu, base.numLabels) : null;
+    let last = 0;
+    const progress = (stage, done, total) => {
+      // Throttle: one message per 50 ms, plus every stage's start and end.
+      const now = performance.now();
+      if (done === 0 || done === total || now - last > 50) {
+        last = now;
+        reply({ progress: { stage, done, total } });
+      }
+    };
+    const report = JSON.parse(await auditor.scan(JSON.stringify(msg.options ?? {}), b, progress));
+    const seconds = (performance.now() - t0) / 1000;
+    if (report.seconds == null) report.seconds = seconds;
+    return { report };
+  },
+
+  async classify(msg) {
+    if (!auditor) throw new Error("load a checkpoint first");
+    return { predictions: JSON.parse(await auditor.classify(JSON.stringify(msg.texts))) };
+  },
+};
+
+// One request at a time, in order: the wasm module is single-threaded anyway.
+let queue = Promise.resolve();
+self.onmessage = (event) => {
+  const msg = event.data;
+  const reply = (body) => self.postMessage({ id: msg.id, ...body });
+  queue = queue.then(async () => {
+    try {
+      const handler = handlers[msg.type];
+      if (!handler) throw new Error(`unknown request ${msg.type}`);
+      reply({ ok: true, ...(await handler(msg, reply)) });
+    } catch (e) {
+      reply({ ok: false, error: e instanceof Error ? e.message : String(e) });
+    }
+  });
+};
