@@ -4,6 +4,7 @@
 //! the same code runs in the `bdaudit` CLI (CPU, wgpu, CUDA) and in the browser (WebGPU).
 
 pub mod attack;
+pub mod augment;
 pub mod checkpoint;
 pub mod data;
 pub mod defense;

@@ -2,3 +2,4 @@
 
 pub mod btu;
 pub mod pure;
+pub mod rga;

@@ -1,0 +1,3 @@
+//! Data augmentations used by defenses.
+
+pub mod token_split;

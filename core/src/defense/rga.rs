@@ -1,0 +1,343 @@
+//! Unlearning identified poisoned samples: RGA, and the GA and NPO baselines (Robust Gradient
+//! Ascent; `../shared/papers/rga.txt`).
+//!
+//! Plain gradient ascent (GA) on the poisoned "forget" samples removes the trigger → target
+//! link but keeps pushing until the trigger sends texts to *another* class (trigger
+//! shifting, visible in PACC). RGA, eq. 6:
+//! L = −λ·CE(forget) + CE(retain) + β·Σ_tensors ‖θ − θ_base‖₂, with
+//! λ = exp(−α·KL(f_θ(·|x_p) ‖ f_θp(·|x_p))) computed without gradient against the frozen
+//! poisoned model (eq. 7): once the model has moved away from the poisoned predictions, the
+//! ascent fades. θ_base is the clean pre-trained encoder; the classifier is not in the L2 term
+//! (it has no pre-trained value). NPO (Zhang et al. 2024) replaces −CE(forget) with
+//! (2/β_npo)·log(1 + (π_θ(y|x)/π_ref(y|x))^β_npo).
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{activation, ElementConversion, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::batch::{Batch, Encoded};
+use crate::model::{BertClassifier, BertModel};
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::train::{cross_entropy, fit, TrainConfig, TrainError, TrainLog};
+
+/// Added under the square root of the L2 anchor (see [`distance_to_base`]).
+const NORM_EPS: f64 = 1e-12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RgaError {
+    #[error("the forget set is empty: give the poisoned samples to unlearn")]
+    EmptyForget,
+    #[error("the retain set is empty: unlearning needs clean samples to keep the task")]
+    EmptyRetain,
+    #[error("forget rows have label {label}, but the model has {num_labels} labels")]
+    Labels { label: usize, num_labels: usize },
+    #[error("the base checkpoint does not match the model: {0}")]
+    Base(String),
+    #[error("unlearning setting {field} = {value}: {reason}")]
+    Config { field: &'static str, value: String, reason: &'static str },
+    #[error(transparent)]
+    Train(#[from] TrainError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Robust gradient ascent (eq. 6–7).
+    Rga,
+    /// Gradient ascent: λ ≡ 1, no L2 anchor.
+    Ga,
+    /// Negative preference optimisation on the forget set, CE on the retain set.
+    Npo,
+}
+
+/// Unlearning settings; defaults are the RGA paper's for BERT (§5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RgaConfig {
+    pub method: Method,
+    /// α of eq. 7 (paper: 2).
+    pub alpha: f64,
+    /// β of eq. 6 (paper: 1e-2 for BERT; the authors' code uses 0.05).
+    pub beta: f64,
+    /// NPO's β (NPO paper: 1; used by `Method::Npo` only).
+    pub npo_beta: f64,
+    /// Epochs over the forget set (paper: up to 30), lr 2e-5, batch 32.
+    pub train: TrainConfig,
+}
+
+impl Default for RgaConfig {
+    fn default() -> Self {
+        RgaConfig {
+            method: Method::Rga,
+            alpha: 2.0,
+            beta: 1e-2,
+            npo_beta: 1.0,
+            train: TrainConfig { epochs: 30, ..TrainConfig::default() },
+        }
+    }
+}
+
+impl RgaConfig {
+    pub fn validate(&self) -> Result<(), RgaError> {
+        for (field, v) in [("alpha", self.alpha), ("beta", self.beta), ("npo_beta", self.npo_beta)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(RgaError::Config { field, value: v.to_string(), reason: "must be a finite number ≥ 0" });
+            }
+        }
+        if self.method == Method::Npo && self.npo_beta == 0.0 {
+            return Err(RgaError::Config { field: "npo_beta", value: "0".into(), reason: "NPO divides by it" });
+        }
+        Ok(self.train.validate()?)
+    }
+}
+
+/// Batch-mean KL(p ‖ q) of the softmax distributions of two `[batch, classes]` logit tensors.
+pub fn kl_divergence<B: Backend>(logits_p: Tensor<B, 2>, logits_q: Tensor<B, 2>) -> f64 {
+    let log_p = activation::log_softmax(logits_p, 1);
+    let log_q = activation::log_softmax(logits_q, 1);
+    let kl = (log_p.clone().exp() * (log_p - log_q)).sum_dim(1).mean();
+    kl.into_scalar().elem()
+}
+
+/// λ of eq. 7: 1 while the model still predicts like the poisoned one, fading as it departs.
+pub fn adaptive_weight(alpha: f64, kl: f64) -> f64 {
+    (-alpha * kl.max(0.0)).exp()
+}
+
+/// Σ over the encoder's tensors of ‖θ − θ_base‖₂ (eq. 6's anchor), with gradient to `model`.
+pub fn distance_to_base<B: Backend>(model: &BertModel<B>, base: &BertModel<B>) -> Result<Tensor<B, 1>, RgaError> {
+    let (a, b) = (flatten(model), flatten(base));
+    if a.len() != b.len() {
+        return Err(RgaError::Base(format!("{} tensors against the base's {}", a.len(), b.len())));
+    }
+    let device = model.embeddings.word.weight.device();
+    let mut total = Tensor::<B, 1>::zeros([1], &device);
+    for (i, (x, y)) in a.into_iter().zip(b).enumerate() {
+        if x.dims() != y.dims() {
+            return Err(RgaError::Base(format!("tensor {i} has {} values against the base's {}", x.dims()[0], y.dims()[0])));
+        }
+        // ‖d‖ = ‖d‖²/√(‖d‖² + ε): exactly ‖d‖ (and 0 at d = 0) with a finite gradient at the
+        // start, where the model equals the base and √ would give NaN.
+        let sq = (x - y).powi_scalar(2).sum();
+        total = total + sq.clone() / (sq + NORM_EPS).sqrt();
+    }
+    Ok(total)
+}
+
+struct Flatten<B: Backend>(Vec<Tensor<B, 1>>);
+
+impl<B: Backend> ModuleVisitor<B> for Flatten<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.0.push(t.reshape([n]));
+    }
+}
+
+fn flatten<B: Backend>(model: &BertModel<B>) -> Vec<Tensor<B, 1>> {
+    let mut v = Flatten(Vec::new());
+    model.visit(&mut v);
+    v.0
+}
+
+/// NPO's forget loss: (2/β)·mean log(1 + (π_θ(y|x)/π_ref(y|x))^β), y the poisoned label.
+pub fn npo_loss<B: Backend>(logits: Tensor<B, 2>, reference_logits: Tensor<B, 2>, labels: Tensor<B, 1, burn::tensor::Int>, beta: f64) -> Tensor<B, 1> {
+    let [batch, _] = logits.dims();
+    let idx = labels.reshape([batch, 1]);
+    let log_pi = activation::log_softmax(logits, 1).gather(1, idx.clone()).reshape([batch]);
+    let log_ref = activation::log_softmax(reference_logits, 1).gather(1, idx).reshape([batch]);
+    // log(1 + e^{β·Δ}) = softplus(β·Δ), written stably.
+    let z = (log_pi - log_ref) * beta;
+    let softplus = z.clone().clamp_min(0.0) + (z.abs().neg().exp() + 1.0).log();
+    softplus.mean() * (2.0 / beta)
+}
+
+/// Per epoch: the mean forget CE (the "poisoned loss" the paper plots) and the mean λ.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UnlearnEpoch {
+    pub epoch: usize,
+    pub forget_loss: f64,
+    pub lambda: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnlearnReport {
+    pub config: RgaConfig,
+    pub log: TrainLog,
+    pub epochs: Vec<UnlearnEpoch>,
+}
+
+/// Unlearns the `forget` rows from `model` (the poisoned model, also the frozen reference),
+/// pairing each forget batch with a random `retain` batch. `base` is the clean pre-trained
+/// encoder on the inner backend (RGA's anchor; unused by GA and NPO).
+#[allow(clippy::too_many_arguments)]
+pub fn unlearn<B: AutodiffBackend>(
+    model: BertClassifier<B>,
+    base: Option<&BertModel<B::InnerBackend>>,
+    forget: &[Encoded],
+    retain: &[Encoded],
+    pad_id: u32,
+    config: &RgaConfig,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<(BertClassifier<B::InnerBackend>, UnlearnReport), RgaError> {
+    use burn::module::AutodiffModule;
+    config.validate()?;
+    if forget.is_empty() {
+        return Err(RgaError::EmptyForget);
+    }
+    if retain.is_empty() {
+        return Err(RgaError::EmptyRetain);
+    }
+    let num_labels = model.num_labels();
+    if let Some(e) = forget.iter().chain(retain).find(|e| e.label >= num_labels) {
+        return Err(RgaError::Labels { label: e.label, num_labels });
+    }
+    let base = match (config.method, base) {
+        (Method::Rga, None) if config.beta > 0.0 => {
+            return Err(RgaError::Base("RGA's L2 anchor needs the clean pre-trained encoder (--base)".into()))
+        }
+        (Method::Rga, Some(b)) => {
+            let anchor = BertModel::<B>::from_inner(b.clone());
+            distance_to_base(&model.bert, &anchor)?; // shapes checked before any training
+            Some(anchor)
+        }
+        _ => None,
+    };
+    let frozen = model.valid();
+    let mut rng = Rng::new(config.train.seed ^ 0x5eed);
+    let per_epoch = forget.len().div_ceil(config.train.batch_size);
+    let mut stats: Vec<(f64, f64)> = Vec::new();
+    let (trained, log) = fit(
+        model,
+        forget,
+        pad_id,
+        &config.train,
+        device,
+        progress,
+        |m: &BertClassifier<B>, batch: &Batch<B>, _| {
+            let logits = m.logits(batch.input_ids.clone(), batch.attention_mask.clone());
+            let reference = frozen.logits(batch.input_ids.clone().inner(), batch.attention_mask.clone().inner());
+            let forget_ce = cross_entropy(logits.clone(), batch.labels.clone());
+            let ce_value: f64 = forget_ce.clone().into_scalar().elem();
+            let (forget_term, lambda) = match config.method {
+                Method::Ga => (forget_ce.neg(), 1.0),
+                Method::Rga => {
+                    let lambda = adaptive_weight(config.alpha, kl_divergence(logits.clone().inner(), reference));
+                    (forget_ce.neg() * lambda, lambda)
+                }
+                Method::Npo => (npo_loss(logits, Tensor::from_inner(reference), batch.labels.clone(), config.npo_beta), 1.0),
+            };
+            stats.push((ce_value, lambda));
+            let rows: Vec<&Encoded> = (0..config.train.batch_size.min(retain.len())).map(|_| &retain[rng.below(retain.len())]).collect();
+            let r = Batch::<B>::new(&rows, pad_id, device);
+            let mut loss = forget_term + cross_entropy(m.logits(r.input_ids, r.attention_mask), r.labels);
+            if let Some(anchor) = &base {
+                if config.beta > 0.0 {
+                    let d = distance_to_base(&m.bert, anchor).expect("shapes checked before training");
+                    loss = loss + d * config.beta;
+                }
+            }
+            loss
+        },
+        |_, _| None,
+    )?;
+    let epochs = stats
+        .chunks(per_epoch)
+        .enumerate()
+        .map(|(i, c)| UnlearnEpoch {
+            epoch: i + 1,
+            forget_loss: c.iter().map(|s| s.0).sum::<f64>() / c.len() as f64,
+            lambda: c.iter().map(|s| s.1).sum::<f64>() / c.len() as f64,
+        })
+        .collect();
+    Ok((trained.valid(), UnlearnReport { config: config.clone(), log, epochs }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::RandomInit;
+    use crate::model::BertConfig;
+    use crate::progress::Silent;
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = NdArray;
+
+    #[test]
+    fn lambda_is_one_for_the_frozen_model_and_falls_as_kl_grows() {
+        let d = Default::default();
+        let logits = Tensor::<B, 2>::from_floats([[2.0, -1.0], [0.5, 0.3]], &d);
+        let kl = kl_divergence(logits.clone(), logits.clone());
+        assert!(kl.abs() < 1e-7, "{kl}");
+        assert_eq!(adaptive_weight(2.0, kl.max(0.0)), 1.0);
+        let moved = Tensor::<B, 2>::from_floats([[-1.0, 2.0], [0.5, 0.3]], &d);
+        let far = Tensor::<B, 2>::from_floats([[-4.0, 4.0], [0.5, 0.3]], &d);
+        let (k1, k2) = (kl_divergence(moved, logits.clone()), kl_divergence(far, logits));
+        assert!(0.0 < k1 && k1 < k2, "{k1} {k2}");
+        assert!(1.0 > adaptive_weight(2.0, k1) && adaptive_weight(2.0, k1) > adaptive_weight(2.0, k2));
+        assert!((adaptive_weight(2.0, 0.5) - (-1.0f64).exp()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn npo_loss_is_2_ln2_over_beta_at_the_reference() {
+        let d = Default::default();
+        let logits = Tensor::<B, 2>::from_floats([[1.0, 0.0], [0.0, 3.0]], &d);
+        let labels = Tensor::<B, 1, burn::tensor::Int>::from_ints([1, 1], &d);
+        let v: f64 = npo_loss(logits.clone(), logits, labels, 1.0).into_scalar().elem();
+        assert!((v - 2.0 * 2f64.ln()).abs() < 1e-6, "{v}");
+    }
+
+    fn tiny(seed: u64) -> BertClassifier<Autodiff<B>> {
+        BertClassifier::from_source(&BertConfig::tiny(30), 2, &mut RandomInit::new(seed, 0.2, &Default::default())).unwrap()
+    }
+
+    #[test]
+    fn distance_to_base_is_zero_for_the_same_encoder_and_checks_shapes() {
+        use burn::module::AutodiffModule;
+        let m = tiny(1).valid();
+        let v: f64 = distance_to_base(&m.bert, &m.bert).unwrap().into_scalar().elem();
+        assert_eq!(v, 0.0);
+        let other = tiny(2).valid();
+        let v: f64 = distance_to_base(&m.bert, &other.bert).unwrap().into_scalar().elem();
+        assert!(v > 0.0);
+        let bigger = BertClassifier::<B>::from_source(&BertConfig::tiny(31), 2, &mut RandomInit::new(1, 0.2, &Default::default())).unwrap();
+        assert!(matches!(distance_to_base(&m.bert, &bigger.bert), Err(RgaError::Base(_))));
+    }
+
+    fn rows(label: usize) -> Vec<Encoded> {
+        (0..8).map(|i| Encoded { ids: vec![1, 3 + i as u32, 12, 2], label }).collect()
+    }
+
+    #[test]
+    fn ga_raises_the_forget_loss_and_rga_weights_it_by_lambda() {
+        use burn::module::AutodiffModule;
+        let _guard = crate::train::one_training_at_a_time();
+        let train = TrainConfig { epochs: 3, batch_size: 4, lr: 5e-3, ..TrainConfig::default() };
+        let ga = RgaConfig { method: Method::Ga, train: train.clone(), ..RgaConfig::default() };
+        let (_, report) = unlearn(tiny(3), None, &rows(1), &rows(0), 0, &ga, &Default::default(), &mut Silent).unwrap();
+        assert_eq!(report.epochs.len(), 3);
+        assert!(report.epochs[2].forget_loss > report.epochs[0].forget_loss, "{:?}", report.epochs);
+        assert!(report.epochs.iter().all(|e| e.lambda == 1.0));
+
+        let base = tiny(3).valid().bert;
+        let rga = RgaConfig { train, ..RgaConfig::default() };
+        let (_, report) = unlearn(tiny(3), Some(&base), &rows(1), &rows(0), 0, &rga, &Default::default(), &mut Silent).unwrap();
+        assert!(report.epochs[0].lambda > report.epochs[2].lambda, "λ fades as the model departs: {:?}", report.epochs);
+        assert!(report.epochs.iter().all(|e| e.lambda <= 1.0 && e.lambda > 0.0));
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let config = RgaConfig::default();
+        let d = Default::default();
+        assert!(matches!(unlearn(tiny(1), None, &[], &rows(0), 0, &config, &d, &mut Silent), Err(RgaError::EmptyForget)));
+        assert!(matches!(unlearn(tiny(1), None, &rows(1), &[], 0, &config, &d, &mut Silent), Err(RgaError::EmptyRetain)));
+        assert!(matches!(unlearn(tiny(1), None, &rows(1), &rows(0), 0, &config, &d, &mut Silent), Err(RgaError::Base(_))));
+        assert!(matches!(unlearn(tiny(1), None, &rows(3), &rows(0), 0, &config, &d, &mut Silent), Err(RgaError::Labels { label: 3, .. })));
+        let bad = RgaConfig { alpha: f64::NAN, ..RgaConfig::default() };
+        assert!(matches!(bad.validate(), Err(RgaError::Config { field: "alpha", .. })));
+    }
+}
