@@ -1,9 +1,9 @@
 """Prints the BTU results table (markdown) from the runs scripts/results-btu wrote."""
 import json
 import os
-import platform
-import statistics
 import sys
+
+from tables import machine_line, mean_std as ms
 
 work = sys.argv[1]
 runs = {}
@@ -19,15 +19,9 @@ for name in sorted(os.listdir(work)):
     runs.setdefault((ds, attack), []).append((int(seed), r, [w.lower() for w in words]))
 
 
-def ms(values):
-    values = [100 * v for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; ndarray + OpenBLAS backend.\n")
+print(machine_line())
 print("| data | attack | seeds | train rows | no defense CACC | no defense ASR | BTU CACC | BTU ASR |")
 print("|---|---|---|---|---|---|---|---|")
 for (ds, attack), rs in runs.items():

@@ -1,9 +1,9 @@
 """Prints the PURE results table (markdown) from the runs scripts/results-pure wrote."""
 import json
 import os
-import platform
-import statistics
 import sys
+
+from tables import machine_line, mean_std as ms
 
 work = sys.argv[1]
 rows = {}
@@ -25,15 +25,9 @@ for seed_dir in sorted(os.listdir(work)):
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
 
 
-def ms(values):
-    values = [100 * v for v in values]
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; ndarray + OpenBLAS backend.\n")
+print(machine_line())
 if victims:
     print(f"Victims (no defense, {len(victims)} seeds): ACC {ms([v['cacc'] for v in victims])}, LFR {ms([v['asr'] for v in victims])}\n")
 print("| setting | defense | seeds | ACC | LFR | heads pruned |")

@@ -183,7 +183,7 @@ fn accuracy(labels: &[usize], preds: &[usize]) -> Result<f64, MetricsError> {
 }
 
 /// `num / den`, or 0.0 when `den` is 0 so no metric is ever NaN.
-fn ratio(num: u64, den: u64) -> f64 {
+pub(crate) fn ratio(num: u64, den: u64) -> f64 {
     if den == 0 {
         0.0
     } else {

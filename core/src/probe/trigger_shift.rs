@@ -155,11 +155,7 @@ pub fn summarise(
 }
 
 fn ratio(n: usize, d: usize) -> f64 {
-    if d == 0 {
-        0.0
-    } else {
-        n as f64 / d as f64
-    }
+    crate::metrics::ratio(n as u64, d as u64)
 }
 
 #[cfg(test)]
