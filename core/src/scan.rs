@@ -54,8 +54,10 @@ pub struct ScanConfig {
     /// User-supplied candidates.
     pub extra_triggers: Vec<Trigger>,
     /// A candidate that sends at least this share of the other classes' texts to one class
-    /// makes the verdict "suspicious". A clean model almost never moves half its predictions
-    /// because one rare word was inserted.
+    /// makes the verdict "suspicious". A planted trigger moves nearly all of them (measured:
+    /// 100% for each BadNets word of a MiniLM SST-2 victim), while a genuine sentiment word
+    /// drifted by clean fine-tuning can move many (67% for "dull" on a clean SST-2 model,
+    /// docs/results.md): 0.5 would call that model backdoored, 0.9 calls it inconclusive.
     pub suspicious_asr: f64,
     /// At least this share makes it "inconclusive".
     pub inconclusive_asr: f64,
@@ -73,7 +75,7 @@ impl Default for ScanConfig {
             top_tokens: 10,
             known_triggers: true,
             extra_triggers: Vec::new(),
-            suspicious_asr: 0.5,
+            suspicious_asr: 0.9,
             inconclusive_asr: 0.2,
             max_probe_texts: 200,
             drift_heads: 5,
