@@ -164,8 +164,8 @@ pub async fn scan_async<B: Backend>(
         let triggered = insert_all(&probe, &trigger, config.seed);
         let rows = tokenizer.encode_all(&triggered)?;
         let pred = predictions(model, &rows, pad, config.batch_size, device, progress).await?;
-        let labels_: Vec<usize> = probe.iter().map(|e| e.label).collect();
-        let shift = summarise(&trigger, &labels_, &clean_pred, &pred, model.num_labels())?;
+        // The probe's labels are the clean predictions themselves.
+        let shift = summarise(&trigger, &clean_pred, &clean_pred, &pred, model.num_labels())?;
         results.push(Candidate { trigger, source, shift, heads: Vec::new() });
     }
     results.sort_by(|a, b| b.shift.asr.total_cmp(&a.shift.asr));

@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::Trigger;
 use crate::checkpoint::{TextTokenizer, TokenizerError};
-use crate::data::batch::Encoded;
 use crate::data::Example;
 use crate::eval::{argmax, logits_async};
 use crate::metrics::{Confusion, MetricsError};
@@ -78,8 +77,7 @@ pub async fn trigger_shift_async<B: Backend>(
         return Err(TriggerShiftError::Empty);
     }
     let triggered = insert_all(texts, trigger, seed);
-    let encode = |rows: &[Example]| -> Result<Vec<Encoded>, TokenizerError> { tokenizer.encode_all(rows) };
-    let (clean_rows, triggered_rows) = (encode(texts)?, encode(&triggered)?);
+    let (clean_rows, triggered_rows) = (tokenizer.encode_all(texts)?, tokenizer.encode_all(&triggered)?);
     let pad = tokenizer.pad_id();
     let predict = |l: Vec<Vec<f32>>| l.iter().map(|r| argmax(r)).collect::<Vec<usize>>();
     let clean_pred = predict(logits_async(model, &clean_rows, pad, 64, device, progress).await.map_err(TriggerShiftError::Device)?);
