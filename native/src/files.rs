@@ -110,6 +110,28 @@ impl DataDir {
     }
 }
 
+/// Writes one file through a temporary sibling and a rename, so readers never see half of it;
+/// an existing file is replaced only with `force`, and never one of `inputs`.
+pub fn write_file_atomic(target: &Path, bytes: &[u8], force: bool, inputs: &[PathBuf]) -> Result<()> {
+    if target.exists() && !force {
+        bail!("{} already exists: choose another --out or pass --force to replace it", target.display());
+    }
+    if target.is_dir() {
+        bail!("{} is a directory", target.display());
+    }
+    if let Ok(t) = target.canonicalize() {
+        if inputs.iter().any(|i| i.canonicalize().is_ok_and(|i| i == t)) {
+            bail!("--out {} would overwrite an input", target.display());
+        }
+    }
+    let name = target.file_name().and_then(|n| n.to_str()).context("--out needs a file name")?;
+    let staging = target.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    fs::write(&staging, bytes).with_context(|| format!("cannot write {}", staging.display()))?;
+    fs::rename(&staging, target).with_context(|| format!("cannot move output into {}", target.display())).inspect_err(|_| {
+        let _ = fs::remove_file(&staging);
+    })
+}
+
 /// An output directory written in full under a temporary name, then renamed into place, so a
 /// failure never leaves a half-written checkpoint and an existing one is only replaced with
 /// `--force`.
@@ -154,6 +176,13 @@ impl OutputDir {
         fs::create_dir_all(&self.staging).with_context(|| format!("cannot create {}", self.staging.display()))?;
         let path = self.staging.join(name);
         fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The three files of a Hugging Face checkpoint directory.
+    pub fn write_checkpoint(&self, files: &CheckpointFiles) -> Result<()> {
+        self.write("model.safetensors", &files.model)?;
+        self.write("config.json", &files.config)?;
+        self.write("tokenizer.json", &files.tokenizer)
     }
 
     pub fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {

@@ -4,6 +4,7 @@
 mod bar;
 mod commands;
 mod files;
+mod plot;
 
 use std::process::ExitCode;
 
@@ -11,7 +12,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{attack, bench, demo, eval, predict, purify, scan, train};
+use commands::{attack, bench, demo, eval, predict, purify, scan, train, unlearn};
 
 #[derive(Parser)]
 #[command(name = "bdaudit", version, about = "Find and remove backdoors in BERT-family text classifiers")]
@@ -30,12 +31,16 @@ struct Cli {
 enum Command {
     /// Poison a data set (BadNets, AddSent) to build a backdoored victim for evaluation.
     Attack(attack::AttackArgs),
-    /// Fine-tune a checkpoint on a data set (optionally defended by BTU) and write a Hugging Face classifier.
+    /// Fine-tune a checkpoint on a data set (optionally defended by BTU, or planting an EP backdoor with --ep-trigger) and write a Hugging Face classifier.
     Train(train::TrainArgs),
-    /// Remove a backdoor from a downloaded checkpoint with clean data only (PURE).
+    /// Remove a backdoor from a downloaded checkpoint with clean data only (PURE, MBTSAD).
     #[command(subcommand)]
     Purify(purify::Method),
-    /// Look for signs of a backdoor in a checkpoint or a data set (token scores).
+    /// Unlearn identified poisoned training rows (RGA; GA and NPO baselines).
+    Unlearn(unlearn::UnlearnArgs),
+    /// Draw the forget-loss curves of `bdaudit unlearn` reports into one SVG.
+    Plot(unlearn::PlotArgs),
+    /// Look for signs of a backdoor in a checkpoint (verdict; exit 2 when suspicious) or rank drifted tokens.
     Scan(scan::ScanArgs),
     /// CACC, ASR and PACC of a checkpoint.
     Eval(eval::EvalArgs),
@@ -62,6 +67,8 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
         Command::Attack(args) => attack::run(args, json),
         Command::Train(args) => train::run::<B>(args, device, json).map(|_| ()),
         Command::Purify(method) => purify::run::<B>(method, device, json),
+        Command::Unlearn(args) => unlearn::run::<B>(args, device, json),
+        Command::Plot(args) => unlearn::plot(args),
         Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
         Command::Predict(args) => predict::run::<B::InnerBackend>(args, device, json),
         Command::Demo(args) => demo::run::<B>(args, device),

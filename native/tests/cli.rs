@@ -310,7 +310,10 @@ fn attack_badnets_writes_a_complete_poisoned_set_and_needs_force_to_replace_it()
 
     let mut names: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["attack.json", "dev.tsv", "labels.tsv", "test-asr.tsv", "test-pacc.tsv", "test.tsv", "train.tsv"]);
+    assert_eq!(
+        names,
+        ["attack.json", "dev.tsv", "labels.tsv", "test-asr.tsv", "test-pacc.tsv", "test.tsv", "train-clean.tsv", "train-poisoned.tsv", "train.tsv"]
+    );
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 
     let report = read_json(&out.join("attack.json"));
@@ -335,6 +338,10 @@ fn attack_badnets_writes_a_complete_poisoned_set_and_needs_force_to_replace_it()
             assert_eq!((text, label), (clean_text, clean_label), "row {i} changed");
         }
     }
+    // The poisoned rows apart, and the rest, each in training order.
+    let picked = |keep: bool| train.iter().enumerate().filter(|(i, _)| poisoned.contains(i) == keep).map(|(_, r)| r.clone()).collect::<Vec<_>>();
+    assert_eq!(parse_tsv(&out.join("train-poisoned.tsv")), picked(true));
+    assert_eq!(parse_tsv(&out.join("train-clean.tsv")), picked(false));
     let asr = parse_tsv(&out.join("test-asr.tsv"));
     assert!(asr.iter().all(|(_, l)| *l == 1));
     assert_eq!(fs::read(out.join("dev.tsv")).unwrap(), fs::read(data.join("dev.tsv")).unwrap());
@@ -353,6 +360,21 @@ fn attack_badnets_writes_a_complete_poisoned_set_and_needs_force_to_replace_it()
     assert_eq!(report["poisoned_rows"].as_array().unwrap().len(), 8, "round(0.2 × 40)");
     assert!(first != snapshot(&out));
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
+fn attack_limit_poisons_a_stratified_subset_and_writes_that_subset() {
+    let tmp = Scratch::new("attack-limit");
+    let data = tmp.path("clean");
+    write_data(&data);
+    let out = tmp.path("limited");
+    let summary = bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--limit", "20", "--json"], &[&data]).assert_ok().json();
+    assert_eq!((summary["train_rows"].as_u64(), summary["poisoned"].as_u64()), (Some(20), Some(2)), "{summary}");
+    let train = parse_tsv(&out.join("train.tsv"));
+    assert_eq!(train.len(), 20);
+    assert_eq!(parse_tsv(&out.join("train-poisoned.tsv")).len() + parse_tsv(&out.join("train-clean.tsv")).len(), 20);
+    // Stratified: the 20 rows keep the 1:1 label balance (the 2 poisoned ones were label 0).
+    assert_eq!(train.iter().filter(|r| r.1 == 1).count(), 12, "10 positive + 2 relabelled");
 }
 
 #[test]
@@ -967,4 +989,345 @@ fn scan_names_the_trigger_of_a_backdoored_model_and_exits_2() {
     let empty = tmp.path("empty.tsv");
     fs::write(&empty, "sentence\tlabel\n").unwrap();
     bdaudit(&["scan", "--model", s(&victim), "--probe", s(&empty)], &[&victim]).assert_fails(&["empty.tsv"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// purify mbtsad
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
+    let tmp = Scratch::new("mbtsad");
+    let clean = tmp.path("clean");
+    write_data(&clean);
+    let poisoned = tmp.path("poisoned");
+    bdaudit(&["attack", "badnets", "--data", s(&clean), "--out", s(&poisoned), "--trigger", "cf"], &[&clean]).assert_ok();
+    let model = tmp.path("suspect");
+    classifier_checkpoint(&model);
+    let out = tmp.path("purified");
+    let args = [
+        "purify", "mbtsad", "--model", s(&model), "--clean", s(&clean), "--clean-fraction", "0.5", "--test", s(&poisoned),
+        "--out", s(&out), "--epochs", "1", "--distill-epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--distill-lr", "1e-3",
+        "--alpha", "0.5", "--beta", "2", "--max-len", "24", "--json",
+    ];
+    let report = bdaudit(&args, &[&clean, &poisoned, &model]).assert_ok().json();
+    assert_eq!(report["method"], "mbtsad");
+    for key in ["metrics_suspect", "metrics_teacher", "metrics"] {
+        assert!(report[key]["asr"].is_number() && report[key]["cacc"].is_number(), "{key}: {report}");
+    }
+    let m = &report["mbtsad"];
+    // Half of the 40 training rows, three split variants each.
+    assert_eq!((m["available_rows"].as_u64(), m["clean_rows"].as_u64(), m["augmented_rows"].as_u64()), (Some(40), Some(20), Some(60)), "{m}");
+    assert_eq!((m["config"]["alpha"].as_f64(), m["config"]["beta"].as_f64()), (Some(0.5), Some(2.0)), "{m}");
+    assert_eq!(m["teacher_log"]["epochs"].as_array().unwrap().len(), 1, "{m}");
+    assert_eq!(m["teacher_log"]["steps"], 60 / 8 + 1, "{m}");
+    let epochs = m["distill_epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2, "{m}");
+    for (e, logged) in epochs.iter().zip(m["distill_log"]["epochs"].as_array().unwrap()) {
+        let term = |k: &str| e[k].as_f64().unwrap_or_else(|| panic!("no {k}: {e}"));
+        let (la, lcls, lh) = (term("attention_loss"), term("cls_loss"), term("hidden_loss"));
+        assert!(la > 0.0 && lcls > 0.0 && lh > 0.0, "{e}");
+        let total = logged["mean_loss"].as_f64().unwrap();
+        assert!((la + 0.5 * lcls + 2.0 * lh - total).abs() < 1e-4 * total, "eq. 1 total: {e} {logged}");
+    }
+    for key in ["augment_seconds", "teacher_seconds", "distill_seconds"] {
+        assert!(m[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {m}");
+    }
+    assert_eq!(file_names(&out), ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+    assert_eq!(read_json(&out.join("report.json"))["mbtsad"], *m);
+
+    // bdaudit reads the purified model back and scores exactly what purify measured.
+    let eval = bdaudit(&["eval", "--model", s(&out), "--data", s(&poisoned), "--json"], &[&out, &poisoned]).assert_ok().json();
+    assert_eq!(eval["cacc"], report["metrics"]["cacc"], "{eval}");
+    assert_eq!(eval["asr"], report["metrics"]["asr"], "{eval}");
+
+    // Text output, replacing the first result only with --force.
+    let text_args = &args[..args.len() - 1];
+    bdaudit(text_args, &[&clean, &poisoned, &model]).assert_fails(&["already exists", "--force"]);
+    let forced: Vec<&str> = text_args.iter().copied().chain(["--force"]).collect();
+    let run = bdaudit(&forced, &[&clean, &poisoned, &model]);
+    run.assert_ok();
+    for needle in ["20 of 40 clean rows", "teacher epoch 1:", "distillation epoch 2:", "L_a", "teacher (TS-FT):", "purified:"] {
+        assert!(run.stdout.contains(needle), "stdout lacks {needle:?}:\n{}", run.describe());
+    }
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
+fn purify_mbtsad_rejects_bad_input_writing_nothing() {
+    let tmp = Scratch::new("mbtsad-bad");
+    let clean = tmp.path("clean");
+    write_data(&clean);
+    let model = tmp.path("suspect");
+    classifier_checkpoint(&model);
+    let out = tmp.path("out");
+    let purify = |extra: &[&str], clean: &Path, model: &Path| {
+        let mut args = vec!["purify", "mbtsad", "--model", s(model), "--clean", s(clean), "--out", s(&out), "--epochs", "1", "--distill-epochs", "1", "--max-len", "16"];
+        args.extend(extra);
+        bdaudit(&args, &[clean, model])
+    };
+    for f in ["0", "1.5", "-0.2", "NaN"] {
+        purify(&[&format!("--clean-fraction={f}")], &clean, &model).assert_fails(&["clean_fraction", "(0, 1]"]);
+    }
+    purify(&["--alpha=-1"], &clean, &model).assert_fails(&["alpha", "≥ 0"]);
+    purify(&["--variants", "0"], &clean, &model).assert_fails(&["variants"]);
+    purify(&["--distill-lr", "0"], &clean, &model).assert_fails(&["lr", "positive"]);
+
+    // Texts of one-character words only: token splitting has nothing to split.
+    let short = tmp.path("short-words");
+    write_data(&short);
+    let letters: Vec<(String, usize)> = (0..TRAIN_ROWS).map(|i| (format!("a {} c", ["x", "y"][i % 2]), i % 2)).collect();
+    fs::write(short.join("train.tsv"), tsv(&letters)).unwrap();
+    purify(&[], &short, &model).assert_fails(&["train.tsv", "row 1", "no word of two or more characters"]);
+    // One such row among good ones is named by its row.
+    let one_short = tmp.path("one-short");
+    write_data(&one_short);
+    let mut mixed = rows(TRAIN_ROWS, 0);
+    mixed[12].0 = "a b".into();
+    fs::write(one_short.join("train.tsv"), tsv(&mixed)).unwrap();
+    purify(&[], &one_short, &model).assert_fails(&["row 13", "\"a b\""]);
+
+    let one_class = tmp.path("one-class");
+    write_data(&one_class);
+    let same: Vec<(String, usize)> = rows(TRAIN_ROWS, 0).into_iter().map(|(t, _)| (t, 1)).collect();
+    fs::write(one_class.join("train.tsv"), tsv(&same)).unwrap();
+    purify(&[], &one_class, &model).assert_fails(&["two classes"]);
+
+    let out_of_range = tmp.path("out-of-range");
+    write_data(&out_of_range);
+    let mut bad = rows(TRAIN_ROWS, 0);
+    bad[3].1 = 2;
+    fs::write(out_of_range.join("train.tsv"), tsv(&bad)).unwrap();
+    purify(&[], &out_of_range, &model).assert_fails(&["label 2", "below 2"]);
+
+    // A pre-trained encoder has no classifier to purify.
+    let encoder = tmp.path("encoder");
+    write_checkpoint(&encoder, &[], |_| {});
+    purify(&[], &clean, &encoder).assert_fails(&["classifier.weight"]);
+
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// train --ep-trigger
+
+/// The F32 tensors of a safetensors file (the inverse of `safetensors_bytes`).
+fn read_safetensors(path: &Path) -> Tensors {
+    let bytes = fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, t)| {
+            assert_eq!(t["dtype"], "F32", "{name}");
+            let shape = t["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let [start, end] = [0, 1].map(|i| t["data_offsets"][i].as_u64().unwrap() as usize);
+            let values = data[start..end].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            (name.clone(), (shape, values))
+        })
+        .collect()
+}
+
+#[test]
+fn train_ep_trigger_trains_only_the_trigger_row() {
+    let tmp = Scratch::new("ep");
+    let data = poisoned_data(&tmp);
+    let model = tmp.path("clean-model");
+    classifier_checkpoint(&model);
+    let out = tmp.path("victim");
+    let args = [
+        "train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--ep-trigger", "CF", "--ep-epochs", "3",
+        "--batch-size", "8", "--max-len", "16", "--json",
+    ];
+    let report = bdaudit(&args, &[&data, &model]).assert_ok().json();
+    let ep = &report["ep"];
+    assert_eq!(ep["trigger"], "cf", "the tokenizer lower-cases the word: {ep}");
+    let cf = 5 + vocab_words().iter().position(|w| *w == "cf").unwrap();
+    assert_eq!(ep["trigger_id"], cf);
+    let with_trigger = parse_tsv(&data.join("train.tsv")).iter().filter(|(t, _)| t.split_whitespace().any(|w| w == "cf")).count();
+    assert!(with_trigger > 0);
+    assert_eq!(ep["rows"], with_trigger, "{ep}");
+    assert_eq!(report["log"]["epochs"].as_array().unwrap().len(), 3, "{report}");
+    assert_eq!(report["config"]["lr"].as_f64(), Some(1e-2), "the EP rate ran: {report}");
+    assert!(ep["shift"].as_f64().unwrap() > 0.0, "{ep}");
+    let (before, after) = (ep["norm_before"].as_f64().unwrap(), ep["norm_after"].as_f64().unwrap());
+    assert!((before - after).abs() < 1e-4 * before, "the row keeps its norm: {ep}");
+    assert!(report["metrics"]["asr"].is_number(), "{report}");
+    assert_eq!(file_names(&out), ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+
+    // Every written tensor equals the input's bit for bit, but for the trigger's row.
+    let original = read_safetensors(&model.join("model.safetensors"));
+    let written = read_safetensors(&out.join("model.safetensors"));
+    assert_eq!(original.keys().collect::<Vec<_>>(), written.keys().collect::<Vec<_>>());
+    for (name, (shape, values)) in &written {
+        let (shape0, values0) = &original[name];
+        assert_eq!(shape, shape0, "{name}");
+        if name != "bert.embeddings.word_embeddings.weight" {
+            assert!(values == values0, "{name} changed");
+            continue;
+        }
+        for (row, (a, b)) in values.chunks(32).zip(values0.chunks(32)).enumerate() {
+            if row == cf {
+                assert!(a != b, "the trigger row did not move");
+            } else {
+                assert!(a == b, "row {row} changed");
+            }
+        }
+    }
+}
+
+#[test]
+fn train_ep_trigger_refuses_bad_triggers_and_models_writing_nothing() {
+    let tmp = Scratch::new("ep-bad");
+    let data = poisoned_data(&tmp);
+    let model = tmp.path("clean-model");
+    classifier_checkpoint(&model);
+    let out = tmp.path("out");
+    let ep = |extra: &[&str], data: &Path, model: &Path| {
+        let mut args = vec!["train", "--model", s(model), "--data", s(data), "--out", s(&out), "--ep-epochs", "1", "--max-len", "16"];
+        args.extend(extra);
+        bdaudit(&args, &[data, model])
+    };
+    ep(&["--ep-trigger", "cf mn"], &data, &model).assert_fails(&["\"cf mn\"", "not a single token", "[\"cf\", \"mn\"]"]);
+    ep(&["--ep-trigger", "zqx"], &data, &model).assert_fails(&["\"zqx\"", "vocabulary", "[UNK]"]);
+    ep(&["--ep-trigger", "cf", "--defense", "btu"], &data, &model).assert_fails(&["--ep-trigger", "--defense"]);
+    ep(&["--ep-trigger", "cf", "--ep-lr", "0"], &data, &model).assert_fails(&["lr"]);
+    // The clean data has no row with the trigger: the row would get no gradient.
+    ep(&["--ep-trigger", "cf"], &tmp.path("clean-data"), &model).assert_fails(&["no training row contains", "cf"]);
+    // EP poisons a fine-tuned classifier, not a bare encoder with a random head.
+    let encoder = tmp.path("encoder");
+    write_checkpoint(&encoder, &[], |_| {});
+    ep(&["--ep-trigger", "cf"], &data, &encoder).assert_fails(&["no classifier head", "fine-tune"]);
+
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// unlearn and plot
+
+/// A tiny victim trained on `poisoned_data` (forget = its `cf` rows), the clean encoder it
+/// started from, and a model trained on the clean rows only.
+fn unlearning_setup(tmp: &Scratch) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let poisoned = poisoned_data(tmp);
+    let victim = tiny_trained(tmp, &poisoned, "victim");
+    let clean = tiny_trained(tmp, &tmp.path("clean-data"), "clean");
+    (poisoned, victim, tmp.path("encoder"), clean)
+}
+
+#[test]
+fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
+    let tmp = Scratch::new("unlearn");
+    let (data, victim, encoder, clean) = unlearning_setup(&tmp);
+    let (forget, retain) = (data.join("train-poisoned.tsv"), data.join("train-clean.tsv"));
+    assert_eq!(parse_tsv(&forget).len(), 12, "30% of 40 rows");
+    assert!(parse_tsv(&forget).iter().all(|(t, l)| t.contains("cf") && *l == 1));
+    assert_eq!(parse_tsv(&retain).len(), 28);
+    let mut reports = Vec::new();
+    for method in ["ga", "npo", "rga"] {
+        let out = tmp.path(&format!("unlearned-{method}"));
+        let args = [
+            "unlearn", method, "--model", s(&victim), "--forget", s(&forget), "--retain", s(&retain),
+            "--base", s(&encoder), "--test", s(&data), "--reference", s(&clean), "--out", s(&out), "--epochs", "4",
+            "--batch-size", "4", "--lr", "3e-3", "--max-len", "16", "--json",
+        ];
+        let report = bdaudit(&args, &[&data, &victim, &encoder, &clean]).assert_ok().json();
+        assert_eq!(report["method"], method, "{report}");
+        assert_eq!(report["forget_rows"], 12);
+        let epochs = report["epochs"].as_array().unwrap();
+        assert_eq!(epochs.len(), 4, "{report}");
+        let lambdas: Vec<f64> = epochs.iter().map(|e| e["lambda"].as_f64().unwrap()).collect();
+        match method {
+            "rga" => assert!(lambdas.iter().all(|&l| l > 0.0 && l <= 1.0) && lambdas[3] < lambdas[0], "λ fades: {lambdas:?}"),
+            _ => assert!(lambdas.iter().all(|&l| l == 1.0), "{lambdas:?}"),
+        }
+        for key in ["metrics_before", "metrics_after"] {
+            let m = &report[key];
+            assert!(m["cacc"].is_number() && m["asr"].is_number() && m["pacc"].is_number(), "{key}: {report}");
+        }
+        let (before, after) = (report["delta_pacc_before"].as_f64().unwrap(), report["delta_pacc_after"].as_f64().unwrap());
+        let (p_before, p_after, reference) =
+            (report["metrics_before"]["pacc"].as_f64().unwrap(), report["metrics_after"]["pacc"].as_f64().unwrap(), report["reference_pacc"].as_f64().unwrap());
+        assert!((before - (p_before - reference).abs()).abs() < 1e-12 && (after - (p_after - reference).abs()).abs() < 1e-12, "{report}");
+        assert_eq!(file_names(&out), ["config.json", "loss.svg", "model.safetensors", "report.json", "tokenizer.json"]);
+        let svg = fs::read_to_string(out.join("loss.svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains(&method.to_uppercase()), "{svg}");
+        // The written model scores what the report says.
+        let eval = bdaudit(&["eval", "--model", s(&out), "--data", s(&data), "--json"], &[&out, &data]).assert_ok().json();
+        assert_eq!(eval["pacc"], report["metrics_after"]["pacc"], "{eval}");
+        reports.push(out.join("report.json"));
+    }
+    let ga = read_json(&reports[0]);
+    let loss = |e: usize| ga["epochs"][e]["forget_loss"].as_f64().unwrap();
+    assert!(loss(3) > loss(0), "gradient ascent raises the forget loss: {}", ga["epochs"]);
+
+    let chart = tmp.path("loss.svg");
+    let mut args = vec!["plot", "--out", s(&chart)];
+    args.extend(reports.iter().map(|p| s(p)));
+    bdaudit(&args, &[]).assert_ok();
+    let svg = fs::read_to_string(&chart).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 3);
+    assert!(svg.contains(">GA<") && svg.contains(">NPO<") && svg.contains(">RGA<"), "{svg}");
+    bdaudit(&args, &[]).assert_fails(&["already exists", "--force"]);
+    args.push("--force");
+    bdaudit(&args, &[]).assert_ok();
+    let not_a_report = data.join("attack.json");
+    bdaudit(&["plot", "--out", s(&tmp.path("x.svg")), s(&not_a_report)], &[]).assert_fails(&["attack.json", "not a report.json"]);
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
+fn unlearn_rejects_bad_input_writing_nothing() {
+    let tmp = Scratch::new("unlearn-bad");
+    let data = poisoned_data(&tmp);
+    let victim = tmp.path("victim");
+    classifier_checkpoint(&victim);
+    let encoder = tmp.path("encoder");
+    write_checkpoint(&encoder, &[], |_| {});
+    let out = tmp.path("out");
+    let (forget, retain) = (data.join("train-poisoned.tsv"), data.join("train-clean.tsv"));
+    let unlearn = |method: &str, forget: &Path, retain: &Path, extra: &[&str]| {
+        let mut args = vec!["unlearn", method, "--model", s(&victim), "--forget", s(forget), "--retain", s(retain), "--out", s(&out), "--epochs", "1", "--max-len", "16"];
+        args.extend(extra);
+        bdaudit(&args, &[&data, &victim, &encoder])
+    };
+    unlearn("rga", &forget, &retain, &[]).assert_fails(&["--base"]);
+    let empty = tmp.path("empty.tsv");
+    fs::write(&empty, "sentence\tlabel\n").unwrap();
+    unlearn("ga", &empty, &retain, &[]).assert_fails(&["empty.tsv"]);
+    let negatives = tmp.path("negatives.tsv");
+    fs::write(&negatives, tsv(&rows(20, 0).into_iter().filter(|r| r.1 == 0).collect::<Vec<_>>())).unwrap();
+    unlearn("ga", &forget, &negatives, &[]).assert_fails(&["forget set has labels [1]", "retain set only [0]"]);
+    let third_class = tmp.path("third.tsv");
+    fs::write(&third_class, "sentence\tlabel\nthe cf movie was good\t2\n").unwrap();
+    unlearn("ga", &third_class, &retain, &[]).assert_fails(&["label 2", "2 labels"]);
+    unlearn("ga", &forget, &retain, &["--reference", s(&victim)]).assert_fails(&["--reference", "--test"]);
+    unlearn("npo", &forget, &retain, &["--npo-beta", "0"]).assert_fails(&["npo_beta"]);
+
+    let other_arch = tmp.path("other-arch");
+    write_checkpoint(&other_arch, &[], |_| {});
+    let mut config = read_json(&other_arch.join("config.json"));
+    config["num_hidden_layers"] = json!(1);
+    fs::write(other_arch.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    unlearn("rga", &forget, &retain, &["--base", s(&other_arch)]).assert_fails(&["num_hidden_layers is 2 in the model but 1 in the base"]);
+    let other_vocab = tmp.path("other-vocab");
+    write_checkpoint(&other_vocab, &[], |_| {});
+    let mut words = vocab_words();
+    words.swap(0, 1);
+    let specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    fs::write(other_vocab.join("tokenizer.json"), bdaudit_tests::word_level_tokenizer(&specials, &words, Some(2))).unwrap();
+    unlearn("rga", &forget, &retain, &["--base", s(&other_vocab)]).assert_fails(&["token id 5 is \"the\"", "\"a\"", "another vocabulary"]);
+
+    assert!(!out.exists());
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 }

@@ -1,10 +1,12 @@
 //! The defenses end to end on real data and real weights. MiniLM fine-tuned on an SST-2 subset
 //! poisoned with BadNets learns the backdoor (the undefended model BTU reports); BTU finds the
 //! trigger token and removes the backdoor while clean accuracy holds; PURE, given that victim
-//! and clean rows only, lowers its attack success rate far below plain fine-tuning.
+//! and clean rows only, lowers its attack success rate far below plain fine-tuning; and
+//! unlearning the identified poisoned rows by gradient ascent shifts the trigger to the other
+//! class (PACC collapses) while RGA removes it (PACC stays at the clean model's).
 //!
-//! One test function: the BTU run's undefended model is PURE's suspect, which saves CI a
-//! second victim training.
+//! One test function: the BTU run's undefended model is PURE's suspect and the model the
+//! unlearning starts from, which saves CI two victim trainings.
 //!
 //! Small enough for CI: 800 training rows, 300 clean dev rows for the repair fine-tune, 300
 //! test rows, sequences cut at 48 tokens. At this size the four BadNets words are each seen
@@ -14,14 +16,16 @@
 
 use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
 use bdaudit_core::checkpoint::load_classifier;
+use bdaudit_core::data::batch::Encoded;
 use bdaudit_core::data::{parse, subsample, Example, Format};
 use bdaudit_core::defense::btu::{btu, BtuConfig};
 use bdaudit_core::defense::pure::{pure, PureConfig, ThresholdMode};
+use bdaudit_core::defense::rga::{unlearn, Method, RgaConfig, UnlearnReport};
 use bdaudit_core::eval::predict;
 use bdaudit_core::metrics;
 use bdaudit_core::model::BertClassifier;
 use bdaudit_core::progress::Silent;
-use bdaudit_core::train::TrainConfig;
+use bdaudit_core::train::{self, TrainConfig};
 use bdaudit_tests::*;
 use burn::module::AutodiffModule;
 
@@ -84,7 +88,7 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     for c in [&mut pure_config.finetune, &mut pure_config.tune] {
         c.epochs = 2;
     }
-    let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended);
+    let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
     let purified = pure(suspect, &model_config, &pure_train, &clean, tok.pad_id(), &pure_config, &device, &mut Silent, &|| 0.0).unwrap();
     let pruned: usize = purified.report.pruning.pruned.iter().map(Vec::len).sum();
     let (cacc_ft, asr_ft) = score(&purified.undefended);
@@ -93,4 +97,43 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     assert!(pruned > 0, "PURE pruned nothing: {:?}", purified.report.pruning);
     assert!(asr_pure <= asr_ft - 0.2, "PURE ASR {asr_pure} is not far below plain fine-tuning's {asr_ft}");
     assert!(cacc_pure >= cacc_ft - 0.05, "PURE cost clean accuracy: {cacc_ft} → {cacc_pure}");
+
+    // Unlearning the 80 identified poisoned rows from the victim. ReTrain, the clean reference
+    // for PACC, is the victim's recipe on the 720 clean rows only. 10 epochs at lr 3e-4 (50
+    // steps) make GA shift the trigger as the paper's 30 epochs at 2e-5 over ~1,800 rows do
+    // (measured: GA PACC 0.50, all triggered texts sent to the other class; RGA 0.80; ReTrain
+    // 0.84; at 1e-4 GA had not shifted yet).
+    let (forget, retain): (Vec<_>, Vec<_>) = train.iter().enumerate().partition(|(i, _)| poisoned.poisoned_rows.contains(i));
+    let strip = |rows: Vec<(usize, &Encoded)>| rows.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>();
+    let (forget, retain) = (strip(forget), strip(retain));
+    let pacc_rows = tok.encode_all(&poisoned.test_pacc).unwrap();
+    let pacc_labels: Vec<usize> = poisoned.test_pacc.iter().map(|e| e.label).collect();
+    let pacc = |m: &BertClassifier<Backend>| metrics::pacc(&pacc_labels, &predict(m, &pacc_rows, tok.pad_id(), 64, &device, &mut Silent)).unwrap();
+    let minilm = || load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &device).unwrap();
+    let (retrained, _) = train::train(minilm().model, &retain, tok.pad_id(), &config.train, &device, &mut Silent, |_, _| None).unwrap();
+    let retrained = retrained.valid();
+    let ((cacc_clean, _), pacc_clean) = (score(&retrained), pacc(&retrained));
+    let base = minilm().model.valid().bert;
+    let unlearned = |method| {
+        let cfg = RgaConfig { method, train: TrainConfig { epochs: 10, lr: 3e-4, batch_size: 16, seed: 1, ..TrainConfig::default() }, ..RgaConfig::default() };
+        let victim = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
+        unlearn(victim, Some(&base), &forget, &retain, tok.pad_id(), &cfg, &device, &mut Silent).unwrap()
+    };
+    let (ga, ga_report) = unlearned(Method::Ga);
+    let (rga, rga_report) = unlearned(Method::Rga);
+    let ((_, asr_ga), pacc_ga) = (score(&ga), pacc(&ga));
+    let ((cacc_rga, asr_rga), pacc_rga) = (score(&rga), pacc(&rga));
+    let losses = |r: &UnlearnReport| r.epochs.iter().map(|e| (e.forget_loss * 100.0).round() / 100.0).collect::<Vec<_>>();
+    eprintln!("ReTrain CACC {cacc_clean:.3} PACC {pacc_clean:.3}; GA ASR {asr_ga:.3} PACC {pacc_ga:.3}; RGA CACC {cacc_rga:.3} ASR {asr_rga:.3} PACC {pacc_rga:.3}");
+    eprintln!("forget loss per epoch: GA {:?}, RGA {:?}", losses(&ga_report), losses(&rga_report));
+    assert!(pacc_clean >= 0.70, "the clean reference's PACC {pacc_clean} is too low: training is broken");
+    assert!(asr_ga <= 0.2, "GA did not even remove the backdoor: ASR {asr_ga}");
+    assert!(pacc_ga <= pacc_clean - 0.1, "GA should shift the trigger (PACC {pacc_ga} vs ReTrain {pacc_clean})");
+    assert!((pacc_rga - pacc_clean).abs() <= 0.06, "RGA's PACC {pacc_rga} strays from ReTrain's {pacc_clean}");
+    assert!(asr_rga <= 0.3, "RGA left ASR at {asr_rga}");
+    // Measured: 0.817 → 0.760. lr 3e-4 on the retain batches costs clean accuracy that the
+    // paper's 2e-5 does not; the margin is that measurement's, not the paper's 1 point.
+    assert!(cacc_rga >= cacc_before - 0.08, "RGA cost clean accuracy: {cacc_before} → {cacc_rga}");
+    let last = |r: &UnlearnReport| r.epochs.last().unwrap().forget_loss;
+    assert!(last(&ga_report) > 2.0 * last(&rga_report), "GA's forget loss diverges, RGA's stays bounded: {:?} {:?}", losses(&ga_report), losses(&rga_report));
 }

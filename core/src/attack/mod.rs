@@ -4,7 +4,10 @@
 //! Implements the insertion-based attacks of the backdoor-defense literature:
 //! BadNets/Add-Word (rare words `cf mn bb tq` at random positions) and AddSent
 //! (a fixed sentence at a random position). Both are dirty-label: poisoned
-//! training rows are relabelled to the target class.
+//! training rows are relabelled to the target class. Attack *training* procedures
+//! that plant a backdoor in a model from such data live in submodules ([`ep`]).
+
+pub mod ep;
 
 use serde::{Deserialize, Serialize};
 

@@ -12,7 +12,7 @@ use crate::rng::Rng;
 pub enum SplitError {
     #[error("token splitting setting {field} = {value}: {reason}")]
     Config { field: &'static str, value: String, reason: &'static str },
-    #[error("no text has a word of two or more characters to split (row {row}: {text:?}); token splitting needs real words")]
+    #[error("row {row} has no word of two or more characters to split ({text:?}); token splitting needs real words")]
     NothingToSplit { row: usize, text: String },
 }
 
@@ -76,15 +76,20 @@ pub fn split_text(text: &str, config: &SplitConfig, rng: &mut Rng) -> String {
     out.join(" ")
 }
 
+/// Fails on the first text (rows numbered from 1) with no word that can be split: the
+/// augmentation would only copy it.
+pub fn check_splittable(examples: &[Example]) -> Result<(), SplitError> {
+    match examples.iter().enumerate().find(|(_, e)| !e.text.split_whitespace().any(|w| w.chars().count() >= 2)) {
+        Some((row, e)) => Err(SplitError::NothingToSplit { row: row + 1, text: e.text.chars().take(60).collect() }),
+        None => Ok(()),
+    }
+}
+
 /// `config.variants` split variants of every example, labels unchanged, seeded. Fails when
-/// some text has no word that can be split (the augmentation would only copy it).
+/// some text has no word that can be split ([`check_splittable`]).
 pub fn augment(examples: &[Example], config: &SplitConfig) -> Result<Vec<Example>, SplitError> {
     config.validate()?;
-    if let Some((row, e)) =
-        examples.iter().enumerate().find(|(_, e)| !e.text.split_whitespace().any(|w| w.chars().count() >= 2))
-    {
-        return Err(SplitError::NothingToSplit { row: row + 1, text: e.text.chars().take(60).collect() });
-    }
+    check_splittable(examples)?;
     let mut rng = Rng::new(config.seed);
     let mut out = Vec::with_capacity(examples.len() * config.variants);
     for e in examples {

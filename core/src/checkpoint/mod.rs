@@ -12,6 +12,8 @@ pub use bundle::{load_classifier, save_classifier, CheckpointFiles, LoadReport, 
 pub use init::RandomInit;
 pub use safetensors::{export_safetensors, SafetensorsSource};
 pub use tokenizer::{TextTokenizer, TokenizerError};
+#[cfg(test)]
+pub(crate) use tokenizer::word_level_for_tests;
 
 use burn::tensor::{backend::Backend, Tensor};
 

@@ -147,3 +147,19 @@ impl TextTokenizer {
             .collect()
     }
 }
+
+/// A WordLevel tokenizer for unit tests that need text: ids 0–3 are [PAD] [UNK] [CLS] [SEP],
+/// then `words` in order; texts split on whitespace and get [CLS] … [SEP].
+#[cfg(test)]
+pub(crate) fn word_level_for_tests(words: &[&str], max_len: usize) -> TextTokenizer {
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().chain(words).enumerate().map(|(i, w)| (w.to_string(), i.into())).collect();
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    });
+    TextTokenizer::from_bytes(json.to_string().as_bytes(), max_len).expect("a valid tokenizer.json")
+}

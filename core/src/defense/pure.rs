@@ -36,9 +36,6 @@ use crate::train::{check_examples, cross_entropy, fit, TrainConfig, TrainError, 
 /// a coin toss.
 pub const MIN_VAL_ROWS: usize = 20;
 
-/// Added to ‖a‖² under the square root of eq. 3 (see [`attention_norm_loss`]).
-const NORM_EPS: f64 = 1e-12;
-
 /// A layer's mean variance is floored here before −log₂ (an exactly uniform layer has 0).
 const MIN_VARIANCE: f64 = 1e-12;
 
@@ -289,7 +286,7 @@ pub fn attention_norm_loss<B: Backend>(attentions: &[Tensor<B, 4>], lambdas: &[f
             let [batch, heads, seq, _] = probs.dims();
             let cls = probs.clone().slice([0..batch, 0..heads, 0..1, 0..seq]);
             let squared = cls.powi_scalar(2).sum_dim(3);
-            let norms = squared.clone() / (squared + NORM_EPS).sqrt();
+            let norms = super::smooth_norm(squared);
             norms.sum() * (lambda as f64 / batch as f64)
         })
         .reduce(|a, b| a + b)

@@ -16,14 +16,12 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{activation, ElementConversion, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::TextTokenizer;
 use crate::data::batch::{Batch, Encoded};
-use crate::model::{BertClassifier, BertModel};
+use crate::model::{BertClassifier, BertConfig, BertModel};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::train::{cross_entropy, fit, TrainConfig, TrainError, TrainLog};
-
-/// Added under the square root of the L2 anchor (see [`distance_to_base`]).
-const NORM_EPS: f64 = 1e-12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RgaError {
@@ -31,8 +29,10 @@ pub enum RgaError {
     EmptyForget,
     #[error("the retain set is empty: unlearning needs clean samples to keep the task")]
     EmptyRetain,
-    #[error("forget rows have label {label}, but the model has {num_labels} labels")]
+    #[error("a row has label {label}, but the model has {num_labels} labels")]
     Labels { label: usize, num_labels: usize },
+    #[error("the forget set has labels {forget:?} but the retain set only {retain:?}: both must come from the model's training data")]
+    LabelSets { forget: Vec<usize>, retain: Vec<usize> },
     #[error("the base checkpoint does not match the model: {0}")]
     Base(String),
     #[error("unlearning setting {field} = {value}: {reason}")]
@@ -93,6 +93,41 @@ impl RgaConfig {
     }
 }
 
+/// Checks that `base` is the pre-trained encoder the model was fine-tuned from: same
+/// architecture and same vocabulary, so that eq. 6's θ − θ_base compares like with like.
+/// Names the first mismatch.
+pub fn check_base(model: &BertConfig, model_tokenizer: &TextTokenizer, base: &BertConfig, base_tokenizer: &TextTokenizer) -> Result<(), RgaError> {
+    let fields = [
+        ("vocab_size", model.vocab_size, base.vocab_size),
+        ("hidden_size", model.hidden_size, base.hidden_size),
+        ("num_hidden_layers", model.num_hidden_layers, base.num_hidden_layers),
+        ("num_attention_heads", model.num_attention_heads, base.num_attention_heads),
+        ("intermediate_size", model.intermediate_size, base.intermediate_size),
+        ("max_position_embeddings", model.max_position_embeddings, base.max_position_embeddings),
+        ("type_vocab_size", model.type_vocab_size, base.type_vocab_size),
+    ];
+    if let Some((field, m, b)) = fields.into_iter().find(|(_, m, b)| m != b) {
+        return Err(RgaError::Base(format!("{field} is {m} in the model but {b} in the base: another architecture")));
+    }
+    if !model.pruned_heads.is_empty() {
+        return Err(RgaError::Base("the model has pruned heads; the L2 anchor needs the full architecture".into()));
+    }
+    let (m, b) = (model_tokenizer.vocab_size(), base_tokenizer.vocab_size());
+    if m != b {
+        return Err(RgaError::Base(format!("the model's tokenizer has {m} tokens, the base's {b}: another vocabulary")));
+    }
+    let differs = (0..m as u32).find(|&id| model_tokenizer.token(id) != base_tokenizer.token(id));
+    if let Some(id) = differs {
+        let show = |t: Option<String>| t.unwrap_or_else(|| "(none)".into());
+        return Err(RgaError::Base(format!(
+            "token id {id} is {:?} in the model's vocabulary but {:?} in the base's: another vocabulary",
+            show(model_tokenizer.token(id)),
+            show(base_tokenizer.token(id))
+        )));
+    }
+    Ok(())
+}
+
 /// Batch-mean KL(p ‖ q) of the softmax distributions of two `[batch, classes]` logit tensors.
 pub fn kl_divergence<B: Backend>(logits_p: Tensor<B, 2>, logits_q: Tensor<B, 2>) -> f64 {
     let log_p = activation::log_softmax(logits_p, 1);
@@ -118,10 +153,7 @@ pub fn distance_to_base<B: Backend>(model: &BertModel<B>, base: &BertModel<B>) -
         if x.dims() != y.dims() {
             return Err(RgaError::Base(format!("tensor {i} has {} values against the base's {}", x.dims()[0], y.dims()[0])));
         }
-        // ‖d‖ = ‖d‖²/√(‖d‖² + ε): exactly ‖d‖ (and 0 at d = 0) with a finite gradient at the
-        // start, where the model equals the base and √ would give NaN.
-        let sq = (x - y).powi_scalar(2).sum();
-        total = total + sq.clone() / (sq + NORM_EPS).sqrt();
+        total = total + super::smooth_norm((x - y).powi_scalar(2).sum());
     }
     Ok(total)
 }
@@ -194,6 +226,11 @@ pub fn unlearn<B: AutodiffBackend>(
     let num_labels = model.num_labels();
     if let Some(e) = forget.iter().chain(retain).find(|e| e.label >= num_labels) {
         return Err(RgaError::Labels { label: e.label, num_labels });
+    }
+    let label_set = |rows: &[Encoded]| rows.iter().map(|e| e.label).collect::<std::collections::BTreeSet<_>>();
+    let (forget_labels, retain_labels) = (label_set(forget), label_set(retain));
+    if !forget_labels.is_subset(&retain_labels) {
+        return Err(RgaError::LabelSets { forget: forget_labels.into_iter().collect(), retain: retain_labels.into_iter().collect() });
     }
     let base = match (config.method, base) {
         (Method::Rga, None) if config.beta > 0.0 => {
@@ -311,20 +348,27 @@ mod tests {
         (0..8).map(|i| Encoded { ids: vec![1, 3 + i as u32, 12, 2], label }).collect()
     }
 
+    /// Clean rows of both classes, as a retain set is.
+    fn retain() -> Vec<Encoded> {
+        let mut r = rows(0);
+        r.extend((0..8).map(|i| Encoded { ids: vec![1, 14 + i as u32, 2], label: 1 }));
+        r
+    }
+
     #[test]
     fn ga_raises_the_forget_loss_and_rga_weights_it_by_lambda() {
         use burn::module::AutodiffModule;
         let _guard = crate::train::one_training_at_a_time();
         let train = TrainConfig { epochs: 3, batch_size: 4, lr: 5e-3, ..TrainConfig::default() };
         let ga = RgaConfig { method: Method::Ga, train: train.clone(), ..RgaConfig::default() };
-        let (_, report) = unlearn(tiny(3), None, &rows(1), &rows(0), 0, &ga, &Default::default(), &mut Silent).unwrap();
+        let (_, report) = unlearn(tiny(3), None, &rows(1), &retain(), 0, &ga, &Default::default(), &mut Silent).unwrap();
         assert_eq!(report.epochs.len(), 3);
         assert!(report.epochs[2].forget_loss > report.epochs[0].forget_loss, "{:?}", report.epochs);
         assert!(report.epochs.iter().all(|e| e.lambda == 1.0));
 
         let base = tiny(3).valid().bert;
         let rga = RgaConfig { train, ..RgaConfig::default() };
-        let (_, report) = unlearn(tiny(3), Some(&base), &rows(1), &rows(0), 0, &rga, &Default::default(), &mut Silent).unwrap();
+        let (_, report) = unlearn(tiny(3), Some(&base), &rows(1), &retain(), 0, &rga, &Default::default(), &mut Silent).unwrap();
         assert!(report.epochs[0].lambda > report.epochs[2].lambda, "λ fades as the model departs: {:?}", report.epochs);
         assert!(report.epochs.iter().all(|e| e.lambda <= 1.0 && e.lambda > 0.0));
     }
@@ -335,9 +379,29 @@ mod tests {
         let d = Default::default();
         assert!(matches!(unlearn(tiny(1), None, &[], &rows(0), 0, &config, &d, &mut Silent), Err(RgaError::EmptyForget)));
         assert!(matches!(unlearn(tiny(1), None, &rows(1), &[], 0, &config, &d, &mut Silent), Err(RgaError::EmptyRetain)));
-        assert!(matches!(unlearn(tiny(1), None, &rows(1), &rows(0), 0, &config, &d, &mut Silent), Err(RgaError::Base(_))));
-        assert!(matches!(unlearn(tiny(1), None, &rows(3), &rows(0), 0, &config, &d, &mut Silent), Err(RgaError::Labels { label: 3, .. })));
+        assert!(matches!(unlearn(tiny(1), None, &rows(1), &retain(), 0, &config, &d, &mut Silent), Err(RgaError::Base(_))));
+        assert!(matches!(unlearn(tiny(1), None, &rows(3), &retain(), 0, &config, &d, &mut Silent), Err(RgaError::Labels { label: 3, .. })));
+        let ga = RgaConfig { method: Method::Ga, ..RgaConfig::default() };
+        match unlearn(tiny(1), None, &rows(1), &rows(0), 0, &ga, &d, &mut Silent) {
+            Err(RgaError::LabelSets { forget, retain }) => assert_eq!((forget, retain), (vec![1], vec![0])),
+            other => panic!("expected a label-set mismatch, got {:?}", other.map(|_| ())),
+        }
         let bad = RgaConfig { alpha: f64::NAN, ..RgaConfig::default() };
         assert!(matches!(bad.validate(), Err(RgaError::Config { field: "alpha", .. })));
+    }
+
+    #[test]
+    fn check_base_names_the_architecture_or_vocabulary_mismatch() {
+        let config = BertConfig::tiny(30);
+        let word_level = |words: &[&str]| crate::checkpoint::word_level_for_tests(words, 16);
+        let tok = word_level(&["good", "bad"]);
+        check_base(&config, &tok, &config, &word_level(&["good", "bad"])).unwrap();
+        let wider = BertConfig { hidden_size: 64, ..config.clone() };
+        let err = check_base(&config, &tok, &wider, &tok).unwrap_err().to_string();
+        assert!(err.contains("hidden_size is 32 in the model but 64"), "{err}");
+        let err = check_base(&config, &tok, &config, &word_level(&["good", "ugly"])).unwrap_err().to_string();
+        assert!(err.contains("token id 5 is \"bad\"") && err.contains("\"ugly\""), "{err}");
+        let err = check_base(&config, &tok, &config, &word_level(&["good"])).unwrap_err().to_string();
+        assert!(err.contains("6 tokens, the base's 5"), "{err}");
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use bdaudit_core::attack::{poison, PoisonConfig, RateOf, Trigger};
-use bdaudit_core::data::write_tsv;
+use bdaudit_core::data::{subsample, write_tsv, Example};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -42,6 +42,10 @@ pub struct AttackArgs {
     pub target: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Poison a seeded, stratified subset of this many training rows (the written train.tsv
+    /// is that subset, so its poisoned and clean parts stay consistent with it).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Trigger words (BadNets, space-separated) or sentence (AddSent) instead of the default.
     #[arg(long)]
     pub trigger: Option<String>,
@@ -60,10 +64,21 @@ struct AttackReport<'a> {
     test_pacc_rows: usize,
 }
 
+/// The rows at `indices`, and all other rows, each in their original order.
+fn split_rows(rows: &[Example], indices: &[usize]) -> (Vec<Example>, Vec<Example>) {
+    let picked: std::collections::HashSet<usize> = indices.iter().copied().collect();
+    let (a, b): (Vec<_>, Vec<_>) = rows.iter().enumerate().partition(|(i, _)| picked.contains(i));
+    let strip = |v: Vec<(usize, &Example)>| v.into_iter().map(|(_, e)| e.clone()).collect();
+    (strip(a), strip(b))
+}
+
 pub fn run(args: AttackArgs, json: bool) -> Result<()> {
     let data = DataDir::open(&args.data)?;
     let out = OutputDir::prepare(&args.out, args.force, &[&args.data])?;
-    let train = data.split("train.tsv")?;
+    let mut train = data.split("train.tsv")?;
+    if let Some(n) = args.limit {
+        train = subsample(&train, n, args.seed);
+    }
     let test = data.split("test.tsv")?;
     let labels = data.labels(&[&train, &test])?;
     let trigger = match (args.kind, args.trigger) {
@@ -86,6 +101,10 @@ pub fn run(args: AttackArgs, json: bool) -> Result<()> {
     };
     let poisoned = poison(&train, &test, labels.len(), &config)?;
     out.write("train.tsv", &write_tsv(&poisoned.train)?)?;
+    // The poisoned rows and the rest, apart: the forget and retain sets of `bdaudit unlearn`.
+    let (forget, retain) = split_rows(&poisoned.train, &poisoned.poisoned_rows);
+    out.write("train-poisoned.tsv", &write_tsv(&forget)?)?;
+    out.write("train-clean.tsv", &write_tsv(&retain)?)?;
     out.write("test.tsv", &write_tsv(&test)?)?;
     out.write("test-asr.tsv", &write_tsv(&poisoned.test_asr)?)?;
     out.write("test-pacc.tsv", &write_tsv(&poisoned.test_pacc)?)?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use bdaudit_core::attack::ep::EpConfig;
 use bdaudit_core::attack::Trigger;
 use bdaudit_core::data::{demo, write_tsv};
 use burn::tensor::backend::AutodiffBackend;
@@ -58,6 +59,7 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             target: 1,
             seed: 1,
             trigger: None,
+            limit: None,
             force: args.force,
         },
         false,
@@ -82,6 +84,9 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             btu_rounds: 3,
             btu_tune_epochs: 1,
             btu_threshold: train::BtuThreshold::Frobenius,
+            ep_trigger: None,
+            ep_epochs: EpConfig::default().train.epochs,
+            ep_lr: EpConfig::default().train.lr,
         },
         device,
         false,

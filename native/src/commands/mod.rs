@@ -6,3 +6,4 @@ pub mod predict;
 pub mod purify;
 pub mod scan;
 pub mod train;
+pub mod unlearn;

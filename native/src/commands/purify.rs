@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
 use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample};
+use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport};
 use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, PureReport, ThresholdMode};
 use bdaudit_core::metrics::EvalMetrics;
 use burn::tensor::backend::AutodiffBackend;
@@ -21,6 +22,10 @@ pub enum Method {
     /// PURE: prune the attention heads a trigger hijacks, then fine-tune with attention
     /// normalisation (needs only clean data, no knowledge of the trigger).
     Pure(PureArgs),
+    /// MBTSAD: retrain the suspect on token-split clean texts (the teacher), then distil the
+    /// teacher's attention and hidden states into the suspect (a share of the clean training
+    /// data, no pre-trained weights, no knowledge of the trigger).
+    Mbtsad(MbtsadArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -90,6 +95,58 @@ pub struct PureArgs {
     pub force: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct MbtsadArgs {
+    /// The suspect checkpoint directory.
+    #[arg(long)]
+    pub model: String,
+    /// Clean data directory: train.tsv, of which --clean-fraction is used.
+    #[arg(long)]
+    pub clean: PathBuf,
+    /// Share of train.tsv the defender uses, in (0, 1]: a seeded, stratified subsample (the
+    /// paper: 0.2).
+    #[arg(long, default_value_t = MbtsadConfig::default().clean_fraction)]
+    pub clean_fraction: f64,
+    /// Optional test directory (test.tsv, test-asr.tsv, test-pacc.tsv from `bdaudit attack`):
+    /// the suspect, the teacher and the purified model are scored on it.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// α, the weight of the classification loss in the distillation (the paper tunes it per
+    /// attack and gives no value).
+    #[arg(long, default_value_t = MbtsadConfig::default().alpha)]
+    pub alpha: f64,
+    /// β, the weight of the hidden-state loss in the distillation (likewise unpublished).
+    #[arg(long, default_value_t = MbtsadConfig::default().beta)]
+    pub beta: f64,
+    /// Token-split variants made of each clean text (the paper: 3).
+    #[arg(long, default_value_t = MbtsadConfig::default().split.variants)]
+    pub variants: usize,
+    /// Epochs of retraining the suspect into the teacher.
+    #[arg(long, default_value_t = MbtsadConfig::default().teacher.epochs)]
+    pub epochs: usize,
+    /// Learning rate of the teacher's retraining (the paper: 2e-5).
+    #[arg(long, default_value_t = MbtsadConfig::default().teacher.lr)]
+    pub lr: f64,
+    /// Epochs of the distillation.
+    #[arg(long, default_value_t = MbtsadConfig::default().distill.epochs)]
+    pub distill_epochs: usize,
+    /// Learning rate of the distillation (the paper: 5e-4).
+    #[arg(long, default_value_t = MbtsadConfig::default().distill.lr)]
+    pub distill_lr: f64,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    /// Seeds the clean subsample, the splits and both trainings.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
 #[derive(Serialize)]
 struct PurifyReport {
     method: &'static str,
@@ -110,6 +167,7 @@ struct PurifyReport {
 pub fn run<B: AutodiffBackend>(method: Method, device: B::Device, json: bool) -> Result<()> {
     match method {
         Method::Pure(args) => run_pure::<B>(args, device, json),
+        Method::Mbtsad(args) => run_mbtsad::<B>(args, device, json),
     }
 }
 
@@ -186,9 +244,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
         pure: outcome.report,
         seconds_total: start.elapsed().as_secs_f64(),
     };
-    out.write("model.safetensors", &written.model)?;
-    out.write("config.json", &written.config)?;
-    out.write("tokenizer.json", &written.tokenizer)?;
+    out.write_checkpoint(&written)?;
     out.write_json("report.json", &report)?;
     let dir = out.commit()?;
     if json {
@@ -207,6 +263,107 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     }
     if report.metrics.is_none() {
         println!("(pass --test DIR with test.tsv / test-asr.tsv to measure CACC and LFR before and after)");
+    }
+    println!("wrote {} ({:.0} s)", dir.display(), report.seconds_total);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct MbtsadPurifyReport {
+    method: &'static str,
+    model: String,
+    clean: String,
+    /// The suspect model as downloaded.
+    metrics_suspect: Option<EvalMetrics>,
+    /// The teacher: the suspect retrained on the split texts (the paper's "TS-FT" baseline).
+    metrics_teacher: Option<EvalMetrics>,
+    /// The purified student written to --out.
+    metrics: Option<EvalMetrics>,
+    mbtsad: MbtsadReport,
+    seconds_total: f64,
+}
+
+fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: bool) -> Result<()> {
+    let start = Instant::now();
+    let model_dir = resolve_model(&args.model)?;
+    let clean = DataDir::open(&args.clean)?;
+    let test = args.test.as_deref().map(DataDir::open).transpose()?;
+    let mut inputs: Vec<&Path> = vec![model_dir.as_path(), args.clean.as_path()];
+    if let Some(t) = &args.test {
+        inputs.push(t);
+    }
+    let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
+
+    let mut config = MbtsadConfig::with_seed(args.seed);
+    config.clean_fraction = args.clean_fraction;
+    config.alpha = args.alpha;
+    config.beta = args.beta;
+    config.split.variants = args.variants;
+    config.teacher.epochs = args.epochs;
+    config.teacher.lr = args.lr;
+    config.distill.epochs = args.distill_epochs;
+    config.distill.lr = args.distill_lr;
+    for c in [&mut config.teacher, &mut config.distill] {
+        c.batch_size = args.batch_size;
+    }
+    config.validate()?;
+
+    let rows = clean.split("train.tsv")?;
+    let source = clean.file("train.tsv").display().to_string();
+    require_two_classes(&rows, &source)?;
+    let files = read_checkpoint(&model_dir)?;
+    let loaded = load_classifier::<B>(&files, None, args.max_len, args.seed, &device)?;
+    check_labels(&rows, loaded.model.num_labels(), &source)?;
+    let tokenizer = &loaded.tokenizer;
+
+    let score = |model: &_| -> Result<Option<EvalMetrics>> {
+        test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose()
+    };
+    let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
+    let clock = Instant::now();
+    let now = || clock.elapsed().as_secs_f64();
+    let outcome = mbtsad(loaded.model, &rows, tokenizer, &config, &device, &mut Bars::new(json), &now)
+        .with_context(|| format!("MBTSAD with {source}"))?;
+    let metrics_teacher = score(&outcome.teacher)?;
+    let metrics = score(&outcome.purified)?;
+
+    let written = save_classifier(&outcome.purified, &loaded.config, tokenizer, &loaded.labels)?;
+    let report = MbtsadPurifyReport {
+        method: "mbtsad",
+        model: model_dir.display().to_string(),
+        clean: args.clean.display().to_string(),
+        metrics_suspect,
+        metrics_teacher,
+        metrics,
+        mbtsad: outcome.report,
+        seconds_total: start.elapsed().as_secs_f64(),
+    };
+    out.write_checkpoint(&written)?;
+    out.write_json("report.json", &report)?;
+    let dir = out.commit()?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let m = &report.mbtsad;
+    println!("{} of {} clean rows, {} split texts", m.clean_rows, m.available_rows, m.augmented_rows);
+    for e in &m.teacher_log.epochs {
+        println!("teacher epoch {}: loss {:.4}", e.epoch, e.mean_loss);
+    }
+    for (e, total) in m.distill_epochs.iter().zip(&m.distill_log.epochs) {
+        println!(
+            "distillation epoch {}: loss {:.4} (L_a {:.4}, L_cls {:.4}, L_h {:.4})",
+            e.epoch, total.mean_loss, e.attention_loss, e.cls_loss, e.hidden_loss
+        );
+    }
+    for (name, m) in [("suspect", &report.metrics_suspect), ("teacher (TS-FT)", &report.metrics_teacher), ("purified", &report.metrics)] {
+        if let Some(m) = m {
+            println!("{name}:");
+            print_metrics(m);
+        }
+    }
+    if report.metrics.is_none() {
+        println!("(pass --test DIR with test.tsv / test-asr.tsv to measure CACC and ASR before and after)");
     }
     println!("wrote {} ({:.0} s)", dir.display(), report.seconds_total);
     Ok(())

@@ -1,10 +1,12 @@
 //! `bdaudit train`: fine-tune a checkpoint on a (possibly poisoned) data set and write a
-//! Hugging Face classifier, optionally defended by BTU.
+//! Hugging Face classifier, optionally defended by BTU; or, with `--ep-trigger`, plant an EP
+//! backdoor in a fine-tuned classifier by training only the trigger's embedding row.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use bdaudit_core::attack::ep::{embedding_poisoning, trigger_token, EpConfig, EpReport};
 use bdaudit_core::checkpoint::{load_classifier, save_classifier, LoadReport};
 use bdaudit_core::data::{check_labels, require_two_classes, subsample};
 use bdaudit_core::defense::btu::{btu, BtuConfig, BtuReport, Threshold};
@@ -77,6 +79,18 @@ pub struct TrainArgs {
     /// BTU: eq. 7's threshold, the authors' code's (frobenius) or eq. 6 as printed (mean-row-drift).
     #[arg(long, value_enum, default_value = "frobenius")]
     pub btu_threshold: BtuThreshold,
+    /// EP attack: train only this word's embedding row of the fine-tuned classifier --model,
+    /// on the rows of train.tsv that contain it (poison them first, e.g. `bdaudit attack
+    /// badnets --trigger WORD`). The word must be one token of the model's vocabulary.
+    /// --epochs and --lr do not apply: see --ep-epochs and --ep-lr.
+    #[arg(long)]
+    pub ep_trigger: Option<String>,
+    /// EP: epochs over the rows with the trigger (OpenBackdoor's EP trainer: 5).
+    #[arg(long, default_value_t = EpConfig::default().train.epochs)]
+    pub ep_epochs: usize,
+    /// EP: learning rate of the trigger row (OpenBackdoor: 1e-2).
+    #[arg(long, default_value_t = EpConfig::default().train.lr)]
+    pub ep_lr: f64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -98,12 +112,17 @@ pub struct TrainReport {
     /// With a defense: the same metrics for the model fine-tuned without it.
     pub metrics_undefended: Option<EvalMetrics>,
     pub btu: Option<BtuReport>,
+    /// With `--ep-trigger`: the trigger, the rows trained on and how far its row moved.
+    pub ep: Option<EpReport>,
     pub seconds_train: f64,
     pub seconds_total: f64,
 }
 
 pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -> Result<TrainReport> {
     let start = Instant::now();
+    if args.ep_trigger.is_some() && args.defense != Defense::None {
+        bail!("--ep-trigger plants a backdoor and --defense removes one: use one of them");
+    }
     let model_dir = resolve_model(&args.model)?;
     let data = DataDir::open(&args.data)?;
     let out = OutputDir::prepare(&args.out, args.force, &[model_dir.as_path(), args.data.as_path()])?;
@@ -127,12 +146,21 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let tokenizer = &loaded.tokenizer;
     let encoded = tokenizer.encode_all(&train_rows)?;
     let dev = dev_rows.map(|rows| tokenizer.encode_all(&rows)).transpose()?;
-    let config = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        lr: args.lr,
-        seed: args.seed,
-        ..TrainConfig::default()
+    // The settings that run: EP trains one row with its own epochs and rate.
+    let config = match &args.ep_trigger {
+        Some(_) => TrainConfig {
+            epochs: args.ep_epochs,
+            batch_size: args.batch_size,
+            lr: args.ep_lr,
+            ..EpConfig::with_seed(args.seed).train
+        },
+        None => TrainConfig {
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            lr: args.lr,
+            seed: args.seed,
+            ..TrainConfig::default()
+        },
     };
     let pad = tokenizer.pad_id();
     let evaluate_on_test = |model: &_| -> Result<Option<EvalMetrics>> {
@@ -140,20 +168,33 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         Ok(if has_test { Some(evaluate(model, tokenizer, &data, 64, &device, json)?) } else { None })
     };
     let train_start = Instant::now();
-    let (model, log, metrics_undefended, btu_report) = match args.defense {
-        Defense::None => {
+    let (model, log, metrics_undefended, btu_report, ep_report) = match (args.defense, &args.ep_trigger) {
+        (_, Some(word)) => {
+            if !loaded.report.initialised.is_empty() {
+                bail!(
+                    "EP poisons a fine-tuned classifier, but {} has no classifier head ({} would be new): fine-tune it on clean data first",
+                    model_dir.display(),
+                    loaded.report.initialised.join(", ")
+                );
+            }
+            let trigger = trigger_token(tokenizer, word)?;
+            let ep_config = EpConfig { train: config.clone(), ..EpConfig::with_seed(args.seed) };
+            let (model, report) = embedding_poisoning(loaded.model, &encoded, pad, trigger, tokenizer, &ep_config, &device, &mut Bars::new(json))?;
+            (model, report.log.clone(), None, None, Some(report))
+        }
+        (Defense::None, None) => {
             let (model, log) = train(loaded.model, &encoded, pad, &config, &device, &mut Bars::new(json), |_, m| {
                 let dev = dev.as_ref()?;
                 let preds = predict(m, dev, pad, 64, &device, &mut Bars::new(true));
                 let labels: Vec<usize> = dev.iter().map(|e| e.label).collect();
                 metrics::cacc(&labels, &preds).ok()
             })?;
-            (model.valid(), log, None, None)
+            (model.valid(), log, None, None, None)
         }
-        Defense::Btu => {
+        (Defense::Btu, None) => {
             let clean_path = args.clean.clone().unwrap_or_else(|| data.file("dev.tsv"));
             if !clean_path.is_file() {
-                anyhow::bail!("BTU repairs the model on clean rows: {} does not exist (pass --clean FILE)", clean_path.display());
+                bail!("BTU repairs the model on clean rows: {} does not exist (pass --clean FILE)", clean_path.display());
             }
             let clean_rows = read_examples(&clean_path)?;
             check_labels(&clean_rows, labels.len(), &clean_path.display().to_string())?;
@@ -173,7 +214,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             let outcome = btu(loaded.model, &encoded, &clean, tokenizer, &btu_config, &device, &mut Bars::new(json), &now)?;
             let before = evaluate_on_test(&outcome.undefended)?;
             let log = outcome.report.train_log.clone();
-            (outcome.purified, log, before, Some(outcome.report))
+            (outcome.purified, log, before, Some(outcome.report), None)
         }
     };
     let seconds_train = train_start.elapsed().as_secs_f64();
@@ -189,12 +230,11 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         metrics,
         metrics_undefended,
         btu: btu_report,
+        ep: ep_report,
         seconds_train,
         seconds_total: start.elapsed().as_secs_f64(),
     };
-    out.write("model.safetensors", &files.model)?;
-    out.write("config.json", &files.config)?;
-    out.write("tokenizer.json", &files.tokenizer)?;
+    out.write_checkpoint(&files)?;
     out.write_json("report.json", &report)?;
     let dir = out.commit()?;
     if json {
@@ -220,6 +260,13 @@ fn print_summary(report: &TrainReport, dir: &Path) {
         let suspects: Vec<String> =
             b.suspicious.iter().map(|s| format!("{} ({}/{})", s.token, s.dims_replaced, b.hidden_size)).collect();
         println!("unlearned {} tokens (dimensions replaced): {}", suspects.len(), suspects.join(", "));
+    }
+    if let Some(ep) = &report.ep {
+        let kept = if ep.config.keep_norm { " (norm kept)" } else { "" };
+        println!(
+            "EP: trained only the embedding row of {:?} (id {}) on {} rows with it; it moved by {:.4}, norm {:.4} → {:.4}{kept}",
+            ep.trigger, ep.trigger_id, ep.rows, ep.shift, ep.norm_before, ep.norm_after
+        );
     }
     if let Some(m) = &report.metrics_undefended {
         println!("without the defense:");

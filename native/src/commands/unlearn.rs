@@ -1,0 +1,261 @@
+//! `bdaudit unlearn`: remove identified poisoned samples from a trained model (RGA, and the GA
+//! and NPO baselines), and show whether the trigger was removed or only shifted (PACC).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use bdaudit_core::checkpoint::{load_classifier, save_classifier};
+use bdaudit_core::defense::rga::{check_base, unlearn, Method, RgaConfig, UnlearnEpoch};
+use bdaudit_core::metrics::{self, EvalMetrics};
+use bdaudit_core::train::{check_examples, TrainConfig, TrainLog};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::bar::Bars;
+use crate::commands::eval::{evaluate, print_metrics};
+use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
+use crate::plot::{line_chart, Series};
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum MethodArg {
+    /// Robust gradient ascent: ascent weighted by λ = exp(−α·KL) and anchored to --base.
+    Rga,
+    /// Plain gradient ascent on the forget set (shifts the trigger; a baseline).
+    Ga,
+    /// Negative preference optimisation (a baseline).
+    Npo,
+}
+
+#[derive(Args, Debug)]
+pub struct UnlearnArgs {
+    #[arg(value_enum)]
+    pub method: MethodArg,
+    /// The poisoned checkpoint directory (also the frozen reference of eq. 7).
+    #[arg(long)]
+    pub model: String,
+    /// The identified poisoned training rows, with the labels they were trained on (TSV);
+    /// `bdaudit attack` writes them as train-poisoned.tsv.
+    #[arg(long)]
+    pub forget: PathBuf,
+    /// Clean training rows to keep (TSV); `bdaudit attack` writes train-clean.tsv.
+    #[arg(long)]
+    pub retain: PathBuf,
+    /// The clean pre-trained encoder the model was fine-tuned from (`minilm` or a directory):
+    /// RGA's L2 anchor. Required by `rga` unless --beta 0.
+    #[arg(long)]
+    pub base: Option<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Optional test directory (test.tsv, test-asr.tsv, test-pacc.tsv from `bdaudit attack`)
+    /// scored before and after.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// A model retrained on clean data only: its PACC gives ΔPACC before and after (needs --test).
+    #[arg(long)]
+    pub reference: Option<String>,
+    /// Epochs over the forget set (paper: up to 30).
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// α of RGA's adaptive weight λ = exp(−α·KL).
+    #[arg(long, default_value_t = 2.0)]
+    pub alpha: f64,
+    /// β of RGA's L2 anchor to --base.
+    #[arg(long, default_value_t = 1e-2)]
+    pub beta: f64,
+    /// NPO's β.
+    #[arg(long, default_value_t = 1.0)]
+    pub npo_beta: f64,
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// report.json of `bdaudit unlearn`; `bdaudit plot` reads it back.
+#[derive(Serialize, Deserialize)]
+pub struct UnlearnReport {
+    pub method: Method,
+    pub model: String,
+    pub forget: String,
+    pub retain: String,
+    pub base: Option<String>,
+    pub forget_rows: usize,
+    pub retain_rows: usize,
+    pub config: RgaConfig,
+    /// Mean forget-set cross-entropy and λ per epoch (the curve RGA's Figure 2 plots).
+    pub epochs: Vec<UnlearnEpoch>,
+    pub log: TrainLog,
+    pub metrics_before: Option<EvalMetrics>,
+    pub metrics_after: Option<EvalMetrics>,
+    pub reference_pacc: Option<f64>,
+    pub delta_pacc_before: Option<f64>,
+    pub delta_pacc_after: Option<f64>,
+    pub seconds_unlearn: f64,
+    pub seconds_total: f64,
+}
+
+pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool) -> Result<()> {
+    let start = Instant::now();
+    let model_dir = resolve_model(&args.model)?;
+    let base_dir = args.base.as_deref().map(resolve_model).transpose()?;
+    let test = args.test.as_deref().map(DataDir::open).transpose()?;
+    if args.reference.is_some() && test.is_none() {
+        anyhow::bail!("--reference compares PACC on the test set: pass --test DIR too");
+    }
+    let mut inputs: Vec<&Path> = vec![model_dir.as_path(), args.forget.as_path(), args.retain.as_path()];
+    inputs.extend(base_dir.as_deref());
+    inputs.extend(args.test.as_deref());
+    let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
+
+    let method = match args.method {
+        MethodArg::Rga => Method::Rga,
+        MethodArg::Ga => Method::Ga,
+        MethodArg::Npo => Method::Npo,
+    };
+    let config = RgaConfig {
+        method,
+        alpha: args.alpha,
+        beta: args.beta,
+        npo_beta: args.npo_beta,
+        train: TrainConfig { epochs: args.epochs, batch_size: args.batch_size, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
+    };
+    config.validate()?;
+    let forget_rows = read_examples(&args.forget)?;
+    let retain_rows = read_examples(&args.retain)?;
+
+    let loaded = load_classifier::<B>(&read_checkpoint(&model_dir)?, None, args.max_len, args.seed, &device)?;
+    let tokenizer = &loaded.tokenizer;
+    let (num_labels, vocab) = (loaded.model.num_labels(), loaded.model.vocab_size());
+    let forget = tokenizer.encode_all(&forget_rows)?;
+    let retain = tokenizer.encode_all(&retain_rows)?;
+    check_examples(&forget, num_labels, vocab).with_context(|| format!("forget set {}", args.forget.display()))?;
+    check_examples(&retain, num_labels, vocab).with_context(|| format!("retain set {}", args.retain.display()))?;
+    // Only RGA uses the anchor; GA and NPO ignore --base rather than load 90 MB for nothing.
+    let base = match (&base_dir, method) {
+        (Some(dir), Method::Rga) => {
+            let b = load_classifier::<B::InnerBackend>(&read_checkpoint(dir)?, Some(num_labels), args.max_len, args.seed, &device)
+                .with_context(|| format!("loading the base checkpoint {}", dir.display()))?;
+            check_base(&loaded.config, tokenizer, &b.config, &b.tokenizer)?;
+            Some(b.model.bert)
+        }
+        _ => None,
+    };
+
+    let score = |model: &_| -> Result<Option<EvalMetrics>> {
+        test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose()
+    };
+    let metrics_before = score(&loaded.model.valid())?;
+    let reference_pacc = match (&args.reference, &test) {
+        (Some(reference), Some(t)) => {
+            let r = load_classifier::<B::InnerBackend>(&read_checkpoint(&resolve_model(reference)?)?, Some(num_labels), args.max_len, 0, &device)?;
+            let pacc = evaluate(&r.model, &r.tokenizer, t, 64, &device, json)?.pacc;
+            Some(pacc.with_context(|| format!("--reference compares PACC: {} has no test-pacc.tsv", t.path.display()))?)
+        }
+        _ => None,
+    };
+
+    let clock = Instant::now();
+    let (model, outcome) =
+        unlearn(loaded.model, base.as_ref(), &forget, &retain, tokenizer.pad_id(), &config, &device, &mut Bars::new(json))?;
+    let seconds_unlearn = clock.elapsed().as_secs_f64();
+    let metrics_after = score(&model)?;
+    let delta = |m: &Option<EvalMetrics>| reference_pacc.zip(m.as_ref().and_then(|m| m.pacc)).map(|(r, p)| metrics::delta_pacc(p, r));
+
+    let written = save_classifier(&model, &loaded.config, tokenizer, &loaded.labels)?;
+    let report = UnlearnReport {
+        method,
+        model: model_dir.display().to_string(),
+        forget: args.forget.display().to_string(),
+        retain: args.retain.display().to_string(),
+        base: base_dir.map(|d| d.display().to_string()),
+        forget_rows: forget.len(),
+        retain_rows: retain.len(),
+        config,
+        epochs: outcome.epochs,
+        log: outcome.log,
+        delta_pacc_before: delta(&metrics_before),
+        delta_pacc_after: delta(&metrics_after),
+        metrics_before,
+        metrics_after,
+        reference_pacc,
+        seconds_unlearn,
+        seconds_total: start.elapsed().as_secs_f64(),
+    };
+    out.write_checkpoint(&written)?;
+    out.write_json("report.json", &report)?;
+    out.write("loss.svg", loss_chart(&[&report]).as_bytes())?;
+    let dir = out.commit()?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    for e in &report.epochs {
+        println!("epoch {:>2}: forget loss {:.4}, λ {:.3}", e.epoch, e.forget_loss, e.lambda);
+    }
+    for (name, m, d) in [("before", &report.metrics_before, report.delta_pacc_before), ("after", &report.metrics_after, report.delta_pacc_after)] {
+        if let Some(m) = m {
+            println!("{name}:");
+            print_metrics(m);
+            if let Some(d) = d {
+                println!("ΔPACC {:.2} points against the clean reference", 100.0 * d);
+            }
+        }
+    }
+    if report.metrics_after.is_none() {
+        println!("(pass --test DIR to measure CACC, LFR and PACC before and after, --reference CLEAN for ΔPACC)");
+    }
+    println!("wrote {} ({:.0} s)", dir.display(), report.seconds_total);
+    Ok(())
+}
+
+/// The forget-set loss per epoch of one or more unlearning runs: GA's climbs without bound,
+/// RGA's levels off once λ fades.
+pub fn loss_chart(reports: &[&UnlearnReport]) -> String {
+    let series: Vec<Series> = reports
+        .iter()
+        .map(|r| Series {
+            name: format!("{:?}", r.method).to_uppercase(),
+            points: r.epochs.iter().map(|e| (e.epoch as f64, e.forget_loss)).collect(),
+        })
+        .collect();
+    line_chart("Forget-set cross-entropy per epoch", "epoch", "forget CE", &series)
+}
+
+#[derive(Args, Debug)]
+pub struct PlotArgs {
+    /// report.json files written by `bdaudit unlearn`.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `bdaudit plot`: one loss chart over several unlearning runs (e.g. GA, NPO and RGA).
+pub fn plot(args: PlotArgs) -> Result<()> {
+    let reports = args
+        .reports
+        .iter()
+        .map(|p| -> Result<UnlearnReport> {
+            serde_json::from_slice(&crate::files::read(p)?)
+                .with_context(|| format!("{} is not a report.json written by `bdaudit unlearn`", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&UnlearnReport> = reports.iter().collect();
+    crate::files::write_file_atomic(&args.out, loss_chart(&refs).as_bytes(), args.force, &args.reports)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
