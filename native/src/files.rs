@@ -178,11 +178,18 @@ impl OutputDir {
         fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
     }
 
-    /// The three files of a Hugging Face checkpoint directory.
-    pub fn write_checkpoint(&self, files: &CheckpointFiles) -> Result<()> {
+    /// Writes a Hugging Face checkpoint directory's three files and `report.json`, moves the
+    /// directory into place, and with `--json` prints the report as the command's output.
+    pub fn commit_checkpoint<T: serde::Serialize>(self, files: &CheckpointFiles, report: &T, json: bool) -> Result<PathBuf> {
         self.write("model.safetensors", &files.model)?;
         self.write("config.json", &files.config)?;
-        self.write("tokenizer.json", &files.tokenizer)
+        self.write("tokenizer.json", &files.tokenizer)?;
+        self.write_json("report.json", report)?;
+        let dir = self.commit()?;
+        if json {
+            println!("{}", serde_json::to_string(report)?);
+        }
+        Ok(dir)
     }
 
     pub fn write_json<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {

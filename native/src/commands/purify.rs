@@ -244,11 +244,8 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
         pure: outcome.report,
         seconds_total: start.elapsed().as_secs_f64(),
     };
-    out.write_checkpoint(&written)?;
-    out.write_json("report.json", &report)?;
-    let dir = out.commit()?;
+    let dir = out.commit_checkpoint(&written, &report, json)?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     let p = &report.pure;
@@ -338,11 +335,8 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
         mbtsad: outcome.report,
         seconds_total: start.elapsed().as_secs_f64(),
     };
-    out.write_checkpoint(&written)?;
-    out.write_json("report.json", &report)?;
-    let dir = out.commit()?;
+    let dir = out.commit_checkpoint(&written, &report, json)?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     let m = &report.mbtsad;

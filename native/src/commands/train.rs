@@ -234,12 +234,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         seconds_train,
         seconds_total: start.elapsed().as_secs_f64(),
     };
-    out.write_checkpoint(&files)?;
-    out.write_json("report.json", &report)?;
-    let dir = out.commit()?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
+    let dir = out.commit_checkpoint(&files, &report, json)?;
+    if !json {
         print_summary(&report, &dir);
     }
     Ok(report)

@@ -191,12 +191,9 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         seconds_unlearn,
         seconds_total: start.elapsed().as_secs_f64(),
     };
-    out.write_checkpoint(&written)?;
-    out.write_json("report.json", &report)?;
     out.write("loss.svg", loss_chart(&[&report]).as_bytes())?;
-    let dir = out.commit()?;
+    let dir = out.commit_checkpoint(&written, &report, json)?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
     for e in &report.epochs {
