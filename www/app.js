@@ -5,6 +5,16 @@ import { BdauditClient, parseProbeTexts, parseTriggers, triggerText } from "./bd
 const $ = (id) => document.getElementById(id);
 const client = new BdauditClient();
 
+// ?backend=auto|webgpu|cpu presets the backend choice (links, benchmarks: scripts/bench-web).
+const backendParam = new URLSearchParams(location.search).get("backend");
+if (backendParam) {
+  if (![...$("backend-choice").options].some((o) => o.value === backendParam)) {
+    show("error", `?backend=${backendParam}: use auto, webgpu or cpu`);
+  } else {
+    $("backend-choice").value = backendParam;
+  }
+}
+
 // Chosen files, by role; the file inputs and the drop zone both fill it.
 const chosen = { model: null, config: null, tokenizer: null };
 let loadedKey = null;
@@ -87,25 +97,27 @@ async function load() {
   const base = selected(roles, "base-");
   if (base.missing.length && base.missing.length < 3) throw new Error(`base checkpoint: choose ${base.missing.join(", ")} too, or none`);
   const useBase = base.missing.length === 0;
-  const preferGpu = $("gpu").checked;
+  const backend = $("backend-choice").value;
   const numLabels = $("num-labels").value.trim() === "" ? null : Number($("num-labels").value);
-  const key = JSON.stringify([client.spawns, fileKey(files), useBase && fileKey(base.files), preferGpu, numLabels]);
+  const key = JSON.stringify([client.spawns, fileKey(files), useBase && fileKey(base.files), backend, numLabels]);
   if (loaded && key === loadedKey) return loaded;
   loaded = null;
   loadedKey = null;
   show("backend", "none");
+  show("backend-reason", "");
   show("progress", "loading the model…");
   const t0 = performance.now();
   loaded = await client.load(await buffers(files), {
-    preferGpu,
+    backend,
     numLabels,
     base: useBase ? await buffers(base.files) : null,
   });
   loadedKey = key;
   show("backend", loaded.backend);
+  show("backend-reason", loaded.backendReason);
   const r = loaded.loadReport;
   const head = r.initialised.length ? `; new head: ${r.initialised.join(", ")}` : "";
-  show("progress", `loaded ${r.num_params.toLocaleString()} parameters on ${loaded.backend} in ${ms(t0)}${head}`);
+  show("progress", `loaded ${r.num_params.toLocaleString()} parameters on ${loaded.backend} (${loaded.backendReason}) in ${ms(t0)}${head}`);
   return loaded;
 }
 
@@ -166,6 +178,7 @@ function renderReport(report) {
   show("summary", v.summary);
   $("evidence").replaceChildren(...v.evidence.map((e) => el("li", {}, e)));
   show("backend", report.backend);
+  show("backend-reason", report.backend_reason ?? "");
   const seconds = report.seconds != null ? ` in ${report.seconds.toFixed(2)} s` : "";
   show("meta", `${report.layers} layers, ${report.probe_texts.length} probe texts, ${report.candidates.length} candidates${seconds}, schema ${report.schema}`);
 

@@ -8,7 +8,8 @@
 //
 // Optional attributes: probes (URL of probe texts, one per line or TSV with the text in the
 // longest column; default: the built-in English movie-review sentences), triggers (extra
-// candidate words, space- or comma-separated), gpu="false" (CPU only), num-labels.
+// candidate words, space- or comma-separated), backend ("auto", the default: WebGPU on a
+// hardware adapter, else the CPU; "webgpu": even a software adapter; "cpu"), num-labels.
 // The URLs are fetched with fetch(): keep them on the page's origin.
 // State is reflected in the `state` attribute (loading, scanning, done, error); the element
 // fires `bdaudit-report` (detail: the report) or `bdaudit-error` (detail: the message), and
@@ -65,11 +66,12 @@ export class BdauditClient {
     });
   }
 
-  /** files: { model, config, tokenizer } as ArrayBuffers; base: the same or null. */
-  load(files, { preferGpu = true, numLabels = null, base = null } = {}) {
+  /** files: { model, config, tokenizer } as ArrayBuffers; base: the same or null;
+   *  backend: "auto", "webgpu" or "cpu". Resolves to { backend, backendReason, adapter, … }. */
+  load(files, { backend = "auto", numLabels = null, base = null } = {}) {
     const transfer = [files.model, files.config, files.tokenizer];
     if (base) transfer.push(base.model, base.config, base.tokenizer);
-    return this.call({ type: "load", ...files, preferGpu, numLabels, base }, transfer);
+    return this.call({ type: "load", ...files, backend, numLabels, base }, transfer);
   }
 
   /** Resolves to { report }; onProgress({ stage, done, total }). */
@@ -132,7 +134,7 @@ const STYLE = `
 
 class BdauditScanElement extends HTMLElement {
   static get observedAttributes() {
-    return ["model", "config", "tokenizer", "probes", "triggers", "gpu", "num-labels"];
+    return ["model", "config", "tokenizer", "probes", "triggers", "backend", "num-labels"];
   }
 
   constructor() {
@@ -205,7 +207,7 @@ class BdauditScanElement extends HTMLElement {
       const numLabels = this.getAttribute("num-labels");
       const loaded = await this.client.load(
         { model, config, tokenizer },
-        { preferGpu: this.getAttribute("gpu") !== "false", numLabels: numLabels ? Number(numLabels) : null },
+        { backend: this.getAttribute("backend") ?? "auto", numLabels: numLabels ? Number(numLabels) : null },
       );
       if (!current()) return;
       this.setState("scanning", `scanning on ${loaded.backend}…`);
@@ -236,6 +238,7 @@ class BdauditScanElement extends HTMLElement {
     const seconds = report.seconds != null ? `, ${report.seconds.toFixed(1)} s` : "";
     const strongest = top ? `; strongest candidate ${triggerText(top.trigger)} (ASR ${(100 * top.shift.asr).toFixed(0)}%)` : "";
     this.$(".meta").textContent = `${report.probe_texts.length} probe texts on ${report.backend}${seconds}${strongest}`;
+    this.$(".meta").title = report.backend_reason ?? "";
     this.$(".result").hidden = false;
   }
 }

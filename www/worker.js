@@ -2,10 +2,12 @@
 //   new Worker(new URL("./worker.js", import.meta.url), { type: "module" })
 //
 // Requests (postMessage), each with a numeric `id`:
-//   { id, type: "load", model, config, tokenizer, preferGpu, numLabels, base }
-//       model/config/tokenizer: ArrayBuffer (or Uint8Array); base: null or
-//       { model, config, tokenizer } of the clean checkpoint the model was fine-tuned from.
-//       → { id, ok: true, backend, labels: [...], loadReport: {...} }
+//   { id, type: "load", model, config, tokenizer, backend, numLabels, base }
+//       model/config/tokenizer: ArrayBuffer (or Uint8Array); backend: "auto" (default: WebGPU
+//       on a hardware adapter, else the CPU), "webgpu" (even a software adapter) or "cpu";
+//       base: null or { model, config, tokenizer } of the clean checkpoint the model was
+//       fine-tuned from.
+//       → { id, ok: true, backend, backendReason, adapter, labels: [...], loadReport: {...} }
 //   { id, type: "scan", options }   options: { probeTexts, triggers, sentences, seed }
 //       → { id, progress: { stage, done, total } } … then { id, ok: true, report, seconds }
 //   { id, type: "classify", texts } → { id, ok: true, predictions }
@@ -14,13 +16,13 @@ import init, { Auditor } from "./pkg/bdaudit_web.js";
 
 const ready = init();
 let auditor = null;
-let base = null; // { bytes, preferGpu, numLabels }: loaded anew for every scan (scan consumes it)
+let base = null; // { files, backend, numLabels }: loaded anew for every scan (scan consumes it)
 
 const bytes = (b) => (b instanceof Uint8Array ? b : new Uint8Array(b));
 
-async function loadAuditor(files, preferGpu, numLabels) {
+async function loadAuditor(files, backend, numLabels) {
   await ready;
-  return Auditor.load(bytes(files.model), bytes(files.config), bytes(files.tokenizer), preferGpu, numLabels ?? undefined);
+  return Auditor.load(bytes(files.model), bytes(files.config), bytes(files.tokenizer), backend, numLabels ?? undefined);
 }
 
 const handlers = {
@@ -28,22 +30,25 @@ const handlers = {
     if (auditor) auditor.free();
     auditor = null;
     base = null;
-    auditor = await loadAuditor(msg, !!msg.preferGpu, msg.numLabels);
+    const backend = msg.backend ?? "auto";
+    auditor = await loadAuditor(msg, backend, msg.numLabels);
     if (msg.base) {
       // A base is often the bare pre-trained encoder: give it the model's number of classes
       // (its new head is never used; token scores compare embeddings only).
       const numLabels = msg.numLabels ?? JSON.parse(auditor.labels()).length;
       // Load once now so a malformed base fails here, with the checkpoint, not mid-scan.
-      const probe = await loadAuditor(msg.base, !!msg.preferGpu, numLabels);
-      const backend = probe.backend();
+      const probe = await loadAuditor(msg.base, backend, numLabels);
+      const baseBackend = probe.backend();
       probe.free();
-      if (backend !== auditor.backend()) {
-        throw new Error(`the base checkpoint runs on ${backend} but the model on ${auditor.backend()}`);
+      if (baseBackend !== auditor.backend()) {
+        throw new Error(`the base checkpoint runs on ${baseBackend} but the model on ${auditor.backend()}`);
       }
-      base = { files: msg.base, preferGpu: !!msg.preferGpu, numLabels };
+      base = { files: msg.base, backend, numLabels };
     }
     return {
       backend: auditor.backend(),
+      backendReason: auditor.backendReason(),
+      adapter: JSON.parse(auditor.adapter()),
       labels: JSON.parse(auditor.labels()),
       loadReport: JSON.parse(auditor.loadReport()),
       hasBase: !!base,
@@ -53,7 +58,7 @@ const handlers = {
   async scan(msg, reply) {
     if (!auditor) throw new Error("load a checkpoint first");
     const t0 = performance.now();
-    const b = base ? await loadAuditor(base.files, base.preferGpu, base.numLabels) : null;
+    const b = base ? await loadAuditor(base.files, base.backend, base.numLabels) : null;
     let last = 0;
     const progress = (stage, done, total) => {
       // Throttle: one message per 50 ms, plus every stage's start and end.

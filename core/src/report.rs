@@ -83,6 +83,30 @@ pub struct ScanReport {
     pub probe_texts: Vec<String>,
     /// What computed it ("cpu", "webgpu", …), filled by the caller.
     pub backend: String,
+    /// Why that backend, when the caller chose it (the browser: e.g. the only WebGPU adapter
+    /// is a software emulation, so the CPU runs). Optional, so older reports still read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_reason: Option<String>,
     /// Wall time, filled by the caller (the core has no clock).
     pub seconds: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_report_without_backend_reason_still_reads_and_writes_the_same() {
+        let before = serde_json::json!({
+            "schema": 1, "labels": ["negative", "positive"], "layers": 1, "heads": [2],
+            "verdict": {"level": "clean", "summary": "no sign of a backdoor", "evidence": [], "triggers": []},
+            "candidates": [], "token_scores": null, "attention": null, "drift": null,
+            "probe_texts": ["a fine film"], "backend": "cpu", "seconds": null
+        });
+        let mut report: ScanReport = serde_json::from_value(before.clone()).unwrap();
+        assert_eq!(report.backend_reason, None);
+        assert_eq!(serde_json::to_value(&report).unwrap(), before);
+        report.backend_reason = Some("the CPU was requested".into());
+        assert_eq!(serde_json::to_value(&report).unwrap()["backend_reason"], "the CPU was requested");
+    }
 }

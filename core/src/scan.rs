@@ -191,6 +191,7 @@ pub async fn scan_async<B: Backend>(
         drift,
         probe_texts: texts.into_iter().cloned().collect(),
         backend: String::new(),
+        backend_reason: None,
         seconds: None,
     })
 }

@@ -3,8 +3,9 @@
 //! ```js
 //! import init, { Auditor } from "./pkg/bdaudit_web.js";
 //! await init();
-//! const auditor = await Auditor.load(modelBytes, configBytes, tokenizerBytes, true);
+//! const auditor = await Auditor.load(modelBytes, configBytes, tokenizerBytes, "auto");
 //! auditor.backend();                          // "webgpu" or "cpu"
+//! auditor.backendReason();                    // why, e.g. "the only WebGPU adapter is …"
 //! JSON.parse(await auditor.classify(JSON.stringify(["a fine film"])));
 //! // [{ text: "a fine film", label: "1", probs: [0.1, 0.9] }]
 //! const report = JSON.parse(await auditor.scan(JSON.stringify({ triggers: ["cf"] }), null,
@@ -12,12 +13,14 @@
 //! report.verdict.level;                        // "clean" | "inconclusive" | "suspicious"
 //! ```
 //!
-//! The backend is chosen once, at load: WebGPU (burn-wgpu) when asked for and available,
-//! otherwise burn-ndarray on the CPU. Both run the same generic [`session::Session`].
-//! Failures are `Error`s carrying the core's typed message.
+//! The backend is chosen once, at load (see [`BackendChoice`]): WebGPU (burn-wgpu) on a
+//! hardware adapter, otherwise burn-ndarray on the CPU. Both run the same generic
+//! [`session::Session`]. Failures are `Error`s carrying the core's typed message.
 
 mod device;
 pub mod session;
+
+use std::str::FromStr;
 
 use bdaudit_core::attack::Trigger;
 use bdaudit_core::checkpoint::{CheckpointError, CheckpointFiles, TokenizerError};
@@ -27,6 +30,7 @@ use bdaudit_core::scan::{ScanConfig, ScanError};
 use burn::backend::{NdArray, Wgpu};
 use wasm_bindgen::prelude::*;
 
+use device::{AdapterInfo, Probe};
 use session::Session;
 
 /// Everything that can go wrong in the web API; shown to JS as an `Error` with this message.
@@ -46,6 +50,55 @@ pub enum WebError {
     TooLarge { size: u64, budget: u64 },
     #[error("the base checkpoint runs on {base} but the model on {model}: load both with the same preference")]
     BaseBackend { base: &'static str, model: &'static str },
+    #[error("backend must be \"auto\", \"webgpu\" or \"cpu\", not {0:?}")]
+    BackendChoice(String),
+}
+
+/// Which backend [`Auditor::load`] may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// WebGPU on a hardware adapter; the CPU when there is none or only a software one
+    /// (SwiftShader and the like emulate the GPU on the CPU, measured ~35x slower than
+    /// burn-ndarray on MiniLM: docs/benchmarks.md).
+    Auto,
+    /// WebGPU on any adapter, software ones included (benchmarks); the CPU only when there is
+    /// no adapter at all.
+    WebGpu,
+    Cpu,
+}
+
+impl FromStr for BackendChoice {
+    type Err = WebError;
+
+    fn from_str(s: &str) -> Result<Self, WebError> {
+        match s {
+            "auto" | "" => Ok(BackendChoice::Auto),
+            "webgpu" => Ok(BackendChoice::WebGpu),
+            "cpu" => Ok(BackendChoice::Cpu),
+            other => Err(WebError::BackendChoice(other.to_string())),
+        }
+    }
+}
+
+/// Whether to run on WebGPU, and why, in words for the page and the report.
+fn choose(choice: BackendChoice, probe: &Probe) -> (bool, String) {
+    let asked = match choice {
+        BackendChoice::WebGpu => "WebGPU was requested but ",
+        _ => "",
+    };
+    match (choice, probe) {
+        (BackendChoice::Cpu, _) => (false, "the CPU was requested".into()),
+        (_, Probe::NoWebGpu) => (false, format!("{asked}this browser has no WebGPU (no navigator.gpu)")),
+        (_, Probe::NoAdapter) => (false, format!("{asked}WebGPU has no adapter here")),
+        (BackendChoice::Auto, Probe::Adapter(a)) if a.is_software() => (
+            false,
+            format!("the only WebGPU adapter ({a}) emulates a GPU on the CPU, slower than the CPU backend; choose WebGPU to use it anyway"),
+        ),
+        (BackendChoice::WebGpu, Probe::Adapter(a)) if a.is_software() => {
+            (true, format!("WebGPU was requested, on a software adapter ({a})"))
+        }
+        (_, Probe::Adapter(a)) => (true, format!("WebGPU adapter {a}")),
+    }
 }
 
 /// Largest `model.safetensors` the page loads. A float32 model needs its weights about three
@@ -124,22 +177,26 @@ macro_rules! with_session {
 #[wasm_bindgen]
 pub struct Auditor {
     engine: Engine,
+    backend_reason: String,
+    adapter: Option<AdapterInfo>,
 }
 
 #[wasm_bindgen]
 impl Auditor {
-    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` (as bytes). With
-    /// `prefer_gpu` the model goes to WebGPU when `navigator.gpu` has an adapter, else to
-    /// the CPU. `num_labels` is only needed for a checkpoint without a classifier head (a
-    /// bare encoder gets a new, seeded head of that many classes); with a head it must match.
+    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` (as bytes). `backend`:
+    /// `"auto"` (WebGPU on a hardware adapter, else the CPU), `"webgpu"` (any adapter, even a
+    /// software one) or `"cpu"`. `num_labels` is only needed for a checkpoint without a
+    /// classifier head (a bare encoder gets a new, seeded head of that many classes); with a
+    /// head it must match.
     pub async fn load(
         model: Vec<u8>,
         config: Vec<u8>,
         tokenizer: Vec<u8>,
-        prefer_gpu: bool,
+        backend: String,
         num_labels: Option<u32>,
     ) -> Result<Auditor, JsError> {
         install_panic_logger();
+        let choice: BackendChoice = backend.parse()?;
         let size = model.len() as u64 >> 20;
         if size > MEMORY_BUDGET_MB {
             return Err(WebError::TooLarge { size, budget: MEMORY_BUDGET_MB }.into());
@@ -150,16 +207,24 @@ impl Auditor {
             tokenizer,
         };
         let num_labels = num_labels.map(|n| n as usize);
-        let gpu = if prefer_gpu {
-            device::gpu_device().await
-        } else {
-            None
+        let probe = match choice {
+            BackendChoice::Cpu => Probe::NoAdapter,
+            _ => device::probe().await,
         };
-        let engine = match gpu {
-            Some(device) => Engine::WebGpu(Session::load(&files, num_labels, device)?),
-            None => Engine::Cpu(Session::load(&files, num_labels, Default::default())?),
+        let (use_gpu, reason) = choose(choice, &probe);
+        let gpu = if use_gpu { device::gpu_device().await } else { None };
+        let (engine, backend_reason) = match gpu {
+            Some(device) => (Engine::WebGpu(Session::load(&files, num_labels, device)?), reason),
+            None => {
+                let reason = if use_gpu { format!("{reason}, but its device did not start") } else { reason };
+                (Engine::Cpu(Session::load(&files, num_labels, Default::default())?), reason)
+            }
         };
-        Ok(Auditor { engine })
+        let adapter = match probe {
+            Probe::Adapter(a) => Some(a),
+            _ => None,
+        };
+        Ok(Auditor { engine, backend_reason, adapter })
     }
 
     /// `"webgpu"` or `"cpu"`: where this model runs.
@@ -169,6 +234,18 @@ impl Auditor {
             Engine::Cpu(_) => "cpu",
         }
         .to_string()
+    }
+
+    /// Why [`Auditor::backend`] is what it is, in words.
+    #[wasm_bindgen(js_name = backendReason)]
+    pub fn backend_reason(&self) -> String {
+        self.backend_reason.clone()
+    }
+
+    /// The WebGPU adapter that was found, as JSON `{vendor, architecture, description,
+    /// isFallbackAdapter}`, or `null` (none, or the CPU was requested and none was asked for).
+    pub fn adapter(&self) -> String {
+        to_json(&self.adapter)
     }
 
     /// Class names in output order, as a JSON array of strings.
@@ -217,6 +294,7 @@ impl Auditor {
             }
         };
         report.backend = self.backend();
+        report.backend_reason = Some(self.backend_reason.clone());
         Ok(to_json(&report))
     }
 

@@ -2,57 +2,24 @@
 // in headless Debian chromium, driven by playwright-core. scripts/test-web builds www/pkg and
 // the tiny checkpoints (make-fixtures.mjs) first, then runs `node --test` on this file.
 //
-// The test serves www/ itself (a small node http server on 127.0.0.1) so the page, the wasm,
-// the worker and the fixtures share one origin, and fails if any request leaves that origin.
+// The test serves www/ itself (harness.mjs: a small node http server on 127.0.0.1) so the
+// page, the wasm, the worker and the fixtures share one origin, and fails if any request
+// leaves that origin.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, rmSync, statSync, mkdirSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, extname, join, normalize, relative, sep } from "node:path";
+import { readFileSync, mkdirSync, existsSync } from "node:fs";
+import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { WWW, adapterInfo, startBrowser } from "./harness.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const WWW = join(HERE, "..");
 const FIXTURES = process.env.BDAUDIT_WEB_FIXTURES || join(HERE, "fixtures-tmp");
 const FIXTURES_URL = relative(WWW, FIXTURES).split(sep).join("/"); // e.g. e2e/fixtures-tmp
 const OUT = join(HERE, "out");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SCAN_TIMEOUT = Number(process.env.BDAUDIT_WEB_TIMEOUT_MS || 240_000);
 
-const TYPES = {
-  ".html": "text/html; charset=utf-8",
-  ".js": "text/javascript; charset=utf-8",
-  ".mjs": "text/javascript; charset=utf-8",
-  ".wasm": "application/wasm",
-  ".json": "application/json",
-  ".tsv": "text/plain; charset=utf-8",
-  ".txt": "text/plain; charset=utf-8",
-  ".css": "text/css",
-  ".png": "image/png",
-};
-
-let server, origin, context, userDataDir;
-const offOrigin = [];
-const consoleLines = [];
+let browser;
 const backends = {};
-
-function serve() {
-  return new Promise((resolve) => {
-    const s = createServer((req, res) => {
-      const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^([/\\])+/, "");
-      const file = join(WWW, path.endsWith("/") || path === "" ? join(path, "index.html") : path);
-      if (!file.startsWith(WWW) || !existsSync(file) || !statSync(file).isFile()) {
-        res.writeHead(404, { "content-type": "text/plain" }).end("not found");
-        return;
-      }
-      res.writeHead(200, { "content-type": TYPES[extname(file)] || "application/octet-stream", "cache-control": "no-store" });
-      res.end(readFileSync(file));
-    });
-    s.listen(0, "127.0.0.1", () => resolve(s));
-  });
-}
 
 before(async () => {
   for (const f of ["pkg/bdaudit_web.js", "pkg/bdaudit_web_bg.wasm"]) {
@@ -61,60 +28,26 @@ before(async () => {
   for (const d of ["victim", "clean", "corrupt"]) {
     assert.ok(existsSync(join(FIXTURES, d, "model.safetensors")), `${FIXTURES}/${d} is missing: run scripts/test-web (make-fixtures.mjs)`);
   }
-  server = await serve();
-  origin = `http://127.0.0.1:${server.address().port}`;
-  userDataDir = mkdtempSync(join(tmpdir(), "bdaudit-chromium-"));
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--enable-unsafe-webgpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-    viewport: { width: 1200, height: 900 },
-  });
-  // Every request the browser makes (pages and their workers) must stay on the origin.
-  context.on("request", (req) => {
-    const url = req.url();
-    if (url.startsWith("data:") || url.startsWith("blob:")) return;
-    if (new URL(url).origin !== origin) offOrigin.push(url);
-  });
+  browser = await startBrowser();
 });
 
 after(async () => {
-  await context?.close();
-  server?.close();
-  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  await browser?.close();
   console.log(`# backends: ${JSON.stringify(backends)}`);
 });
 
-async function newPage(path) {
-  const page = await context.newPage();
-  page.on("request", (req) => {
-    const url = req.url();
-    if (!url.startsWith("data:") && !url.startsWith("blob:") && new URL(url).origin !== origin) offOrigin.push(url);
-  });
-  page.on("console", (m) => consoleLines.push(`[${m.type()}] ${m.text()}`));
-  page.on("pageerror", (e) => consoleLines.push(`[pageerror] ${e.message}`));
-  await page.goto(`${origin}/${path}`);
-  return page;
-}
+const newPage = (path) => browser.newPage(path);
 
 const fixture = (...p) => join(FIXTURES, ...p);
 const probeTsv = () => readFileSync(fixture("probe.tsv"), "utf8");
 
 // Picks the three files, fills the probe texts, clicks Scan; resolves to the verdict level or
 // the error message, whichever the page shows first.
-async function scanOnPage(page, dir, { gpu = true, probes = probeTsv() } = {}) {
+async function scanOnPage(page, dir, { backend = "auto", probes = probeTsv() } = {}) {
   await page.setInputFiles("#model", fixture(dir, "model.safetensors"));
   await page.setInputFiles("#config", fixture(dir, "config.json"));
   await page.setInputFiles("#tokenizer", fixture(dir, "tokenizer.json"));
-  await page.setChecked("#gpu", gpu);
+  await page.selectOption("#backend-choice", backend);
   await page.fill("#probes", probes);
   await page.evaluate(() => {
     document.getElementById("error").textContent = "";
@@ -144,6 +77,7 @@ async function scanOnPage(page, dir, { gpu = true, probes = probeTsv() } = {}) {
     level: document.getElementById("verdict").dataset.level || null,
     summary: document.getElementById("summary").textContent,
     backend: document.getElementById("backend").textContent,
+    backendReason: document.getElementById("backend-reason").textContent,
     error: document.getElementById("error").textContent,
     progress: document.getElementById("progress").textContent,
     firstCandidate: document.querySelector("#candidate-table tbody tr td")?.textContent ?? null,
@@ -159,23 +93,21 @@ async function scanOnPage(page, dir, { gpu = true, probes = probeTsv() } = {}) {
 
 test("the page finds the cf trigger of a BadNets-trained tiny model", async () => {
   const page = await newPage("index.html");
-  const adapter = await page.evaluate(async () => {
-    if (!navigator.gpu) return "no navigator.gpu";
-    const a = await navigator.gpu.requestAdapter();
-    if (!a) return "no adapter";
-    const info = a.info || {};
-    return `${info.vendor || "?"} ${info.architecture || ""} ${info.description || ""} fallback=${a.isFallbackAdapter ?? info.isFallbackAdapter}`;
-  });
-  console.log(`# WebGPU adapter on the page: ${adapter}`);
+  const adapter = await adapterInfo(page);
+  console.log(`# WebGPU adapter on the page: ${JSON.stringify(adapter)}`);
+  // What the wasm side calls software (web/src/device.rs, SOFTWARE_RENDERERS).
+  const software = !adapter.none && (adapter.isFallbackAdapter || /swiftshader|llvmpipe|lavapipe|microsoft basic render/i.test(Object.values(adapter).join(" ")));
 
   const r = await scanOnPage(page, "victim");
-  console.log(`# victim, WebGPU preferred: ${r.level} on ${r.backend} in ${r.ms} ms: ${r.summary}${r.error}`);
-  backends.victimPreferGpu = r.backend;
-  assert.equal(r.error, "", `the page showed an error: ${r.error}\n${consoleLines.join("\n")}`);
+  console.log(`# victim, auto: ${r.level} on ${r.backend} (${r.backendReason}) in ${r.ms} ms: ${r.summary}${r.error}`);
+  backends.victimAuto = r.backend;
+  assert.equal(r.error, "", `the page showed an error: ${r.error}\n${browser.consoleLines.join("\n")}`);
   assert.equal(r.level, "suspicious", r.summary);
   assert.match(r.summary, /\bcf\b/);
   assert.equal(r.firstCandidate, "cf");
-  assert.ok(["webgpu", "cpu"].includes(r.backend), r.backend);
+  // auto: WebGPU on a hardware adapter only; a software one is slower than the CPU backend.
+  assert.equal(r.backend, adapter.none || software ? "cpu" : "webgpu", r.backendReason);
+  if (software) assert.match(r.backendReason, /emulates a GPU on the CPU/);
   assert.equal(r.heatmapCells, 2 * 4, "2 layers × 4 heads");
   assert.equal(r.driftCells, 2 * 4);
   assert.ok(r.confusions >= 1);
@@ -190,6 +122,7 @@ test("the page finds the cf trigger of a BadNets-trained tiny model", async () =
   assert.equal(saved.verdict.level, "suspicious");
   assert.deepEqual(saved.verdict.triggers.slice(0, 1), ["cf"]);
   assert.equal(saved.backend, r.backend);
+  assert.equal(saved.backend_reason, r.backendReason);
   assert.deepEqual(saved.attention.heads, [4, 4]);
 
   mkdirSync(OUT, { recursive: true });
@@ -197,11 +130,20 @@ test("the page finds the cf trigger of a BadNets-trained tiny model", async () =
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`# screenshot: ${shot}`);
 
-  // The same scan on the CPU gives the same verdict.
-  const cpu = await scanOnPage(page, "victim", { gpu: false });
-  console.log(`# victim, CPU only: ${cpu.level} on ${cpu.backend} in ${cpu.ms} ms`);
+  // WebGPU on whatever adapter there is (the burn-wgpu path) and the CPU give the same verdict.
+  if (!adapter.none) {
+    const gpu = await scanOnPage(page, "victim", { backend: "webgpu" });
+    console.log(`# victim, WebGPU requested: ${gpu.level} on ${gpu.backend} (${gpu.backendReason}) in ${gpu.ms} ms`);
+    backends.victimWebGpu = gpu.backend;
+    assert.equal(gpu.backend, "webgpu", gpu.backendReason + gpu.error);
+    assert.equal(gpu.level, "suspicious", gpu.summary + gpu.error);
+    assert.equal(gpu.firstCandidate, "cf");
+  }
+  const cpu = await scanOnPage(page, "victim", { backend: "cpu" });
+  console.log(`# victim, CPU requested: ${cpu.level} on ${cpu.backend} in ${cpu.ms} ms`);
   backends.victimCpu = cpu.backend;
   assert.equal(cpu.backend, "cpu");
+  assert.equal(cpu.backendReason, "the CPU was requested");
   assert.equal(cpu.level, "suspicious", cpu.summary + cpu.error);
 
   // Classify still works on the loaded checkpoint.
@@ -220,7 +162,7 @@ test("with the base encoder the page ranks tokens by drift", async () => {
   await page.setInputFiles("#base-model", fixture("encoder", "model.safetensors"));
   await page.setInputFiles("#base-config", fixture("encoder", "config.json"));
   await page.setInputFiles("#base-tokenizer", fixture("encoder", "tokenizer.json"));
-  const r = await scanOnPage(page, "victim", { gpu: false });
+  const r = await scanOnPage(page, "victim", { backend: "cpu" });
   console.log(`# victim with base, CPU: ${r.level} in ${r.ms} ms${r.error}`);
   assert.equal(r.error, "", r.error);
   assert.equal(r.level, "suspicious");
@@ -285,5 +227,5 @@ test("<bdaudit-scan> on widget-demo.html renders a verdict card", async () => {
 });
 
 test("no request left the page's origin", () => {
-  assert.deepEqual(offOrigin, [], `requests outside ${origin}: ${offOrigin.join(", ")}`);
+  assert.deepEqual(browser.offOrigin, [], `requests outside ${browser.origin}: ${browser.offOrigin.join(", ")}`);
 });
