@@ -58,8 +58,8 @@ pub enum WebError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendChoice {
     /// WebGPU on a hardware adapter; the CPU when there is none or only a software one
-    /// (SwiftShader and the like emulate the GPU on the CPU, measured ~35x slower than
-    /// burn-ndarray on MiniLM: docs/benchmarks.md).
+    /// (SwiftShader and the like emulate the GPU on the CPU: tens of times slower than
+    /// burn-ndarray on the same cores, docs/benchmarks.md).
     Auto,
     /// WebGPU on any adapter, software ones included (benchmarks); the CPU only when there is
     /// no adapter at all.

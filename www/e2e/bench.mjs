@@ -72,11 +72,14 @@ function runNative() {
 // One scan on a fresh page, driven like a visitor would. Resolves to a row, or throws.
 async function runPage(browser, backend) {
   const page = await browser.newPage(`index.html?backend=${backend}`);
+  // A scan on a software adapter runs for most of an hour: say what went away, and when.
   let crashed = false;
   page.on("crash", () => {
     crashed = true;
     log(`[${backend}] the page crashed`);
   });
+  page.on("close", () => log(`[${backend}] the page closed`));
+  page.on("worker", (w) => w.on("close", () => log(`[${backend}] the scan worker ended`)));
   try {
     const chosen = await page.inputValue("#backend-choice");
     if (chosen !== backend) throw new Error(`?backend=${backend} left the page on ${chosen}`);
@@ -144,6 +147,7 @@ const failures = [];
 if (backends.includes("native")) rows.push(runNative());
 
 const browser = await startBrowser();
+browser.context.on("close", () => log("the browser closed"));
 let adapter, auto;
 try {
   const page = await browser.newPage("index.html");
