@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for `bdaudit bench`: the same model, batch, sequence length and step.
 
-    bench-torch.py --model-dir DIR [--batch 32] [--seq 64] [--iters 5] [--threads N]
+    bench-torch.py --model-dir DIR [--batch 32] [--seq 64] [--iters 5] [--threads N] [--device cuda]
 
 Prints one JSON line shaped like `bdaudit bench --json`.
 """
@@ -13,12 +13,15 @@ import torch
 from transformers import BertForSequenceClassification
 
 
-def timed(iters, fn):
+def timed(iters, fn, sync):
     fn()
+    sync()
     ms = []
     for _ in range(max(iters, 1)):
         t = time.perf_counter()
         fn()
+        # CUDA runs asynchronously: wait for the step's kernels inside the timing.
+        sync()
         ms.append((time.perf_counter() - t) * 1e3)
     ms.sort()
     return {"best_ms": ms[0], "median_ms": ms[len(ms) // 2]}
@@ -31,15 +34,18 @@ def main():
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = BertForSequenceClassification.from_pretrained(a.model_dir, num_labels=2)
+    model = BertForSequenceClassification.from_pretrained(a.model_dir, num_labels=2).to(dev)
     vocab = model.config.vocab_size
-    ids = torch.randint(1000, vocab, (a.batch, a.seq))
+    ids = torch.randint(1000, vocab, (a.batch, a.seq)).to(dev)
     mask = torch.ones_like(ids)
-    labels = torch.arange(a.batch) % 2
+    labels = (torch.arange(a.batch) % 2).to(dev)
 
     model.eval()
 
@@ -47,7 +53,7 @@ def main():
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask).logits.sum().item()
 
-    fwd = timed(a.iters, forward)
+    fwd = timed(a.iters, forward, sync)
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=2e-5, weight_decay=0.01, eps=1e-8)
@@ -59,9 +65,10 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    stp = timed(a.iters, step)
+    stp = timed(a.iters, step, sync)
     print(json.dumps({
-        "backend": f"pytorch {torch.__version__} ({torch.get_num_threads()} threads)",
+        "backend": f"pytorch {torch.__version__} "
+        + (f"({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else f"({torch.get_num_threads()} threads)"),
         "batch": a.batch, "seq": a.seq, "forward": fwd, "train_step": stp,
     }))
 

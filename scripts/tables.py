@@ -2,6 +2,7 @@
 import os
 import platform
 import statistics
+import subprocess
 
 
 def mean_std(values):
@@ -14,4 +15,13 @@ def mean_std(values):
 
 def machine_line():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    return f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; ndarray + OpenBLAS backend.\n"
+    device = os.environ.get("DEVICE", "cpu")
+    if device == "cuda":
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True).stdout.strip() or "?"
+        backend = f"burn-cuda on {gpu}"
+    elif device == "cpu":
+        backend = "ndarray + OpenBLAS backend"
+    else:
+        backend = f"{device} backend"
+    return f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; {backend}.\n"
