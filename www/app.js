@@ -195,7 +195,7 @@ function renderReport(report) {
 
   const rows = report.candidates.map((c) => [
     triggerText(c.trigger),
-    c.source,
+    c.screened_out ? `${c.source} (screened out)` : c.source,
     labelName(c.shift.target),
     pct(c.shift.asr),
     pct(c.shift.pacc),

@@ -59,6 +59,10 @@ pub struct Candidate {
     pub trigger: Trigger,
     pub source: CandidateSource,
     pub shift: TriggerShift,
+    /// Tried on the screening texts only ([`crate::scan::ScanConfig::screen_texts`]): it
+    /// moved too few of them to be worth the rest, and `shift` counts those texts alone.
+    #[serde(default)]
+    pub screened_out: bool,
     /// Heads that lock onto it (computed for the strongest candidate only).
     pub heads: Vec<HeadDrift>,
 }

@@ -63,6 +63,11 @@ pub struct ScanConfig {
     pub inconclusive_asr: f64,
     /// Probe texts used (the first ones given).
     pub max_probe_texts: usize,
+    /// Each candidate is first tried on this many probe texts, balanced over the classes the
+    /// model predicts for them; only one that moves at least half of `inconclusive_asr`'s share
+    /// there goes on to all of them. Most candidates move nothing, so this cuts the scan's
+    /// largest cost by about two thirds at 200 texts. 0 tries every candidate on every text.
+    pub screen_texts: usize,
     /// Heads listed as locking onto the strongest candidate.
     pub drift_heads: usize,
     pub seed: u64,
@@ -78,6 +83,7 @@ impl Default for ScanConfig {
             suspicious_asr: 0.9,
             inconclusive_asr: 0.2,
             max_probe_texts: 200,
+            screen_texts: 64,
             drift_heads: 5,
             seed: 1,
             batch_size: 32,
@@ -159,14 +165,29 @@ pub async fn scan_async<B: Backend>(
         }
     }
 
+    let num_labels = model.num_labels();
+    let screen = screen_indices(&clean_pred, num_labels, config.screen_texts);
+    let rest: Vec<usize> = (0..probe.len()).filter(|i| !screen.contains(i)).collect();
     let mut results = Vec::with_capacity(candidates.len());
     for (trigger, source) in candidates {
         let triggered = insert_all(&probe, &trigger, config.seed);
         let rows = tokenizer.encode_all(&triggered)?;
-        let pred = predictions(model, &rows, pad, config.batch_size, device, progress).await?;
+        let pick = |idx: &[usize], v: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        let subset = |idx: &[usize]| idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>();
+        let first = predictions(model, &subset(&screen), pad, config.batch_size, device, progress).await?;
         // The probe's labels are the clean predictions themselves.
-        let shift = summarise(&trigger, &clean_pred, &clean_pred, &pred, model.num_labels())?;
-        results.push(Candidate { trigger, source, shift, heads: Vec::new() });
+        let screened = pick(&screen, &clean_pred);
+        let mut shift = summarise(&trigger, &screened, &screened, &first, num_labels)?;
+        let screened_out = !rest.is_empty() && shift.asr < config.inconclusive_asr / 2.0;
+        if !screened_out && !rest.is_empty() {
+            let second = predictions(model, &subset(&rest), pad, config.batch_size, device, progress).await?;
+            let mut pred = vec![0; rows.len()];
+            for (&i, &p) in screen.iter().zip(&first).chain(rest.iter().zip(&second)) {
+                pred[i] = p;
+            }
+            shift = summarise(&trigger, &clean_pred, &clean_pred, &pred, num_labels)?;
+        }
+        results.push(Candidate { trigger, source, shift, screened_out, heads: Vec::new() });
     }
     results.sort_by(|a, b| b.shift.asr.total_cmp(&a.shift.asr));
 
@@ -221,6 +242,35 @@ async fn predictions<B: Backend>(
 ) -> Result<Vec<usize>, ScanError> {
     let logits = logits_async(model, rows, pad, batch_size, device, progress).await.map_err(ScanError::Device)?;
     Ok(logits.iter().map(|r| argmax(r)).collect())
+}
+
+/// The probe texts a candidate is screened on: up to ⌈n / classes⌉ of each predicted class in
+/// order, topped up with the first others when a class is short, so a backdoor into any class
+/// shows. All of them when `n` is 0 or covers the probe.
+fn screen_indices(clean_pred: &[usize], num_labels: usize, n: usize) -> Vec<usize> {
+    if n == 0 || n >= clean_pred.len() {
+        return (0..clean_pred.len()).collect();
+    }
+    let per_class = n.div_ceil(num_labels.max(1));
+    let mut taken = vec![0; num_labels];
+    let mut picked = vec![false; clean_pred.len()];
+    for (i, &p) in clean_pred.iter().enumerate() {
+        if taken[p] < per_class {
+            taken[p] += 1;
+            picked[i] = true;
+        }
+    }
+    let mut short = n.saturating_sub(picked.iter().filter(|&&b| b).count());
+    for flag in picked.iter_mut().filter(|b| !**b) {
+        if short == 0 {
+            break;
+        }
+        *flag = true;
+        short -= 1;
+    }
+    let mut out: Vec<usize> = (0..clean_pred.len()).filter(|&i| picked[i]).collect();
+    out.truncate(n);
+    out
 }
 
 /// The heads whose [CLS] variance rises most when the trigger is inserted.
@@ -295,7 +345,7 @@ mod tests {
             pacc: 1.0 - asr,
             clean_accuracy: 1.0,
         };
-        Candidate { trigger, source: CandidateSource::KnownList, shift, heads: Vec::new() }
+        Candidate { trigger, source: CandidateSource::KnownList, shift, screened_out: false, heads: Vec::new() }
     }
 
     #[test]
@@ -310,6 +360,17 @@ mod tests {
         let clean = verdict(&[candidate("mn", 0.05, 0)], &labels, &config);
         assert_eq!(clean.level, Level::Clean);
         assert!(clean.triggers.is_empty());
+    }
+
+    #[test]
+    fn screening_texts_cover_every_predicted_class() {
+        // 10 texts, the model predicts class 1 for the last two only.
+        let pred = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+        assert_eq!(screen_indices(&pred, 2, 4), vec![0, 1, 8, 9]);
+        // A class short of its share is topped up from the others, in order.
+        assert_eq!(screen_indices(&pred, 2, 6), vec![0, 1, 2, 3, 8, 9]);
+        assert_eq!(screen_indices(&pred, 2, 0), (0..10).collect::<Vec<_>>());
+        assert_eq!(screen_indices(&pred, 2, 10), (0..10).collect::<Vec<_>>());
     }
 
     #[test]

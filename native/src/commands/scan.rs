@@ -48,6 +48,9 @@ pub struct ScanArgs {
     /// How many tokens to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Probe texts each candidate is screened on before it gets all of them (0: no screening).
+    #[arg(long, default_value_t = ScanConfig::default().screen_texts)]
+    pub screen_texts: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
     #[arg(long, default_value_t = 42)]
@@ -85,7 +88,8 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
         Some(path) => read_examples(path)?.into_iter().map(|e| e.text).collect(),
         None => demo::sentiment(200, args.seed).into_iter().map(|e| e.text).collect(),
     };
-    let mut config = ScanConfig { seed: args.seed, top_tokens: args.top.min(20), ..ScanConfig::default() };
+    let mut config =
+        ScanConfig { seed: args.seed, top_tokens: args.top.min(20), screen_texts: args.screen_texts, ..ScanConfig::default() };
     config.extra_triggers.extend(args.triggers.iter().map(|w| Trigger::BadNets { words: vec![w.clone()], insertions: 1 }));
     config.extra_triggers.extend(args.sentences.iter().map(|s| Trigger::AddSent { sentence: s.clone() }));
     let mut report = scan(&loaded.model, &loaded.tokenizer, &loaded.labels, &probe, base.as_ref(), &config, &device, &mut Bars::new(json))?;
@@ -101,7 +105,13 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
         println!("{:<28} {:>6} {:>6}  to", "candidate", "ASR", "PACC");
         for c in report.candidates.iter().take(8) {
             let to = c.shift.target.and_then(|k| report.labels.get(k)).map_or("-", String::as_str);
-            println!("{:<28} {:>5.1}% {:>5.1}%  {to}", bdaudit_core::scan::trigger_text(&c.trigger), 100.0 * c.shift.asr, 100.0 * c.shift.pacc);
+            let screened = if c.screened_out { "  (screened out)" } else { "" };
+            println!(
+                "{:<28} {:>5.1}% {:>5.1}%  {to}{screened}",
+                bdaudit_core::scan::trigger_text(&c.trigger),
+                100.0 * c.shift.asr,
+                100.0 * c.shift.pacc
+            );
         }
         if let Some(top) = report.candidates.first().filter(|_| report.verdict.level != Level::Clean) {
             let heads: Vec<String> = top.heads.iter().map(|h| format!("L{}H{} (+{:.3})", h.layer, h.head, h.drift)).collect();

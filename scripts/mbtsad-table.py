@@ -1,0 +1,40 @@
+"""Prints the MBTSAD results table (markdown) from the runs scripts/results-mbtsad wrote."""
+import json
+import os
+import sys
+
+from tables import machine_line, mean_std as ms
+
+work = sys.argv[1]
+runs = {}
+for name in sorted(os.listdir(work)):
+    report = os.path.join(work, name, "mbtsad", "report.json")
+    if not os.path.isfile(report):
+        continue
+    ds, attack, seed = name.rsplit("-", 2)
+    load = lambda *p: json.load(open(os.path.join(work, name, *p)))
+    m = load("mbtsad", "report.json")
+    runs.setdefault((ds, attack), []).append({
+        "seed": int(seed),
+        "none": load("victim", "report.json")["metrics"],
+        "FT": load("ft", "report.json")["metrics"],
+        "TS-FT": m["metrics_teacher"],
+        "MBTSAD": m["metrics"],
+        "clean rows": m["mbtsad"]["clean_rows"],
+        "seconds": {k: m["mbtsad"][f"{k}_seconds"] for k in ["augment", "teacher", "distill"]},
+    })
+
+print(machine_line())
+print("| data | attack | defense | seeds | CACC | ASR |")
+print("|---|---|---|---|---|---|")
+for (ds, attack), rs in runs.items():
+    for defense in ["none", "FT", "TS-FT", "MBTSAD"]:
+        metrics = [r[defense] for r in rs]
+        print(f"| {ds} | {attack} | {defense} | {len(rs)} | {ms([m['cacc'] for m in metrics])} | {ms([m['asr'] for m in metrics])} |")
+print("\nPer run: the defender's clean rows (before splitting), seconds per MBTSAD stage.\n")
+print("| data | attack | seed | clean rows | stages (s) |")
+print("|---|---|---|---|---|")
+for (ds, attack), rs in runs.items():
+    for r in rs:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
+        print(f"| {ds} | {attack} | {r['seed']} | {r['clean rows']} | {stages} |")
