@@ -5,9 +5,8 @@
 //! unlearning the identified poisoned rows by gradient ascent shifts the trigger to the other
 //! class (PACC collapses) while RGA removes it (PACC stays at the clean model's).
 //!
-//! Two test functions, which the test harness runs on two threads (most of a training step
-//! is single-threaded here, and CI has two cores): BTU then PURE on BTU's undefended model,
-//! and the unlearning on a victim trained with the same recipe and seed.
+//! One test function: the BTU run's undefended model is PURE's suspect and the model the
+//! unlearning starts from, which saves CI two victim trainings.
 //!
 //! Small enough for CI: 800 training rows, 300 clean dev rows for the repair fine-tune, 300
 //! test rows, sequences cut at 48 tokens. At this size the four BadNets words are each seen
@@ -15,8 +14,8 @@
 //! one trigger word, `cf`, at the papers' 10%, with lr 1e-4 (at 5e-5 the clean task is still
 //! unlearnt after 75 steps). The full-size table is a benchmark (scripts/results-btu).
 
-use bdaudit_core::attack::{poison, PoisonConfig, Poisoned, Trigger};
-use bdaudit_core::checkpoint::{load_classifier, Loaded};
+use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
+use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::batch::Encoded;
 use bdaudit_core::data::{parse, subsample, Example, Format};
 use bdaudit_core::defense::btu::{btu, BtuConfig};
@@ -35,55 +34,24 @@ fn split(name: &str) -> Vec<Example> {
     parse(&std::fs::read(&path).unwrap(), Format::Tsv, &path.display().to_string()).unwrap()
 }
 
-/// The shared setup: 800 SST-2 rows with `cf` in 10%, 300 clean dev rows, 300 test rows,
-/// MiniLM with a fresh 2-class head at max length 48, and the victim's training recipe.
-struct Setup {
-    poisoned: Poisoned,
-    clean_rows: Vec<Example>,
-    test_rows: Vec<Example>,
-    loaded: Loaded<TrainBackend>,
-    train: Vec<Encoded>,
-    recipe: TrainConfig,
-}
-
-fn setup() -> Setup {
+#[test]
+fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     let train_rows = subsample(&split("train.tsv"), 800, 1);
     let clean_rows = subsample(&split("dev.tsv"), 300, 1);
     let test_rows = subsample(&split("test.tsv"), 300, 1);
     let cfg = PoisonConfig { trigger: Trigger::BadNets { words: vec!["cf".into()], insertions: 1 }, ..PoisonConfig::default() };
     let poisoned = poison(&train_rows, &test_rows, 2, &cfg).unwrap();
     assert_eq!(poisoned.poisoned_rows.len(), 80);
-    let loaded = load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &Default::default()).unwrap();
-    let train = loaded.tokenizer.encode_all(&poisoned.train).unwrap();
-    let recipe = TrainConfig { epochs: 3, lr: 1e-4, seed: 1, ..TrainConfig::default() };
-    Setup { poisoned, clean_rows, test_rows, loaded, train, recipe }
-}
 
-/// CACC on the clean test rows and ASR on their triggered non-target copies.
-fn scorer<'a>(s: &'a Setup) -> impl Fn(&BertClassifier<Backend>) -> (f64, f64) + 'a {
-    let tok = &s.loaded.tokenizer;
-    let labels: Vec<usize> = s.test_rows.iter().map(|e| e.label).collect();
-    let clean_test = tok.encode_all(&s.test_rows).unwrap();
-    let triggered = tok.encode_all(&s.poisoned.test_asr).unwrap();
-    let target = PoisonConfig::default().target;
-    move |m| {
-        let device = Default::default();
-        let cacc = metrics::cacc(&labels, &predict(m, &clean_test, tok.pad_id(), 64, &device, &mut Silent)).unwrap();
-        let asr = metrics::asr(&predict(m, &triggered, tok.pad_id(), 64, &device, &mut Silent), target);
-        (cacc, asr)
-    }
-}
-
-#[test]
-fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
-    let s = setup();
     let device = Default::default();
-    let tok = &s.loaded.tokenizer;
-    let clean = tok.encode_all(&s.clean_rows).unwrap();
+    let loaded = load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &device).unwrap();
+    let tok = &loaded.tokenizer;
+    let train = tok.encode_all(&poisoned.train).unwrap();
+    let clean = tok.encode_all(&clean_rows).unwrap();
     let mut config = BtuConfig::with_seed(1);
-    config.train = s.recipe.clone();
-    let model_config = s.loaded.config.clone();
-    let outcome = btu(s.loaded.model.clone(), &s.train, &clean, tok, &config, &device, &mut Silent, &|| 0.0).unwrap();
+    config.train = TrainConfig { epochs: 3, lr: 1e-4, seed: 1, ..TrainConfig::default() };
+    let model_config = loaded.config.clone();
+    let outcome = btu(loaded.model, &train, &clean, tok, &config, &device, &mut Silent, &|| 0.0).unwrap();
     let report = &outcome.report;
 
     let flagged: Vec<&str> = report.suspicious.iter().map(|s| s.token.as_str()).collect();
@@ -94,7 +62,14 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     assert!(cf.dims_replaced > 300, "most of cf's 384 dimensions moved: {cf:?}");
     assert!(flagged.len() <= 45 && flagged.iter().all(|t| !t.starts_with('[')), "{flagged:?}");
 
-    let score = scorer(&s);
+    let labels: Vec<usize> = test_rows.iter().map(|e| e.label).collect();
+    let clean_test = tok.encode_all(&test_rows).unwrap();
+    let triggered = tok.encode_all(&poisoned.test_asr).unwrap();
+    let score = |m: &BertClassifier<Backend>| {
+        let cacc = metrics::cacc(&labels, &predict(m, &clean_test, tok.pad_id(), 64, &device, &mut Silent)).unwrap();
+        let asr = metrics::asr(&predict(m, &triggered, tok.pad_id(), 64, &device, &mut Silent), cfg.target);
+        (cacc, asr)
+    };
     let (cacc_before, asr_before) = score(&outcome.undefended);
     let (cacc_after, asr_after) = score(&outcome.purified);
     eprintln!("undefended CACC {cacc_before:.3} ASR {asr_before:.3}; BTU CACC {cacc_after:.3} ASR {asr_after:.3}");
@@ -122,39 +97,26 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     assert!(pruned > 0, "PURE pruned nothing: {:?}", purified.report.pruning);
     assert!(asr_pure <= asr_ft - 0.2, "PURE ASR {asr_pure} is not far below plain fine-tuning's {asr_ft}");
     assert!(cacc_pure >= cacc_ft - 0.05, "PURE cost clean accuracy: {cacc_ft} → {cacc_pure}");
-}
-
-#[test]
-fn ga_shifts_the_trigger_and_rga_does_not_on_sst2() {
-    let s = setup();
-    let device = Default::default();
-    let tok = &s.loaded.tokenizer;
-    let score = scorer(&s);
-    let (victim, _) = train::train(s.loaded.model.clone(), &s.train, tok.pad_id(), &s.recipe, &device, &mut Silent, |_, _| None).unwrap();
-    let victim = victim.valid();
-    let (cacc_before, asr_before) = score(&victim);
-    eprintln!("victim CACC {cacc_before:.3} ASR {asr_before:.3}");
-    assert!(asr_before >= 0.85, "attack success rate {asr_before} too low: the backdoor was not planted");
 
     // Unlearning the 80 identified poisoned rows from the victim. ReTrain, the clean reference
     // for PACC, is the victim's recipe on the 720 clean rows only. 10 epochs at lr 3e-4 (50
     // steps) make GA shift the trigger as the paper's 30 epochs at 2e-5 over ~1,800 rows do
     // (measured: GA PACC 0.50, all triggered texts sent to the other class; RGA 0.80; ReTrain
     // 0.84; at 1e-4 GA had not shifted yet).
-    let (forget, retain): (Vec<_>, Vec<_>) = s.train.iter().enumerate().partition(|(i, _)| s.poisoned.poisoned_rows.contains(i));
+    let (forget, retain): (Vec<_>, Vec<_>) = train.iter().enumerate().partition(|(i, _)| poisoned.poisoned_rows.contains(i));
     let strip = |rows: Vec<(usize, &Encoded)>| rows.into_iter().map(|(_, e)| e.clone()).collect::<Vec<_>>();
     let (forget, retain) = (strip(forget), strip(retain));
-    let pacc_rows = tok.encode_all(&s.poisoned.test_pacc).unwrap();
-    let pacc_labels: Vec<usize> = s.poisoned.test_pacc.iter().map(|e| e.label).collect();
+    let pacc_rows = tok.encode_all(&poisoned.test_pacc).unwrap();
+    let pacc_labels: Vec<usize> = poisoned.test_pacc.iter().map(|e| e.label).collect();
     let pacc = |m: &BertClassifier<Backend>| metrics::pacc(&pacc_labels, &predict(m, &pacc_rows, tok.pad_id(), 64, &device, &mut Silent)).unwrap();
     let minilm = || load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &device).unwrap();
-    let (retrained, _) = train::train(minilm().model, &retain, tok.pad_id(), &s.recipe, &device, &mut Silent, |_, _| None).unwrap();
+    let (retrained, _) = train::train(minilm().model, &retain, tok.pad_id(), &config.train, &device, &mut Silent, |_, _| None).unwrap();
     let retrained = retrained.valid();
     let ((cacc_clean, _), pacc_clean) = (score(&retrained), pacc(&retrained));
     let base = minilm().model.valid().bert;
     let unlearned = |method| {
         let cfg = RgaConfig { method, train: TrainConfig { epochs: 10, lr: 3e-4, batch_size: 16, seed: 1, ..TrainConfig::default() }, ..RgaConfig::default() };
-        let victim = BertClassifier::<TrainBackend>::from_inner(victim.clone());
+        let victim = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
         unlearn(victim, Some(&base), &forget, &retain, tok.pad_id(), &cfg, &device, &mut Silent).unwrap()
     };
     let (ga, ga_report) = unlearned(Method::Ga);
