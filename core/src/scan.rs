@@ -169,15 +169,14 @@ pub async fn scan_async<B: Backend>(
     let num_labels = model.num_labels();
     let screen = screen_indices(&clean_pred, num_labels, config.screen_texts);
     let rest: Vec<usize> = (0..probe.len()).filter(|i| !screen.contains(i)).collect();
+    // The probe's labels are the clean predictions themselves.
+    let screened: Vec<usize> = screen.iter().map(|&i| clean_pred[i]).collect();
     let mut results = Vec::with_capacity(candidates.len());
     for (trigger, source) in candidates {
         let triggered = insert_all(&probe, &trigger, config.seed);
         let rows = tokenizer.encode_all(&triggered)?;
-        let pick = |idx: &[usize], v: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
         let subset = |idx: &[usize]| idx.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>();
         let first = predictions(model, &subset(&screen), pad, config.batch_size, device, progress).await?;
-        // The probe's labels are the clean predictions themselves.
-        let screened = pick(&screen, &clean_pred);
         let mut shift = summarise(&trigger, &screened, &screened, &first, num_labels)?;
         let screened_out = !rest.is_empty() && shift.asr < config.inconclusive_asr / 2.0;
         if !screened_out && !rest.is_empty() {
