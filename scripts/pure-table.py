@@ -24,9 +24,6 @@ for seed_dir in sorted(os.listdir(work)):
             rows.setdefault((setting, "FT"), []).append(r["metrics_finetuned"])
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
 
-
-
-
 print(machine_line())
 if victims:
     print(f"Victims (no defense, {len(victims)} seeds): ACC {ms([v['cacc'] for v in victims])}, LFR {ms([v['asr'] for v in victims])}\n")

@@ -9,3 +9,15 @@ else
   BIN="$CARGO_TARGET_DIR/release/bdaudit"
 fi
 bd() { "$BIN" "$@" --device "$DEVICE"; }
+
+# Writes $1/clean-data: the training rows `bdaudit attack` left clean ($1/data/train-clean.tsv)
+# as a data directory of their own, with the attack's dev, label and test files, so a model
+# trained on them is scored on the same test sets (RGA's ReTrain, MBTSAD's defender and EP).
+clean_data_dir() {
+  local run="$1"
+  mkdir -p "$run/clean-data"
+  cp "$run/data/train-clean.tsv" "$run/clean-data/train.tsv"
+  for f in dev.tsv labels.tsv test.tsv test-asr.tsv test-pacc.tsv; do
+    if [[ -f "$run/data/$f" ]]; then cp "$run/data/$f" "$run/clean-data/$f"; fi
+  done
+}

@@ -195,7 +195,7 @@ pub struct UnlearnEpoch {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UnlearnReport {
+pub struct RgaReport {
     pub config: RgaConfig,
     pub log: TrainLog,
     pub epochs: Vec<UnlearnEpoch>,
@@ -214,7 +214,7 @@ pub fn unlearn<B: AutodiffBackend>(
     config: &RgaConfig,
     device: &B::Device,
     progress: &mut dyn Progress,
-) -> Result<(BertClassifier<B::InnerBackend>, UnlearnReport), RgaError> {
+) -> Result<(BertClassifier<B::InnerBackend>, RgaReport), RgaError> {
     use burn::module::AutodiffModule;
     config.validate()?;
     if forget.is_empty() {
@@ -290,7 +290,7 @@ pub fn unlearn<B: AutodiffBackend>(
             lambda: c.iter().map(|s| s.1).sum::<f64>() / c.len() as f64,
         })
         .collect();
-    Ok((trained.valid(), UnlearnReport { config: config.clone(), log, epochs }))
+    Ok((trained.valid(), RgaReport { config: config.clone(), log, epochs }))
 }
 
 #[cfg(test)]
