@@ -1,0 +1,26 @@
+"""Prints the MBTSAD tuning table (markdown) from the runs scripts/tune-mbtsad wrote: dev CACC
+and dev ASR of each distillation setting, beside the victim and the teacher (TS-FT)."""
+import json
+import os
+import sys
+
+from tables import machine_line, mean_std as ms
+
+work = sys.argv[1]
+reports = [json.load(open(os.path.join(work, n))) for n in sorted(os.listdir(work)) if n.endswith(".json")]
+if not reports:
+    sys.exit(f"no reports in {work}")
+print(machine_line())
+first = reports[0]
+print(f"{first['mbtsad']['clean_rows']} clean rows ({first['mbtsad']['augmented_rows']} split texts); "
+      f"scored on dev: {first['metrics']['n_clean']} rows clean, {first['metrics']['n_asr']} triggered.\n")
+print("| model | α | β | distillation lr | epochs | dev CACC | dev ASR | distillation (s) |")
+print("|---|---|---|---|---|---|---|---|")
+print(f"| victim | | | | | {ms([first['metrics_suspect']['cacc']])} | {ms([first['metrics_suspect']['asr']])} | |")
+print(f"| teacher (TS-FT) | | | | | {ms([first['metrics_teacher']['cacc']])} | {ms([first['metrics_teacher']['asr']])} | |")
+for r in sorted(reports, key=lambda r: (r["mbtsad"]["config"]["distill"]["lr"], r["mbtsad"]["config"]["distill"]["epochs"],
+                                        r["mbtsad"]["config"]["alpha"], r["mbtsad"]["config"]["beta"])):
+    c = r["mbtsad"]["config"]
+    m = r["metrics"]
+    print(f"| MBTSAD | {c['alpha']:g} | {c['beta']:g} | {c['distill']['lr']:g} | {c['distill']['epochs']} | "
+          f"{ms([m['cacc']])} | {ms([m['asr']])} | {r['mbtsad']['distill_seconds']:.0f} |")
