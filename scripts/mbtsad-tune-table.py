@@ -1,13 +1,20 @@
 """Prints the MBTSAD tuning table (markdown) from the runs scripts/tune-mbtsad wrote: dev CACC
-and dev ASR of each distillation setting, beside the victim and the teacher (TS-FT)."""
+and dev ASR of each distillation setting, beside the victim, plain fine-tuning on the same
+clean rows (FT) and the teacher (TS-FT)."""
 import json
 import os
 import sys
 
 from tables import machine_line, mean_std as ms
 
+
+def lr(value):
+    """5e-4, not 0.0005: the form the CLI's flags and the docs use."""
+    return f"{value:.0e}".replace("e-0", "e-")
+
+
 work = sys.argv[1]
-reports = [json.load(open(os.path.join(work, n))) for n in sorted(os.listdir(work)) if n.endswith(".json")]
+reports = [json.load(open(os.path.join(work, n))) for n in sorted(os.listdir(work)) if n.endswith(".json") and n != "ft.json"]
 if not reports:
     sys.exit(f"no reports in {work}")
 print(machine_line())
@@ -17,10 +24,13 @@ print(f"{first['mbtsad']['clean_rows']} clean rows ({first['mbtsad']['augmented_
 print("| model | α | β | distillation lr | epochs | dev CACC | dev ASR | distillation (s) |")
 print("|---|---|---|---|---|---|---|---|")
 print(f"| victim | | | | | {ms([first['metrics_suspect']['cacc']])} | {ms([first['metrics_suspect']['asr']])} | |")
+if os.path.isfile(os.path.join(work, "ft.json")):
+    ft = json.load(open(os.path.join(work, "ft.json")))["metrics"]
+    print(f"| FT (the same rows, unsplit) | | | | | {ms([ft['cacc']])} | {ms([ft['asr']])} | |")
 print(f"| teacher (TS-FT) | | | | | {ms([first['metrics_teacher']['cacc']])} | {ms([first['metrics_teacher']['asr']])} | |")
 for r in sorted(reports, key=lambda r: (r["mbtsad"]["config"]["distill"]["lr"], r["mbtsad"]["config"]["distill"]["epochs"],
                                         r["mbtsad"]["config"]["alpha"], r["mbtsad"]["config"]["beta"])):
     c = r["mbtsad"]["config"]
     m = r["metrics"]
-    print(f"| MBTSAD | {c['alpha']:g} | {c['beta']:g} | {c['distill']['lr']:g} | {c['distill']['epochs']} | "
+    print(f"| MBTSAD | {c['alpha']:g} | {c['beta']:g} | {lr(c['distill']['lr'])} | {c['distill']['epochs']} | "
           f"{ms([m['cacc']])} | {ms([m['asr']])} | {r['mbtsad']['distill_seconds']:.0f} |")
