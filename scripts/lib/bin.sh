@@ -21,3 +21,10 @@ clean_data_dir() {
     if [[ -f "$run/data/$f" ]]; then cp "$run/data/$f" "$run/clean-data/$f"; fi
   done
 }
+
+# Prints how many rows of the data file $1 (with a header) the clean fraction $2 keeps, counted
+# as `purify mbtsad` counts them (round half away from zero, at least one), so an FT baseline
+# given `--limit` of it trains on the rows MBTSAD draws.
+fraction_rows() {
+  python3 -c 'import sys; n = sum(1 for _ in open(sys.argv[1])) - 1; print(max(1, int(n * float(sys.argv[2]) + 0.5)))' "$1" "$2"
+}
