@@ -8,7 +8,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{activation, backend::AutodiffBackend, backend::Backend, ElementConversion, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::batch::{batch_indices, Batch, Encoded};
+use crate::data::batch::{batch_indices, length_grouped_batch_indices, Batch, Encoded};
 use crate::model::BertClassifier;
 use crate::progress::Progress;
 use crate::rng::Rng;
@@ -70,6 +70,10 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f64>,
     pub seed: u64,
     pub trainable: Trainable,
+    /// Batch rows of similar length together ([`length_grouped_batch_indices`], `transformers`'
+    /// `group_by_length`): about half the padded tokens on short-text data sets, so training is
+    /// faster, at the price of batches less random than the papers' uniform ones (off).
+    pub group_by_length: bool,
 }
 
 impl Default for TrainConfig {
@@ -83,6 +87,7 @@ impl Default for TrainConfig {
             max_grad_norm: Some(1.0),
             seed: 42,
             trainable: Trainable::All,
+            group_by_length: false,
         }
     }
 }
@@ -329,10 +334,15 @@ where
     let mut stepper = Stepper::new(config, per_epoch * config.epochs);
     let mut model = set_trainable(model, &config.trainable);
     let mut log = TrainLog::default();
+    let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
     for epoch in 1..=config.epochs {
         progress.start(&format!("epoch {epoch}/{}", config.epochs), per_epoch);
         let mut total = 0.0;
-        for rows in batch_indices(data.len(), config.batch_size, Some(&mut rng)) {
+        let batches = match config.group_by_length {
+            true => length_grouped_batch_indices(&lengths, config.batch_size, &mut rng),
+            false => batch_indices(data.len(), config.batch_size, Some(&mut rng)),
+        };
+        for rows in batches {
             let refs: Vec<&Encoded> = rows.iter().map(|&i| &data[i]).collect();
             let batch = Batch::new(&refs, pad_id, device);
             let l = loss(&model, &batch, &rows);

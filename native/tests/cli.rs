@@ -704,10 +704,14 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     bdaudit(&args, &[&data, &model]).assert_fails(&["already exists", "--force"]);
     assert!(first == snapshot(&out), "the refused train changed the existing output");
     let mut forced = args.to_vec();
-    forced.extend(["--force", "--seed", "7"]);
+    forced.extend(["--force", "--seed", "7", "--group-by-length"]);
     bdaudit(&forced, &[&data, &model]).assert_ok();
     assert!(first != snapshot(&out), "--force did not replace the output");
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+    // Length-grouped batching: the same number of steps, recorded in the report.
+    let grouped = read_json(&out.join("report.json"));
+    assert_eq!((report["config"]["group_by_length"].as_bool(), grouped["config"]["group_by_length"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(grouped["log"]["steps"], TRAIN_ROWS / 8);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
 use crate::commands::attack::{self, AttackArgs, Kind, RateBase};
+use crate::commands::batching::BatchArgs;
 use crate::commands::train::{self, TrainArgs};
 use crate::files::OutputDir;
 
@@ -72,7 +73,7 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             data: poisoned.clone(),
             out: victim.clone(),
             epochs: args.epochs,
-            batch_size: 16,
+            batch: BatchArgs { batch_size: 16, group_by_length: false },
             lr: 1e-4,
             max_len: 64,
             seed: 42,

@@ -1,4 +1,5 @@
 pub mod attack;
+pub mod batching;
 pub mod bench;
 pub mod demo;
 pub mod eval;

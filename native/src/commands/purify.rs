@@ -14,6 +14,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use crate::bar::Bars;
+use crate::commands::batching::BatchArgs;
 use crate::commands::eval::{evaluate, print_metrics};
 use crate::files::{read_checkpoint, resolve_model, DataDir, OutputDir};
 
@@ -77,8 +78,8 @@ pub struct PureArgs {
     /// Epochs of each of the two fine-tunes.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
     #[arg(long, default_value_t = 128)]
@@ -135,8 +136,8 @@ pub struct MbtsadArgs {
     /// Learning rate of the distillation (the paper: 5e-4).
     #[arg(long, default_value_t = MbtsadConfig::default().distill.lr)]
     pub distill_lr: f64,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
     /// Seeds the clean subsample, the splits and both trainings.
@@ -211,9 +212,9 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     config.mu = args.mu;
     for c in [&mut config.finetune, &mut config.tune] {
         c.epochs = args.epochs;
-        c.batch_size = args.batch_size;
         c.lr = args.lr;
     }
+    args.batch.apply([&mut config.finetune, &mut config.tune]);
     config.prune = !args.no_prune;
     config.validate()?;
 
@@ -300,9 +301,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     config.teacher.lr = args.lr;
     config.distill.epochs = args.distill_epochs;
     config.distill.lr = args.distill_lr;
-    for c in [&mut config.teacher, &mut config.distill] {
-        c.batch_size = args.batch_size;
-    }
+    args.batch.apply([&mut config.teacher, &mut config.distill]);
     config.validate()?;
 
     let rows = clean.split("train.tsv")?;

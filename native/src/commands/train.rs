@@ -19,6 +19,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::bar::Bars;
+use crate::commands::batching::BatchArgs;
 use crate::commands::eval::{evaluate, print_metrics};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 
@@ -47,8 +48,8 @@ pub struct TrainArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
     #[arg(long, default_value_t = 128)]
@@ -147,21 +148,11 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let encoded = tokenizer.encode_all(&train_rows)?;
     let dev = dev_rows.map(|rows| tokenizer.encode_all(&rows)).transpose()?;
     // The settings that run: EP trains one row with its own epochs and rate.
-    let config = match &args.ep_trigger {
-        Some(_) => TrainConfig {
-            epochs: args.ep_epochs,
-            batch_size: args.batch_size,
-            lr: args.ep_lr,
-            ..EpConfig::with_seed(args.seed).train
-        },
-        None => TrainConfig {
-            epochs: args.epochs,
-            batch_size: args.batch_size,
-            lr: args.lr,
-            seed: args.seed,
-            ..TrainConfig::default()
-        },
+    let mut config = match &args.ep_trigger {
+        Some(_) => TrainConfig { epochs: args.ep_epochs, lr: args.ep_lr, ..EpConfig::with_seed(args.seed).train },
+        None => TrainConfig { epochs: args.epochs, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
     };
+    args.batch.apply([&mut config]);
     let pad = tokenizer.pad_id();
     let evaluate_on_test = |model: &_| -> Result<Option<EvalMetrics>> {
         let has_test = TEST_SETS.iter().any(|f| data.has(f));
@@ -204,7 +195,11 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             btu_config.rounds = args.btu_rounds;
             btu_config.train = config.clone();
             btu_config.tune.epochs = args.btu_tune_epochs;
-            btu_config.tune.batch_size = args.batch_size;
+            // Detection keeps the authors' batch sizes; --group-by-length applies to every stage.
+            btu_config.tune.batch_size = args.batch.batch_size;
+            for c in [&mut btu_config.detect, &mut btu_config.proxy, &mut btu_config.tune] {
+                c.group_by_length = args.batch.group_by_length;
+            }
             btu_config.threshold = match args.btu_threshold {
                 BtuThreshold::Frobenius => Threshold::Frobenius,
                 BtuThreshold::MeanRowDrift => Threshold::MeanRowDrift,

@@ -15,6 +15,7 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use crate::bar::Bars;
+use crate::commands::batching::BatchArgs;
 use crate::commands::eval::{evaluate, print_metrics};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 use crate::plot::{line_chart, Series};
@@ -61,8 +62,8 @@ pub struct UnlearnArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// α of RGA's adaptive weight λ = exp(−α·KL).
     #[arg(long, default_value_t = 2.0)]
     pub alpha: f64,
@@ -122,13 +123,14 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         MethodArg::Ga => Method::Ga,
         MethodArg::Npo => Method::Npo,
     };
-    let config = RgaConfig {
+    let mut config = RgaConfig {
         method,
         alpha: args.alpha,
         beta: args.beta,
         npo_beta: args.npo_beta,
-        train: TrainConfig { epochs: args.epochs, batch_size: args.batch_size, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
+        train: TrainConfig { epochs: args.epochs, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
     };
+    args.batch.apply([&mut config.train]);
     config.validate()?;
     let forget_rows = read_examples(&args.forget)?;
     let retain_rows = read_examples(&args.retain)?;
