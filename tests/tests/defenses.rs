@@ -12,7 +12,12 @@
 //! test rows, sequences cut at 48 tokens. At this size the four BadNets words are each seen
 //! too rarely to be learnt within 3 epochs (measured: ASR 0.47 on 640 rows), so the test uses
 //! one trigger word, `cf`, at the papers' 10%, with lr 1e-4 (at 5e-5 the clean task is still
-//! unlearnt after 75 steps). The full-size table is a benchmark (scripts/results-btu).
+//! unlearnt after 75 steps). BTU's detection rounds and PURE's fine-tunes batch rows of similar
+//! length together (`group_by_length`: about half the padded tokens, so faster). The victim,
+//! BTU's 10-step repair, ReTrain and the unlearning keep random batches, the setting their
+//! margins were measured in (grouped, the repair cost 2.4 more points of CACC on one run, and
+//! RGA's PACC fell outside its margin on the victim grouped batches give). The full-size table
+//! is a benchmark (scripts/results-btu).
 
 use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
 use bdaudit_core::checkpoint::load_classifier;
@@ -50,6 +55,9 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     let clean = tok.encode_all(&clean_rows).unwrap();
     let mut config = BtuConfig::with_seed(1);
     config.train = TrainConfig { epochs: 3, lr: 1e-4, seed: 1, ..TrainConfig::default() };
+    for c in [&mut config.detect, &mut config.proxy] {
+        c.group_by_length = true;
+    }
     let model_config = loaded.config.clone();
     let outcome = btu(loaded.model, &train, &clean, tok, &config, &device, &mut Silent, &|| 0.0).unwrap();
     let report = &outcome.report;
@@ -87,6 +95,7 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     pure_config.accuracy_threshold = 0.92;
     for c in [&mut pure_config.finetune, &mut pure_config.tune] {
         c.epochs = 2;
+        c.group_by_length = true;
     }
     let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
     let purified = pure(suspect, &model_config, &pure_train, &clean, tok.pad_id(), &pure_config, &device, &mut Silent, &|| 0.0).unwrap();
