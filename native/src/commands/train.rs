@@ -195,9 +195,9 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             btu_config.rounds = args.btu_rounds;
             btu_config.train = config.clone();
             btu_config.tune.epochs = args.btu_tune_epochs;
-            // Detection keeps the authors' batch sizes; --group-by-length applies to every stage.
-            btu_config.tune.batch_size = args.batch.batch_size;
-            for c in [&mut btu_config.detect, &mut btu_config.proxy, &mut btu_config.tune] {
+            args.batch.apply([&mut btu_config.tune]);
+            // Detection keeps the authors' batch sizes but follows --group-by-length.
+            for c in [&mut btu_config.detect, &mut btu_config.proxy] {
                 c.group_by_length = args.batch.group_by_length;
             }
             btu_config.threshold = match args.btu_threshold {
