@@ -21,23 +21,33 @@ for seed_dir in sorted(os.listdir(work)):
         setting, method = name[:-5].split("-", 1)
         r = json.load(open(os.path.join(path, name)))
         if method == "pure":  # PURE's step 1 is plain fine-tuning: the FT baseline
-            rows.setdefault((setting, "FT"), []).append(r["metrics_finetuned"])
+            rows.setdefault((setting, "FT"), []).append((r["metrics_finetuned"], r["pure"]))
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
 
 print(machine_line())
 if victims:
     print(f"Victims (no defense, {len(victims)} seeds): ACC {ms([v['cacc'] for v in victims])}, LFR {ms([v['asr'] for v in victims])}\n")
-print("| setting | defense | seeds | ACC | LFR | heads pruned |")
-print("|---|---|---|---|---|---|")
+print("| setting | defense | seeds | ACC | LFR | heads pruned | μ (validation accuracy) |")
+print("|---|---|---|---|---|---|---|")
 for setting in ["fdk", "ds"]:
-    for method in ["FT", "pure", "prune-only", "norm-only"]:
+    # "+mu": μ chosen on validation accuracy from MU_SEARCH (scripts/results-pure).
+    for method in ["FT", "pure", "pure+mu", "prune-only", "norm-only", "norm-only+mu"]:
         rs = rows.get((setting, method))
         if not rs:
             continue
+        m = [x[0] for x in rs]
         if method == "FT":
-            m, pruned = rs, "-"
+            pruned = "-"
+            mu = "- (" + " / ".join(f"{100 * p['pruning']['base_accuracy']:.2f}" for _, p in rs) + ")"
         else:
-            m = [x[0] for x in rs]
             pruned = " / ".join(str(sum(len(h) for h in p["pruning"]["pruned"])) for _, p in rs)
+            # Reports from before the μ search have no mu_trials: their μ is the config's.
+            mu = " / ".join(
+                ", ".join(f"{t['mu']:g} ({100 * t['best_accuracy']:.2f})" + ("*" if t["mu"] == p["mu"] else "") for t in p["mu_trials"])
+                if "mu_trials" in p else f"{p['config']['mu']:g} ({100 * p['best_accuracy']:.2f})"
+                for _, p in rs
+            )
         label = {"fdk": "SST-2 → SST-2", "ds": "IMDb → SST-2"}[setting]
-        print(f"| {label} | {method} | {len(m)} | {ms([x['cacc'] for x in m])} | {ms([x['asr'] for x in m])} | {pruned} |")
+        print(f"| {label} | {method} | {len(m)} | {ms([x['cacc'] for x in m])} | {ms([x['asr'] for x in m])} | {pruned} | {mu} |")
+if any(method.endswith("+mu") for _, method in rows):
+    print("\n(*: the μ kept, the largest whose validation accuracy is within the tolerance of plain fine-tuning's.)")

@@ -886,6 +886,9 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
             "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--max-len", "16", "--c", "0.01", "--heads-per-step", "3",
             "--layout", layout, "--json",
         ];
+        // The sliced run also searches μ: three normalisation fine-tunes, one kept.
+        let search = ["--mu-search", "0,0.5"];
+        let args: Vec<&str> = args.iter().chain(if layout == "sliced" { &search[..] } else { &[] }).copied().collect();
         let report = bdaudit(&args, &[&clean, &poisoned, &model]).assert_ok().json();
         for key in ["metrics_suspect", "metrics_finetuned", "metrics"] {
             assert!(report[key]["asr"].is_number() && report[key]["cacc"].is_number(), "{key}: {report}");
@@ -896,6 +899,9 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
         assert_eq!(pruned, 6, "two layers of four heads keep one each: {p}");
         assert_eq!(p["lambdas"].as_array().unwrap().len(), 2, "{p}");
         assert_eq!(p["tune_log"]["epochs"].as_array().unwrap().len(), 1, "{p}");
+        let trials = p["mu_trials"].as_array().unwrap();
+        assert_eq!(trials.len(), if layout == "sliced" { 3 } else { 1 }, "{p}");
+        assert!(trials.iter().any(|t| t["mu"] == p["mu"] && t["best_accuracy"] == p["best_accuracy"]), "{p}");
         let config = read_json(&out.join("config.json"));
         let bytes = fs::read(out.join("model.safetensors")).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -932,6 +938,8 @@ fn purify_pure_rejects_bad_input_writing_nothing() {
     for c in ["0", "1.5", "-0.2"] {
         purify(&[&format!("--c={c}")], &clean, &model).assert_fails(&["accuracy_threshold", "(0, 1]"]);
     }
+    purify(&["--mu-search=0.5,-1"], &clean, &model).assert_fails(&["mu", "-1", "≥ 0"]);
+    purify(&["--mu-tolerance=2"], &clean, &model).assert_fails(&["mu_tolerance", "[0, 1]"]);
     let small_val = tmp.path("small-val");
     write_data(&small_val); // dev.tsv has 8 rows
     purify(&[], &small_val, &model).assert_fails(&["validation", "8", "20"]);

@@ -3,27 +3,29 @@
 //! trigger token and removes the backdoor while clean accuracy holds; PURE, given that victim
 //! and clean rows only, lowers its attack success rate far below plain fine-tuning; and
 //! unlearning the identified poisoned rows by gradient ascent shifts the trigger to the other
-//! class (PACC collapses) while RGA removes it (PACC stays at the clean model's).
+//! class (PACC collapses) while RGA removes it (PACC stays at the clean model's); MBTSAD, given
+//! the victim and a third of its clean rows, takes ASR well below plain fine-tuning's.
 //!
-//! One test function: the BTU run's undefended model is PURE's suspect and the model the
-//! unlearning starts from, which saves CI two victim trainings.
+//! One test function: the BTU run's undefended model is PURE's and MBTSAD's suspect and the
+//! model the unlearning starts from, which saves CI three victim trainings.
 //!
 //! Small enough for CI: 800 training rows, 300 clean dev rows for the repair fine-tune, 300
 //! test rows, sequences cut at 48 tokens. At this size the four BadNets words are each seen
 //! too rarely to be learnt within 3 epochs (measured: ASR 0.47 on 640 rows), so the test uses
 //! one trigger word, `cf`, at the papers' 10%, with lr 1e-4 (at 5e-5 the clean task is still
-//! unlearnt after 75 steps). BTU's detection rounds and PURE's fine-tunes batch rows of similar
-//! length together (`group_by_length`: about half the padded tokens, so faster). The victim,
-//! BTU's 10-step repair, ReTrain and the unlearning keep random batches, the setting their
-//! margins were measured in (grouped, the repair cost 2.4 more points of CACC on one run, and
-//! RGA's PACC fell outside its margin on the victim grouped batches give). The full-size table
-//! is a benchmark (scripts/results-btu).
+//! unlearnt after 75 steps). BTU's detection rounds, PURE's fine-tunes and MBTSAD's two
+//! trainings batch rows of similar length together (`group_by_length`: about half the padded
+//! tokens, so faster). The victim, BTU's 10-step repair, ReTrain and the unlearning keep random
+//! batches, the setting their margins were measured in (grouped, the repair cost 2.4 more points
+//! of CACC on one run, and RGA's PACC fell outside its margin on the victim grouped batches
+//! give). The full-size tables are benchmarks (scripts/results-*).
 
 use bdaudit_core::attack::{poison, PoisonConfig, Trigger};
 use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::batch::Encoded;
 use bdaudit_core::data::{parse, subsample, Example, Format};
 use bdaudit_core::defense::btu::{btu, BtuConfig};
+use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig};
 use bdaudit_core::defense::pure::{pure, PureConfig, ThresholdMode};
 use bdaudit_core::defense::rga::{unlearn, Method, RgaConfig, RgaReport};
 use bdaudit_core::eval::predict;
@@ -33,6 +35,7 @@ use bdaudit_core::progress::Silent;
 use bdaudit_core::train::{self, TrainConfig};
 use bdaudit_tests::*;
 use burn::module::AutodiffModule;
+use std::time::Instant;
 
 fn split(name: &str) -> Vec<Example> {
     let path = data_dir().join("sst2").join(name);
@@ -48,6 +51,8 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     let poisoned = poison(&train_rows, &test_rows, 2, &cfg).unwrap();
     assert_eq!(poisoned.poisoned_rows.len(), 80);
 
+    let start = Instant::now();
+    let elapsed = || start.elapsed().as_secs();
     let device = Default::default();
     let loaded = load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), 48, 1, &device).unwrap();
     let tok = &loaded.tokenizer;
@@ -80,7 +85,7 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     };
     let (cacc_before, asr_before) = score(&outcome.undefended);
     let (cacc_after, asr_after) = score(&outcome.purified);
-    eprintln!("undefended CACC {cacc_before:.3} ASR {asr_before:.3}; BTU CACC {cacc_after:.3} ASR {asr_after:.3}");
+    eprintln!("[{}s] undefended CACC {cacc_before:.3} ASR {asr_before:.3}; BTU CACC {cacc_after:.3} ASR {asr_after:.3}", elapsed());
     assert!(cacc_before >= 0.70, "clean accuracy {cacc_before} too low: training is broken");
     assert!(asr_before >= 0.85, "attack success rate {asr_before} too low: the backdoor was not planted");
     assert!(asr_after <= 0.30, "BTU left ASR at {asr_after} (undefended {asr_before})");
@@ -102,7 +107,7 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     let pruned: usize = purified.report.pruning.pruned.iter().map(Vec::len).sum();
     let (cacc_ft, asr_ft) = score(&purified.undefended);
     let (cacc_pure, asr_pure) = score(&purified.purified);
-    eprintln!("PURE pruned {pruned} heads; fine-tuned CACC {cacc_ft:.3} ASR {asr_ft:.3}; PURE CACC {cacc_pure:.3} ASR {asr_pure:.3}");
+    eprintln!("[{}s] PURE pruned {pruned} heads; fine-tuned CACC {cacc_ft:.3} ASR {asr_ft:.3}; PURE CACC {cacc_pure:.3} ASR {asr_pure:.3}", elapsed());
     assert!(pruned > 0, "PURE pruned nothing: {:?}", purified.report.pruning);
     assert!(asr_pure <= asr_ft - 0.2, "PURE ASR {asr_pure} is not far below plain fine-tuning's {asr_ft}");
     assert!(cacc_pure >= cacc_ft - 0.05, "PURE cost clean accuracy: {cacc_ft} → {cacc_pure}");
@@ -133,7 +138,7 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     let ((_, asr_ga), pacc_ga) = (score(&ga), pacc(&ga));
     let ((cacc_rga, asr_rga), pacc_rga) = (score(&rga), pacc(&rga));
     let losses = |r: &RgaReport| r.epochs.iter().map(|e| (e.forget_loss * 100.0).round() / 100.0).collect::<Vec<_>>();
-    eprintln!("ReTrain CACC {cacc_clean:.3} PACC {pacc_clean:.3}; GA ASR {asr_ga:.3} PACC {pacc_ga:.3}; RGA CACC {cacc_rga:.3} ASR {asr_rga:.3} PACC {pacc_rga:.3}");
+    eprintln!("[{}s] ReTrain CACC {cacc_clean:.3} PACC {pacc_clean:.3}; GA ASR {asr_ga:.3} PACC {pacc_ga:.3}; RGA CACC {cacc_rga:.3} ASR {asr_rga:.3} PACC {pacc_rga:.3}", elapsed());
     eprintln!("forget loss per epoch: GA {:?}, RGA {:?}", losses(&ga_report), losses(&rga_report));
     assert!(pacc_clean >= 0.70, "the clean reference's PACC {pacc_clean} is too low: training is broken");
     assert!(asr_ga <= 0.2, "GA did not even remove the backdoor: ASR {asr_ga}");
@@ -145,4 +150,28 @@ fn btu_and_pure_remove_a_badnets_backdoor_on_sst2() {
     assert!(cacc_rga >= cacc_before - 0.08, "RGA cost clean accuracy: {cacc_before} → {cacc_rga}");
     let last = |r: &RgaReport| r.epochs.last().unwrap().forget_loss;
     assert!(last(&ga_report) > 2.0 * last(&rga_report), "GA's forget loss diverges, RGA's stays bounded: {:?} {:?}", losses(&ga_report), losses(&rga_report));
+
+    // MBTSAD on the victim with a third of its 720 clean training rows (245; the paper's 20%,
+    // 144 rows, left ASR at 1.0 in a run of this test), the victim's lr and max length,
+    // length-grouped batches. The plain fine-tune it must beat is PURE's, on more clean rows
+    // (600) and still leaving the backdoor whole.
+    let clean_train: Vec<Example> =
+        poisoned.train.iter().enumerate().filter(|(i, _)| !poisoned.poisoned_rows.contains(i)).map(|(_, e)| e.clone()).collect();
+    let mut mbtsad_config = MbtsadConfig::with_seed(1);
+    mbtsad_config.clean_fraction = 0.34;
+    mbtsad_config.teacher.lr = 1e-4;
+    for c in [&mut mbtsad_config.teacher, &mut mbtsad_config.distill] {
+        c.group_by_length = true;
+    }
+    let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
+    let purified = mbtsad(suspect, &clean_train, tok, &mbtsad_config, &device, &mut Silent, &|| 0.0).unwrap();
+    assert_eq!(purified.report.clean_rows, 245);
+    let (cacc_ts, asr_ts) = score(&purified.teacher);
+    let (cacc_mbtsad, asr_mbtsad) = score(&purified.purified);
+    eprintln!("[{}s] MBTSAD: teacher (TS-FT) CACC {cacc_ts:.3} ASR {asr_ts:.3}; MBTSAD CACC {cacc_mbtsad:.3} ASR {asr_mbtsad:.3}", elapsed());
+    // Measured: ASR 1.0 → 0.667 (the teacher alone leaves 1.0), CACC 0.817 → 0.777. The
+    // margins are that run's with room for seed noise, not the paper's (1.5 points of CACC):
+    // 245 rows are too few for its result (docs/results.md).
+    assert!(asr_mbtsad <= asr_ft - 0.15, "MBTSAD ASR {asr_mbtsad} is not well below plain fine-tuning's {asr_ft}");
+    assert!(cacc_mbtsad >= cacc_before - 0.08, "MBTSAD cost clean accuracy: {cacc_before} → {cacc_mbtsad}");
 }

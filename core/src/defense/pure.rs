@@ -106,6 +106,16 @@ pub struct PureConfig {
     pub heads_per_step: usize,
     /// μ of eq. 3 (paper: 0.15 for rare-word triggers, 0.05 for syntax and style triggers).
     pub mu: f64,
+    /// More μ values to try besides `mu` (default: none, the paper's fixed μ). The paper set μ
+    /// "according to the model's clean performance on the validation set" (§6.2) without a
+    /// rule; with candidates, step 4 runs once per μ and [`choose_mu`] keeps the largest μ
+    /// whose validation accuracy stays within `mu_tolerance` of f_p's. The largest, because
+    /// the defender cannot measure LFR and a stronger norm term is what lowered it on MiniLM
+    /// (docs/results.md); clean accuracy is what bounds it.
+    pub mu_search: Vec<f64>,
+    /// Validation accuracy a μ from `mu_search` may cost against f_p's, in [0, 1]
+    /// (default 0.01: the one point of clean accuracy PURE's evaluation allows).
+    pub mu_tolerance: f64,
     pub layer_weights: LayerWeights,
     /// Step 1, fine-tuning θ_p into f_p (authors' code: 3 epochs, lr 2e-5, batch 32).
     pub finetune: TrainConfig,
@@ -131,6 +141,8 @@ impl PureConfig {
             threshold_mode: ThresholdMode::Absolute,
             heads_per_step: 10,
             mu: 0.15,
+            mu_search: Vec::new(),
+            mu_tolerance: 0.01,
             layer_weights: LayerWeights::Log2,
             finetune: TrainConfig { seed, ..TrainConfig::default() },
             tune: TrainConfig { seed, ..TrainConfig::default() },
@@ -148,8 +160,13 @@ impl PureConfig {
         if self.heads_per_step == 0 {
             return bad("heads_per_step", "0".into(), "must be at least 1");
         }
-        if !(self.mu >= 0.0 && self.mu.is_finite()) {
-            return bad("mu", self.mu.to_string(), "must be a finite number ≥ 0");
+        for mu in self.mu_candidates() {
+            if !(mu >= 0.0 && mu.is_finite()) {
+                return bad("mu", mu.to_string(), "must be a finite number ≥ 0");
+            }
+        }
+        if !(0.0..=1.0).contains(&self.mu_tolerance) {
+            return bad("mu_tolerance", self.mu_tolerance.to_string(), "must be in [0, 1]");
         }
         if self.eval_batch_size == 0 {
             return bad("eval_batch_size", "0".into(), "must be at least 1");
@@ -158,6 +175,34 @@ impl PureConfig {
         self.tune.validate()?;
         Ok(())
     }
+
+    /// `mu` and `mu_search`, ascending, without repeats.
+    pub fn mu_candidates(&self) -> Vec<f64> {
+        let mut mus: Vec<f64> = std::iter::once(self.mu).chain(self.mu_search.iter().copied()).collect();
+        mus.sort_by(f64::total_cmp);
+        mus.dedup();
+        mus
+    }
+}
+
+/// Step 4 with one μ: the best validation epoch of its eq. 3 fine-tune.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MuTrial {
+    pub mu: f64,
+    pub best_epoch: usize,
+    pub best_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// The trial [`pure`] keeps: the largest μ whose validation accuracy is at least
+/// `base_accuracy − tolerance` (f_p's accuracy less what the defender accepts to lose); when
+/// none is, the most accurate trial (the smallest μ on ties). `None` for no trials.
+pub fn choose_mu(trials: &[MuTrial], base_accuracy: f64, tolerance: f64) -> Option<usize> {
+    let by_mu = |&a: &usize, &b: &usize| trials[a].mu.total_cmp(&trials[b].mu);
+    let within = (0..trials.len()).filter(|&i| trials[i].best_accuracy >= base_accuracy - tolerance).max_by(by_mu);
+    within.or_else(|| {
+        (0..trials.len()).max_by(|a, b| trials[*a].best_accuracy.total_cmp(&trials[*b].best_accuracy).then(by_mu(b, a)))
+    })
 }
 
 /// One validation measurement during greedy pruning.
@@ -464,8 +509,13 @@ pub struct PureReport {
     pub lambdas: Vec<f32>,
     /// Step 1, fine-tuning θ_p into f_p.
     pub finetune_log: TrainLog,
-    /// Step 4, the eq. 3 fine-tune; each epoch's `eval` is its validation accuracy.
+    /// Step 4, the eq. 3 fine-tune with the μ kept; each epoch's `eval` is its validation
+    /// accuracy.
     pub tune_log: TrainLog,
+    /// The μ kept: `config.mu`, or the one [`choose_mu`] picked from the candidates.
+    pub mu: f64,
+    /// Step 4 once per candidate μ, ascending.
+    pub mu_trials: Vec<MuTrial>,
     /// The epoch kept (best validation accuracy, the first on ties) and its accuracy.
     pub best_epoch: usize,
     pub best_accuracy: f64,
@@ -538,31 +588,38 @@ pub fn pure<B: AutodiffBackend>(
     let lambdas = layer_weights(&remaining_variance, config.layer_weights);
     let prune_seconds = now() - t;
 
-    let t = now();
     let (student, pruned_config) = prune_heads(suspect, model_config, &pruning.pruned)?;
-    let mut best: Option<(usize, f64, BertClassifier<B::InnerBackend>)> = None;
     let options = ForwardOptions::with_attentions();
-    let (_, tune_log) = fit(
-        student,
-        train,
-        pad_id,
-        &config.tune,
-        device,
-        progress,
-        |m: &BertClassifier<B>, b, _| {
-            let out = m.forward(b.input_ids.clone(), b.attention_mask.clone(), &options);
-            cross_entropy(out.logits, b.labels.clone()) + attention_norm_loss(&out.encoder.attentions, &lambdas, config.mu)
-        },
-        |epoch, m| {
-            let acc = accuracy(m, val, pad_id, batch, device, &mut Silent);
-            if best.as_ref().is_none_or(|(_, best_acc, _)| acc > *best_acc) {
-                best = Some((epoch, acc, m.clone()));
-            }
-            Some(acc)
-        },
-    )?;
-    let tune_seconds = now() - t;
-    let (best_epoch, best_accuracy, purified) = best.expect("fit runs at least one epoch");
+    let mut tuned = Vec::new();
+    for mu in config.mu_candidates() {
+        let t = now();
+        let mut best: Option<(usize, f64, BertClassifier<B::InnerBackend>)> = None;
+        let (_, log) = fit(
+            student.clone(),
+            train,
+            pad_id,
+            &config.tune,
+            device,
+            progress,
+            |m: &BertClassifier<B>, b, _| {
+                let out = m.forward(b.input_ids.clone(), b.attention_mask.clone(), &options);
+                cross_entropy(out.logits, b.labels.clone()) + attention_norm_loss(&out.encoder.attentions, &lambdas, mu)
+            },
+            |epoch, m| {
+                let acc = accuracy(m, val, pad_id, batch, device, &mut Silent);
+                if best.as_ref().is_none_or(|(_, best_acc, _)| acc > *best_acc) {
+                    best = Some((epoch, acc, m.clone()));
+                }
+                Some(acc)
+            },
+        )?;
+        let (best_epoch, best_accuracy, model) = best.expect("fit runs at least one epoch");
+        tuned.push((MuTrial { mu, best_epoch, best_accuracy, seconds: now() - t }, model, log));
+    }
+    let trials: Vec<MuTrial> = tuned.iter().map(|(trial, _, _)| trial.clone()).collect();
+    let chosen = choose_mu(&trials, pruning.base_accuracy, config.mu_tolerance).expect("at least one μ");
+    let (trial, purified, tune_log) = tuned.swap_remove(chosen);
+    let tune_seconds: f64 = trials.iter().map(|t| t.seconds).sum();
 
     Ok(PureOutcome {
         undefended: f_p,
@@ -576,8 +633,10 @@ pub fn pure<B: AutodiffBackend>(
             lambdas,
             finetune_log,
             tune_log,
-            best_epoch,
-            best_accuracy,
+            mu: trial.mu,
+            mu_trials: trials,
+            best_epoch: trial.best_epoch,
+            best_accuracy: trial.best_accuracy,
             finetune_seconds,
             score_seconds,
             prune_seconds,
@@ -754,6 +813,24 @@ mod tests {
             Err(PureError::Config { field: "heads_per_step", .. })
         ));
         assert!(matches!(PureConfig { mu: -0.1, ..PureConfig::default() }.validate(), Err(PureError::Config { field: "mu", .. })));
+        let search = |mu_search: Vec<f64>, mu_tolerance| PureConfig { mu_search, mu_tolerance, ..PureConfig::default() }.validate();
+        assert!(matches!(search(vec![0.5, f64::INFINITY], 0.01), Err(PureError::Config { field: "mu", .. })));
+        assert!(matches!(search(vec![0.5], 1.5), Err(PureError::Config { field: "mu_tolerance", .. })));
+        assert!(search(vec![1.0, 0.5, 0.15], 0.0).is_ok());
+        assert_eq!(PureConfig { mu_search: vec![1.0, 0.5, 0.15], ..PureConfig::default() }.mu_candidates(), vec![0.15, 0.5, 1.0]);
+    }
+
+    #[test]
+    fn choose_mu_keeps_the_largest_mu_within_tolerance_else_the_most_accurate() {
+        let trial = |mu, best_accuracy| MuTrial { mu, best_epoch: 1, best_accuracy, seconds: 0.0 };
+        let trials = [trial(0.15, 0.84), trial(0.5, 0.835), trial(1.0, 0.80), trial(2.0, 0.70)];
+        assert_eq!(choose_mu(&trials, 0.84, 0.01), Some(1));
+        assert_eq!(choose_mu(&trials, 0.84, 0.05), Some(2));
+        assert_eq!(choose_mu(&trials, 0.84, 0.0), Some(0));
+        // Nothing within tolerance: the most accurate, the smaller μ on a tie.
+        let low = [trial(0.15, 0.70), trial(0.5, 0.75), trial(1.0, 0.75)];
+        assert_eq!(choose_mu(&low, 0.90, 0.01), Some(1));
+        assert_eq!(choose_mu(&[], 0.9, 0.01), None);
     }
 
     fn labelled(n: usize) -> Vec<Encoded> {
@@ -812,5 +889,16 @@ mod tests {
         assert_eq!(best, r.best_accuracy);
         assert!(r.tune_log.epochs.iter().all(|e| e.eval.unwrap() <= best));
         assert_eq!(r.scores.heads, vec![4, 4]);
+        assert_eq!((r.mu, r.mu_trials.len()), (0.15, 1));
+
+        let search = PureConfig { mu_search: vec![1.0, 0.0], mu_tolerance: 1.0, ..config };
+        let out = pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &search, &d, &mut Silent, &|| 0.0).unwrap();
+        let r = &out.report;
+        let mus: Vec<f64> = r.mu_trials.iter().map(|t| t.mu).collect();
+        assert_eq!(mus, vec![0.0, 0.15, 1.0]);
+        // Any accuracy is within a tolerance of 1: the largest μ is kept, with its own run.
+        assert_eq!(r.mu, 1.0);
+        assert_eq!((r.best_epoch, r.best_accuracy), (r.mu_trials[2].best_epoch, r.mu_trials[2].best_accuracy));
+        assert_eq!(r.tune_log.epochs[r.best_epoch - 1].eval, Some(r.best_accuracy));
     }
 }

@@ -72,6 +72,14 @@ pub struct PureArgs {
     /// μ of the attention-normalisation loss (0: prune only).
     #[arg(long, default_value_t = 0.15)]
     pub mu: f64,
+    /// More μ values to try, comma-separated (e.g. 0.5,1,2): the normalisation fine-tune runs
+    /// once per μ and keeps the largest whose validation accuracy is within --mu-tolerance of
+    /// the fine-tuned suspect's.
+    #[arg(long, value_delimiter = ',')]
+    pub mu_search: Vec<f64>,
+    /// Validation accuracy (a share, 0.01 = 1 point) a searched μ may cost.
+    #[arg(long, default_value_t = PureConfig::default().mu_tolerance)]
+    pub mu_tolerance: f64,
     /// Skip pruning (normalisation only; an ablation).
     #[arg(long)]
     pub no_prune: bool,
@@ -210,6 +218,8 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     };
     config.heads_per_step = args.heads_per_step;
     config.mu = args.mu;
+    config.mu_search = args.mu_search;
+    config.mu_tolerance = args.mu_tolerance;
     for c in [&mut config.finetune, &mut config.tune] {
         c.epochs = args.epochs;
         c.lr = args.lr;
@@ -252,7 +262,18 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     let p = &report.pure;
     let pruned: usize = p.pruning.pruned.iter().map(Vec::len).sum();
     println!("pruned {pruned} heads: {:?}", p.pruned_heads);
-    println!("validation accuracy: unpruned {:.2}%, best after tuning {:.2}% (epoch {})", 100.0 * p.pruning.base_accuracy, 100.0 * p.best_accuracy, p.best_epoch);
+    if p.mu_trials.len() > 1 {
+        for t in &p.mu_trials {
+            println!("μ {}: validation accuracy {:.2}% (epoch {})", t.mu, 100.0 * t.best_accuracy, t.best_epoch);
+        }
+    }
+    println!(
+        "validation accuracy: unpruned {:.2}%, best after tuning with μ {} {:.2}% (epoch {})",
+        100.0 * p.pruning.base_accuracy,
+        p.mu,
+        100.0 * p.best_accuracy,
+        p.best_epoch
+    );
     for (name, m) in [("suspect", &report.metrics_suspect), ("fine-tuned", &report.metrics_finetuned), ("purified", &report.metrics)] {
         if let Some(m) = m {
             println!("{name}:");
