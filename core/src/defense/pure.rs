@@ -114,7 +114,7 @@ pub struct PureConfig {
     /// (docs/results.md); clean accuracy is what bounds it.
     pub mu_search: Vec<f64>,
     /// Validation accuracy a μ from `mu_search` may cost against f_p's, in [0, 1]
-    /// (default 0.01: the one point of clean accuracy PURE's evaluation allows).
+    /// (default 0.01: one point, the cost against plain fine-tuning docs/results.md holds PURE to).
     pub mu_tolerance: f64,
     pub layer_weights: LayerWeights,
     /// Step 1, fine-tuning θ_p into f_p (authors' code: 3 epochs, lr 2e-5, batch 32).
