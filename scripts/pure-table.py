@@ -15,14 +15,18 @@ for seed_dir in sorted(os.listdir(work)):
     victim = os.path.join(path, "victim", "report.json")
     if os.path.isfile(victim):
         victims.append(json.load(open(victim))["metrics"])
+    # Every method's step 1 is the same plain fine-tune (same seed and rows): the FT baseline,
+    # taken once per seed and setting.
+    ft = {}
     for name in sorted(os.listdir(path)):
         if not name.endswith(".json"):
             continue
         setting, method = name[:-5].split("-", 1)
         r = json.load(open(os.path.join(path, name)))
-        if method == "pure":  # PURE's step 1 is plain fine-tuning: the FT baseline
-            rows.setdefault((setting, "FT"), []).append((r["metrics_finetuned"], r["pure"]))
+        ft.setdefault(setting, (r["metrics_finetuned"], r["pure"]))
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
+    for setting, baseline in ft.items():
+        rows.setdefault((setting, "FT"), []).append(baseline)
 
 print(machine_line())
 if victims:
