@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use bdaudit_core::checkpoint::CheckpointFiles;
 use serde_json::{json, Value};
 
+pub mod victim;
+
 pub type Backend = burn::backend::NdArray<f32>;
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
 
