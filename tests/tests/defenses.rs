@@ -93,9 +93,10 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
     let purified = mbtsad(suspect, &setup.clean_train(), tok, &mbtsad_config, &device, &mut Silent, &|| 0.0).unwrap();
     assert_eq!(purified.report.clean_rows, 245);
+    let (cacc_ts, asr_ts) = setup.score(&purified.teacher);
     let (cacc_mbtsad, asr_mbtsad) = setup.score(&purified.purified);
-    eprintln!("[{}s] MBTSAD CACC {cacc_mbtsad:.3} ASR {asr_mbtsad:.3}", elapsed());
-    // Measured: ASR 1.0 → 0.667 (the teacher alone, TS-FT, leaves 1.0), CACC 0.817 → 0.777.
+    eprintln!("[{}s] MBTSAD: teacher (TS-FT) CACC {cacc_ts:.3} ASR {asr_ts:.3}; MBTSAD CACC {cacc_mbtsad:.3} ASR {asr_mbtsad:.3}", elapsed());
+    // Measured: ASR 1.0 → 0.667 (the teacher alone leaves 1.0), CACC 0.817 → 0.777.
     // The margins are that run's with room for seed noise, not the paper's (1.5 points of
     // CACC): 245 rows are too few for its result (docs/results.md).
     assert!(asr_mbtsad <= asr_ft - 0.15, "MBTSAD ASR {asr_mbtsad} is not well below plain fine-tuning's {asr_ft}");
