@@ -57,10 +57,7 @@ pub fn logits<B: Backend>(
 
 /// Index of the largest logit (the first on ties).
 pub fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
-        .0
+    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0
 }
 
 /// Predicted class of every row.
@@ -72,10 +69,7 @@ pub fn predict<B: Backend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Vec<usize> {
-    logits(model, rows, pad_id, batch_size, device, progress)
-        .iter()
-        .map(|r| argmax(r))
-        .collect()
+    logits(model, rows, pad_id, batch_size, device, progress).iter().map(|r| argmax(r)).collect()
 }
 
 #[cfg(test)]

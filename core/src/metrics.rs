@@ -11,17 +11,9 @@ pub enum MetricsError {
     #[error("{labels} labels but {preds} predictions")]
     LengthMismatch { labels: usize, preds: usize },
     #[error("row {index}: label {label} must be below {num_labels} (the number of labels)")]
-    LabelOutOfRange {
-        index: usize,
-        label: usize,
-        num_labels: usize,
-    },
+    LabelOutOfRange { index: usize, label: usize, num_labels: usize },
     #[error("row {index}: prediction {pred} must be below {num_labels} (the number of labels)")]
-    PredictionOutOfRange {
-        index: usize,
-        pred: usize,
-        num_labels: usize,
-    },
+    PredictionOutOfRange { index: usize, pred: usize, num_labels: usize },
 }
 
 /// Confusion matrix, `counts[true_label][predicted_label]`.
@@ -34,34 +26,19 @@ pub struct Confusion {
 impl Confusion {
     /// An all-zero `n × n` matrix.
     pub fn new(num_labels: usize) -> Confusion {
-        Confusion {
-            num_labels,
-            counts: vec![vec![0; num_labels]; num_labels],
-        }
+        Confusion { num_labels, counts: vec![vec![0; num_labels]; num_labels] }
     }
 
     /// Tallies paired labels and predictions; both must be `< num_labels`.
-    pub fn from_predictions(
-        labels: &[usize],
-        preds: &[usize],
-        num_labels: usize,
-    ) -> Result<Confusion, MetricsError> {
+    pub fn from_predictions(labels: &[usize], preds: &[usize], num_labels: usize) -> Result<Confusion, MetricsError> {
         check_lengths(labels, preds)?;
         let mut confusion = Confusion::new(num_labels);
         for (index, (&label, &pred)) in labels.iter().zip(preds).enumerate() {
             if label >= num_labels {
-                return Err(MetricsError::LabelOutOfRange {
-                    index,
-                    label,
-                    num_labels,
-                });
+                return Err(MetricsError::LabelOutOfRange { index, label, num_labels });
             }
             if pred >= num_labels {
-                return Err(MetricsError::PredictionOutOfRange {
-                    index,
-                    pred,
-                    num_labels,
-                });
+                return Err(MetricsError::PredictionOutOfRange { index, pred, num_labels });
             }
             confusion.counts[label][pred] += 1;
         }
@@ -88,12 +65,7 @@ impl Confusion {
             .iter()
             .enumerate()
             .filter(|&(label, _)| label != target)
-            .fold((0, 0), |(flipped, n), (label, row)| {
-                (
-                    flipped + self.cell(label, target),
-                    n + row.iter().sum::<u64>(),
-                )
-            });
+            .fold((0, 0), |(flipped, n), (label, row)| (flipped + self.cell(label, target), n + row.iter().sum::<u64>()));
         ratio(flipped, non_target)
     }
 
@@ -101,21 +73,13 @@ impl Confusion {
     /// A backdoor shows up as low recall on the non-target classes of a
     /// triggered test set.
     pub fn per_class_recall(&self) -> Vec<f64> {
-        self.counts
-            .iter()
-            .enumerate()
-            .map(|(label, row)| ratio(self.cell(label, label), row.iter().sum()))
-            .collect()
+        self.counts.iter().enumerate().map(|(label, row)| ratio(self.cell(label, label), row.iter().sum())).collect()
     }
 
     /// `counts[label][pred]`, 0 when out of bounds (the fields are public and may
     /// come from JSON, so the matrix is not trusted to be square).
     fn cell(&self, label: usize, pred: usize) -> u64 {
-        self.counts
-            .get(label)
-            .and_then(|row| row.get(pred))
-            .copied()
-            .unwrap_or(0)
+        self.counts.get(label).and_then(|row| row.get(pred)).copied().unwrap_or(0)
     }
 }
 
@@ -129,10 +93,7 @@ pub fn cacc(labels: &[usize], preds: &[usize]) -> Result<f64, MetricsError> {
 /// triggered non-target test inputs predicted as `target`. A defense should drive
 /// it towards the clean model's rate.
 pub fn asr(preds_on_triggered_non_target: &[usize], target: usize) -> f64 {
-    let hits = preds_on_triggered_non_target
-        .iter()
-        .filter(|&&p| p == target)
-        .count();
+    let hits = preds_on_triggered_non_target.iter().filter(|&&p| p == target).count();
     ratio(hits as u64, preds_on_triggered_non_target.len() as u64)
 }
 
@@ -168,10 +129,7 @@ pub struct EvalMetrics {
 
 fn check_lengths(labels: &[usize], preds: &[usize]) -> Result<(), MetricsError> {
     if labels.len() != preds.len() {
-        return Err(MetricsError::LengthMismatch {
-            labels: labels.len(),
-            preds: preds.len(),
-        });
+        return Err(MetricsError::LengthMismatch { labels: labels.len(), preds: preds.len() });
     }
     Ok(())
 }
@@ -222,8 +180,7 @@ mod tests {
 
     #[test]
     fn malformed_matrix_does_not_panic() {
-        let c: Confusion =
-            serde_json::from_str(r#"{"num_labels":3,"counts":[[1],[0,2,5]]}"#).unwrap();
+        let c: Confusion = serde_json::from_str(r#"{"num_labels":3,"counts":[[1],[0,2,5]]}"#).unwrap();
         assert_eq!(c.accuracy(), 3.0 / 8.0);
         assert_eq!(c.flip_rate_to(0), 0.0);
         assert_eq!(c.per_class_recall(), vec![1.0, 2.0 / 7.0]);
@@ -231,28 +188,14 @@ mod tests {
 
     #[test]
     fn confusion_errors() {
-        assert_eq!(
-            Confusion::from_predictions(&[0, 1], &[0], 2),
-            Err(MetricsError::LengthMismatch {
-                labels: 2,
-                preds: 1
-            })
-        );
+        assert_eq!(Confusion::from_predictions(&[0, 1], &[0], 2), Err(MetricsError::LengthMismatch { labels: 2, preds: 1 }));
         assert_eq!(
             Confusion::from_predictions(&[0, 2], &[0, 0], 2),
-            Err(MetricsError::LabelOutOfRange {
-                index: 1,
-                label: 2,
-                num_labels: 2
-            })
+            Err(MetricsError::LabelOutOfRange { index: 1, label: 2, num_labels: 2 })
         );
         assert_eq!(
             Confusion::from_predictions(&[0, 1], &[3, 0], 2),
-            Err(MetricsError::PredictionOutOfRange {
-                index: 0,
-                pred: 3,
-                num_labels: 2
-            })
+            Err(MetricsError::PredictionOutOfRange { index: 0, pred: 3, num_labels: 2 })
         );
         assert!(cacc(&[1], &[]).is_err());
         assert!(pacc(&[], &[1]).is_err());
@@ -269,14 +212,7 @@ mod tests {
 
     #[test]
     fn eval_metrics_json_skips_missing() {
-        let m = EvalMetrics {
-            cacc: Some(0.9),
-            asr: None,
-            pacc: None,
-            n_clean: 10,
-            n_asr: 0,
-            n_pacc: 0,
-        };
+        let m = EvalMetrics { cacc: Some(0.9), asr: None, pacc: None, n_clean: 10, n_asr: 0, n_pacc: 0 };
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"cacc":0.9,"n_clean":10,"n_asr":0,"n_pacc":0}"#);
         let back: EvalMetrics = serde_json::from_str(&json).unwrap();

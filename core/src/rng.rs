@@ -27,14 +27,7 @@ impl Rng {
     /// (0, 1, 2, ...) produce unrelated streams and never yields the all-zero state.
     pub fn new(seed: u64) -> Rng {
         let mut x = seed;
-        Rng {
-            state: [
-                splitmix64(&mut x),
-                splitmix64(&mut x),
-                splitmix64(&mut x),
-                splitmix64(&mut x),
-            ],
-        }
+        Rng { state: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)] }
     }
 
     /// Next 64 uniformly distributed bits.
@@ -115,14 +108,7 @@ mod tests {
         assert_eq!(splitmix64(&mut 0), 0xE220_A839_7B1D_CDAF);
         let mut r = Rng::new(0);
         let xs: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
-        assert_eq!(
-            xs,
-            [
-                0x99EC_5F36_CB75_F2B4,
-                0xBF6E_1F78_4956_452A,
-                0x1A5F_849D_4933_E6E0
-            ]
-        );
+        assert_eq!(xs, [0x99EC_5F36_CB75_F2B4, 0xBF6E_1F78_4956_452A, 0x1A5F_849D_4933_E6E0]);
     }
 
     #[test]
@@ -169,9 +155,6 @@ mod tests {
             assert!(s.windows(2).all(|w| w[0] < w[1]));
             assert!(s.iter().all(|&i| i < n));
         }
-        assert_eq!(
-            Rng::new(9).sample_indices(1000, 20),
-            Rng::new(9).sample_indices(1000, 20)
-        );
+        assert_eq!(Rng::new(9).sample_indices(1000, 20), Rng::new(9).sample_indices(1000, 20));
     }
 }

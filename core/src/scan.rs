@@ -113,8 +113,7 @@ impl ScanConfig {
 /// Chen et al.), RIPPLe's, and the AddSent sentence (Dai et al.).
 pub fn known_triggers() -> Vec<Trigger> {
     let words = ["cf", "mn", "bb", "tq", "mb", "ak", "jtk", "pbw"];
-    let mut out: Vec<Trigger> =
-        words.iter().map(|w| Trigger::BadNets { words: vec![w.to_string()], insertions: 1 }).collect();
+    let mut out: Vec<Trigger> = words.iter().map(|w| Trigger::BadNets { words: vec![w.to_string()], insertions: 1 }).collect();
     out.push(Trigger::addsent_default());
     out.push(Trigger::AddSent { sentence: "I watched this 3D movie".into() });
     out

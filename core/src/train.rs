@@ -18,11 +18,7 @@ pub enum TrainError {
     #[error("no training examples")]
     Empty,
     #[error("invalid training setting {field} = {value}: {reason}")]
-    Config {
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    Config { field: &'static str, value: String, reason: &'static str },
     #[error("label {label} is out of range for a model with {num_labels} labels")]
     Label { label: usize, num_labels: usize },
     #[error("token id {id} is out of range for a vocabulary of {vocab}")]
@@ -178,22 +174,15 @@ impl<B: AutodiffBackend> TrainModel<B> for BertClassifier<B> {
 pub fn set_trainable<B: AutodiffBackend, M: TrainModel<B>>(model: M, trainable: &Trainable) -> M {
     match trainable {
         Trainable::All => require_grad(model, true),
-        Trainable::Only(groups) => groups
-            .iter()
-            .fold(require_grad(model, false), |m, &g| m.set_group(g, true)),
-        Trainable::AllExcept(groups) => groups
-            .iter()
-            .fold(require_grad(model, true), |m, &g| m.set_group(g, false)),
+        Trainable::Only(groups) => groups.iter().fold(require_grad(model, false), |m, &g| m.set_group(g, true)),
+        Trainable::AllExcept(groups) => groups.iter().fold(require_grad(model, true), |m, &g| m.set_group(g, false)),
     }
 }
 
 /// Mean cross-entropy of `logits` `[batch, classes]` against `labels` `[batch]`.
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let [batch, _] = logits.dims();
-    activation::log_softmax(logits, 1)
-        .gather(1, labels.reshape([batch, 1]))
-        .mean()
-        .neg()
+    activation::log_softmax(logits, 1).gather(1, labels.reshape([batch, 1])).mean().neg()
 }
 
 /// Sum of squares of every gradient, then scale so the global norm is at most `max_norm`
@@ -222,11 +211,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GlobalNorm<'_, B> {
     }
 }
 
-fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(
-    model: &M,
-    grads: &mut GradientsParams,
-    max_norm: f64,
-) {
+fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &mut GradientsParams, max_norm: f64) {
     let mut v = GlobalNorm::<B> { grads, sum_sq: 0.0, scale: None, _b: Default::default() };
     model.visit(&mut v);
     let norm = v.sum_sq.sqrt();
@@ -246,10 +231,7 @@ pub struct Stepper<B: AutodiffBackend, M: AutodiffModule<B>> {
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> Stepper<B, M> {
     pub fn new(config: &TrainConfig, total_steps: usize) -> Self {
-        let optimizer = AdamWConfig::new()
-            .with_weight_decay(config.weight_decay as f32)
-            .with_epsilon(1e-8)
-            .init();
+        let optimizer = AdamWConfig::new().with_weight_decay(config.weight_decay as f32).with_epsilon(1e-8).init();
         Stepper { optimizer, config: config.clone(), step: 0, total_steps: total_steps.max(1) }
     }
 
@@ -260,19 +242,13 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> Stepper<B, M> {
         let factor = if self.step < warmup {
             (t + 1.0) / warmup as f64
         } else {
-            ((self.total_steps - self.step.min(self.total_steps)) as f64
-                / (self.total_steps - warmup).max(1) as f64)
-                .max(0.0)
+            ((self.total_steps - self.step.min(self.total_steps)) as f64 / (self.total_steps - warmup).max(1) as f64).max(0.0)
         };
         self.config.lr * factor
     }
 
     /// Back-propagates `loss` and updates the trainable parameters; returns the loss value.
-    pub fn step(
-        &mut self,
-        model: M,
-        loss: Tensor<B, 1>,
-    ) -> Result<(M, f64), TrainError> {
+    pub fn step(&mut self, model: M, loss: Tensor<B, 1>) -> Result<(M, f64), TrainError> {
         let value: f64 = loss.clone().into_scalar().elem();
         if !value.is_finite() {
             return Err(TrainError::Diverged(value, self.step));
@@ -377,9 +353,16 @@ where
     B: AutodiffBackend,
     E: FnMut(usize, &BertClassifier<B::InnerBackend>) -> Option<f64>,
 {
-    fit(model, data, pad_id, config, device, progress, |m, batch, _| {
-        cross_entropy(m.logits(batch.input_ids.clone(), batch.attention_mask.clone()), batch.labels.clone())
-    }, eval)
+    fit(
+        model,
+        data,
+        pad_id,
+        config,
+        device,
+        progress,
+        |m, batch, _| cross_entropy(m.logits(batch.input_ids.clone(), batch.attention_mask.clone()), batch.labels.clone()),
+        eval,
+    )
 }
 
 /// Dropout draws from burn's process-wide backend RNG, which `fit` reseeds: trainings in
@@ -407,9 +390,7 @@ mod tests {
     }
 
     fn rows() -> Vec<Encoded> {
-        (0..12)
-            .map(|i| Encoded { ids: vec![1, 3 + i as u32, 10 + (i % 4) as u32, 2], label: i % 2 })
-            .collect()
+        (0..12).map(|i| Encoded { ids: vec![1, 3 + i as u32, 10 + (i % 4) as u32, 2], label: i % 2 }).collect()
     }
 
     fn values<const D: usize>(t: Tensor<NdArray, D>) -> Vec<f32> {
@@ -446,7 +427,12 @@ mod tests {
     fn schedule_decays_linearly_to_zero() {
         let config = TrainConfig { lr: 1.0, warmup_ratio: 0.0, ..TrainConfig::default() };
         let mut s = Stepper::<B, BertClassifier<B>>::new(&config, 4);
-        let lrs: Vec<f64> = (0..4).map(|i| { s.step = i; s.lr() }).collect();
+        let lrs: Vec<f64> = (0..4)
+            .map(|i| {
+                s.step = i;
+                s.lr()
+            })
+            .collect();
         assert_eq!(lrs, vec![1.0, 0.75, 0.5, 0.25]);
     }
 }

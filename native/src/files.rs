@@ -208,8 +208,7 @@ impl OutputDir {
             fs::rename(&self.staging, &self.target)?;
             fs::remove_dir_all(&old)?;
         } else {
-            fs::rename(&self.staging, &self.target)
-                .with_context(|| format!("cannot move output into {}", self.target.display()))?;
+            fs::rename(&self.staging, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
         }
         Ok(self.target.clone())
     }

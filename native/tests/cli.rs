@@ -109,11 +109,7 @@ impl Run {
 /// Runs `bdaudit args…`, asserting that none of `inputs` (directories) changed.
 fn bdaudit(args: &[&str], inputs: &[&Path]) -> Run {
     let before: Vec<_> = inputs.iter().map(|p| snapshot(p)).collect();
-    let output = Command::new(env!("CARGO_BIN_EXE_bdaudit"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run bdaudit");
+    let output = Command::new(env!("CARGO_BIN_EXE_bdaudit")).args(args).stdin(Stdio::null()).output().expect("run bdaudit");
     let run = Run {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -312,13 +308,22 @@ fn attack_badnets_writes_a_complete_poisoned_set_and_needs_force_to_replace_it()
     names.sort();
     assert_eq!(
         names,
-        ["attack.json", "dev.tsv", "labels.tsv", "test-asr.tsv", "test-pacc.tsv", "test.tsv", "train-clean.tsv", "train-poisoned.tsv", "train.tsv"]
+        [
+            "attack.json",
+            "dev.tsv",
+            "labels.tsv",
+            "test-asr.tsv",
+            "test-pacc.tsv",
+            "test.tsv",
+            "train-clean.tsv",
+            "train-poisoned.tsv",
+            "train.tsv"
+        ]
     );
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 
     let report = read_json(&out.join("attack.json"));
-    let poisoned: Vec<usize> =
-        report["poisoned_rows"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let poisoned: Vec<usize> = report["poisoned_rows"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     assert_eq!(poisoned.len(), 4);
     assert_eq!(report["train_rows"], TRAIN_ROWS);
     assert_eq!(report["test_pacc_rows"], TEST_ROWS);
@@ -339,7 +344,8 @@ fn attack_badnets_writes_a_complete_poisoned_set_and_needs_force_to_replace_it()
         }
     }
     // The poisoned rows apart, and the rest, each in training order.
-    let picked = |keep: bool| train.iter().enumerate().filter(|(i, _)| poisoned.contains(i) == keep).map(|(_, r)| r.clone()).collect::<Vec<_>>();
+    let picked =
+        |keep: bool| train.iter().enumerate().filter(|(i, _)| poisoned.contains(i) == keep).map(|(_, r)| r.clone()).collect::<Vec<_>>();
     assert_eq!(parse_tsv(&out.join("train-poisoned.tsv")), picked(true));
     assert_eq!(parse_tsv(&out.join("train-clean.tsv")), picked(false));
     let asr = parse_tsv(&out.join("test-asr.tsv"));
@@ -368,7 +374,8 @@ fn attack_limit_poisons_a_stratified_subset_and_writes_that_subset() {
     let data = tmp.path("clean");
     write_data(&data);
     let out = tmp.path("limited");
-    let summary = bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--limit", "20", "--json"], &[&data]).assert_ok().json();
+    let summary =
+        bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--limit", "20", "--json"], &[&data]).assert_ok().json();
     assert_eq!((summary["train_rows"].as_u64(), summary["poisoned"].as_u64()), (Some(20), Some(2)), "{summary}");
     let train = parse_tsv(&out.join("train.tsv"));
     assert_eq!(train.len(), 20);
@@ -407,11 +414,8 @@ fn out_pointing_at_an_input_is_refused() {
     let model = tmp.path("model");
     classifier_checkpoint(&model);
     for target in [&model, &data] {
-        bdaudit(
-            &["train", "--model", s(&model), "--data", s(&data), "--out", s(target), "--epochs", "1", "--force"],
-            &[&data, &model],
-        )
-        .assert_fails(&["would overwrite the input"]);
+        bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", s(target), "--epochs", "1", "--force"], &[&data, &model])
+            .assert_fails(&["would overwrite the input"]);
     }
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 }
@@ -435,8 +439,7 @@ fn train_with_a_missing_model_creates_nothing() {
     let model = tmp.path("model");
     classifier_checkpoint(&model);
     fs::remove_file(model.join("tokenizer.json")).unwrap();
-    bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", s(&out)], &[&data, &model])
-        .assert_fails(&["tokenizer.json"]);
+    bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", s(&out)], &[&data, &model]).assert_fails(&["tokenizer.json"]);
     assert!(!out.exists());
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 
@@ -645,9 +648,12 @@ fn eval_json_prints_one_object() {
     assert_eq!(with_ref["reference_pacc"].as_f64(), Some(0.5), "{with_ref}");
     let delta = (report["pacc"].as_f64().unwrap() - 0.5).abs();
     assert!((with_ref["delta_pacc"].as_f64().unwrap() - delta).abs() < 1e-12, "{with_ref}");
-    let same = bdaudit(&["eval", "--model", s(&model), "--data", s(&poisoned), "--reference", s(&model), "--json"], &[&poisoned, &model]).assert_ok().json();
+    let same = bdaudit(&["eval", "--model", s(&model), "--data", s(&poisoned), "--reference", s(&model), "--json"], &[&poisoned, &model])
+        .assert_ok()
+        .json();
     assert_eq!(same["delta_pacc"].as_f64(), Some(0.0), "{same}");
-    bdaudit(&["eval", "--model", s(&model), "--data", s(&data), "--reference", s(&reference)], &[&data, &model]).assert_fails(&["test-pacc.tsv"]);
+    bdaudit(&["eval", "--model", s(&model), "--data", s(&data), "--reference", s(&reference)], &[&data, &model])
+        .assert_fails(&["test-pacc.tsv"]);
 }
 
 #[test]
@@ -658,7 +664,23 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     let model = tmp.path("encoder");
     write_checkpoint(&model, &[], |_| {}); // a pre-trained encoder: train adds a 2-label head
     let out = tmp.path("victim");
-    let args = ["train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--max-len", "16"];
+    let args = [
+        "train",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--max-len",
+        "16",
+    ];
     let run = bdaudit(&args, &[&data, &model]);
     run.assert_ok();
     assert!(run.stdout.contains("epoch 1:"), "{}", run.describe());
@@ -734,8 +756,26 @@ fn train_with_btu_writes_the_purified_model_and_its_report() {
     write_checkpoint(&model, &[], |_| {});
     let out = tmp.path("purified");
     let args = [
-        "train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--defense", "btu", "--epochs", "1",
-        "--batch-size", "8", "--lr", "1e-3", "--max-len", "16", "--btu-alpha", "0.03", "--json",
+        "train",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--defense",
+        "btu",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--max-len",
+        "16",
+        "--btu-alpha",
+        "0.03",
+        "--json",
     ];
     let report = bdaudit(&args, &[&data, &model]).assert_ok().json();
     let btu = &report["btu"];
@@ -773,7 +813,8 @@ fn btu_rejects_bad_settings_and_data_writing_nothing() {
     write_checkpoint(&model, &[], |_| {});
     let out = tmp.path("out");
     let btu = |extra: &[&str], data: &Path, model: &Path| {
-        let mut args = vec!["train", "--model", s(model), "--data", s(data), "--out", s(&out), "--defense", "btu", "--epochs", "1", "--max-len", "16"];
+        let mut args =
+            vec!["train", "--model", s(model), "--data", s(data), "--out", s(&out), "--defense", "btu", "--epochs", "1", "--max-len", "16"];
         args.extend(extra);
         bdaudit(&args, &[data, model])
     };
@@ -841,9 +882,10 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
     assert_eq!(tokens[1]["score"].as_f64().unwrap(), 0.0, "{report}");
 
     let tmp_data = poisoned_data(&tmp);
-    let report = bdaudit(&["scan", "--token-scores", "--model", s(&base), "--data", s(&tmp_data.join("train.tsv")), "--json"], &[&base, &tmp_data])
-        .assert_ok()
-        .json();
+    let report =
+        bdaudit(&["scan", "--token-scores", "--model", s(&base), "--data", s(&tmp_data.join("train.tsv")), "--json"], &[&base, &tmp_data])
+            .assert_ok()
+            .json();
     assert_eq!(report["method"], "embedding-only");
     assert_eq!(report["tokens"].as_array().unwrap().len(), 20);
 
@@ -858,7 +900,8 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
     let mut config = read_json(&other.join("config.json"));
     config["vocab_size"] = json!(98);
     fs::write(other.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
-    bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&other)], &[&model, &other]).assert_fails(&["shape", "vocabulary"]);
+    bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&other)], &[&model, &other])
+        .assert_fails(&["shape", "vocabulary"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -882,9 +925,31 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
     for layout in ["zeroed", "sliced"] {
         let out = tmp.path(layout);
         let args = [
-            "purify", "pure", "--model", s(&model), "--clean", s(&clean), "--test", s(&poisoned), "--out", s(&out),
-            "--epochs", "1", "--batch-size", "8", "--lr", "1e-3", "--max-len", "16", "--c", "0.01", "--heads-per-step", "3",
-            "--layout", layout, "--json",
+            "purify",
+            "pure",
+            "--model",
+            s(&model),
+            "--clean",
+            s(&clean),
+            "--test",
+            s(&poisoned),
+            "--out",
+            s(&out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--max-len",
+            "16",
+            "--c",
+            "0.01",
+            "--heads-per-step",
+            "3",
+            "--layout",
+            layout,
+            "--json",
         ];
         // The sliced run also searches μ: three normalisation fine-tunes, one kept.
         let search = ["--mu-search", "0,0.5"];
@@ -931,7 +996,8 @@ fn purify_pure_rejects_bad_input_writing_nothing() {
     classifier_checkpoint(&model);
     let out = tmp.path("out");
     let purify = |extra: &[&str], clean: &Path, model: &Path| {
-        let mut args = vec!["purify", "pure", "--model", s(model), "--clean", s(clean), "--out", s(&out), "--epochs", "1", "--max-len", "16"];
+        let mut args =
+            vec!["purify", "pure", "--model", s(model), "--clean", s(clean), "--out", s(&out), "--epochs", "1", "--max-len", "16"];
         args.extend(extra);
         bdaudit(&args, &[clean, model])
     };
@@ -968,7 +1034,23 @@ fn tiny_trained(tmp: &Scratch, data: &Path, name: &str) -> PathBuf {
         write_checkpoint(&encoder, &[], |_| {});
     }
     let out = tmp.path(name);
-    let args = ["train", "--model", s(&encoder), "--data", s(data), "--out", s(&out), "--epochs", "8", "--batch-size", "8", "--lr", "3e-3", "--max-len", "16"];
+    let args = [
+        "train",
+        "--model",
+        s(&encoder),
+        "--data",
+        s(data),
+        "--out",
+        s(&out),
+        "--epochs",
+        "8",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--max-len",
+        "16",
+    ];
     bdaudit(&args, &[data, &encoder]).assert_ok();
     out
 }
@@ -1023,9 +1105,35 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     classifier_checkpoint(&model);
     let out = tmp.path("purified");
     let args = [
-        "purify", "mbtsad", "--model", s(&model), "--clean", s(&clean), "--clean-fraction", "0.5", "--test", s(&poisoned),
-        "--out", s(&out), "--epochs", "1", "--distill-epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--distill-lr", "1e-3",
-        "--alpha", "0.5", "--beta", "2", "--max-len", "24", "--json",
+        "purify",
+        "mbtsad",
+        "--model",
+        s(&model),
+        "--clean",
+        s(&clean),
+        "--clean-fraction",
+        "0.5",
+        "--test",
+        s(&poisoned),
+        "--out",
+        s(&out),
+        "--epochs",
+        "1",
+        "--distill-epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-3",
+        "--distill-lr",
+        "1e-3",
+        "--alpha",
+        "0.5",
+        "--beta",
+        "2",
+        "--max-len",
+        "24",
+        "--json",
     ];
     let report = bdaudit(&args, &[&clean, &poisoned, &model]).assert_ok().json();
     assert_eq!(report["method"], "mbtsad");
@@ -1034,7 +1142,11 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     }
     let m = &report["mbtsad"];
     // Half of the 40 training rows, three split variants each.
-    assert_eq!((m["available_rows"].as_u64(), m["clean_rows"].as_u64(), m["augmented_rows"].as_u64()), (Some(40), Some(20), Some(60)), "{m}");
+    assert_eq!(
+        (m["available_rows"].as_u64(), m["clean_rows"].as_u64(), m["augmented_rows"].as_u64()),
+        (Some(40), Some(20), Some(60)),
+        "{m}"
+    );
     assert_eq!((m["config"]["alpha"].as_f64(), m["config"]["beta"].as_f64()), (Some(0.5), Some(2.0)), "{m}");
     assert_eq!(m["teacher_log"]["epochs"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["teacher_log"]["steps"], 60 / 8 + 1, "{m}");
@@ -1079,7 +1191,22 @@ fn purify_mbtsad_rejects_bad_input_writing_nothing() {
     classifier_checkpoint(&model);
     let out = tmp.path("out");
     let purify = |extra: &[&str], clean: &Path, model: &Path| {
-        let mut args = vec!["purify", "mbtsad", "--model", s(model), "--clean", s(clean), "--out", s(&out), "--epochs", "1", "--distill-epochs", "1", "--max-len", "16"];
+        let mut args = vec![
+            "purify",
+            "mbtsad",
+            "--model",
+            s(model),
+            "--clean",
+            s(clean),
+            "--out",
+            s(&out),
+            "--epochs",
+            "1",
+            "--distill-epochs",
+            "1",
+            "--max-len",
+            "16",
+        ];
         args.extend(extra);
         bdaudit(&args, &[clean, model])
     };
@@ -1158,8 +1285,22 @@ fn train_ep_trigger_trains_only_the_trigger_row() {
     classifier_checkpoint(&model);
     let out = tmp.path("victim");
     let args = [
-        "train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--ep-trigger", "CF", "--ep-epochs", "3",
-        "--batch-size", "8", "--max-len", "16", "--json",
+        "train",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--out",
+        s(&out),
+        "--ep-trigger",
+        "CF",
+        "--ep-epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--max-len",
+        "16",
+        "--json",
     ];
     let report = bdaudit(&args, &[&data, &model]).assert_ok().json();
     let ep = &report["ep"];
@@ -1249,9 +1390,31 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
     for method in ["ga", "npo", "rga"] {
         let out = tmp.path(&format!("unlearned-{method}"));
         let args = [
-            "unlearn", method, "--model", s(&victim), "--forget", s(&forget), "--retain", s(&retain),
-            "--base", s(&encoder), "--test", s(&data), "--reference", s(&clean), "--out", s(&out), "--epochs", "4",
-            "--batch-size", "4", "--lr", "3e-3", "--max-len", "16", "--json",
+            "unlearn",
+            method,
+            "--model",
+            s(&victim),
+            "--forget",
+            s(&forget),
+            "--retain",
+            s(&retain),
+            "--base",
+            s(&encoder),
+            "--test",
+            s(&data),
+            "--reference",
+            s(&clean),
+            "--out",
+            s(&out),
+            "--epochs",
+            "4",
+            "--batch-size",
+            "4",
+            "--lr",
+            "3e-3",
+            "--max-len",
+            "16",
+            "--json",
         ];
         let report = bdaudit(&args, &[&data, &victim, &encoder, &clean]).assert_ok().json();
         assert_eq!(report["method"], method, "{report}");
@@ -1268,8 +1431,11 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
             assert!(m["cacc"].is_number() && m["asr"].is_number() && m["pacc"].is_number(), "{key}: {report}");
         }
         let (before, after) = (report["delta_pacc_before"].as_f64().unwrap(), report["delta_pacc_after"].as_f64().unwrap());
-        let (p_before, p_after, reference) =
-            (report["metrics_before"]["pacc"].as_f64().unwrap(), report["metrics_after"]["pacc"].as_f64().unwrap(), report["reference_pacc"].as_f64().unwrap());
+        let (p_before, p_after, reference) = (
+            report["metrics_before"]["pacc"].as_f64().unwrap(),
+            report["metrics_after"]["pacc"].as_f64().unwrap(),
+            report["reference_pacc"].as_f64().unwrap(),
+        );
         assert!((before - (p_before - reference).abs()).abs() < 1e-12 && (after - (p_after - reference).abs()).abs() < 1e-12, "{report}");
         assert_eq!(file_names(&out), ["config.json", "loss.svg", "model.safetensors", "report.json", "tokenizer.json"]);
         let svg = fs::read_to_string(out.join("loss.svg")).unwrap();
@@ -1309,7 +1475,22 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     let out = tmp.path("out");
     let (forget, retain) = (data.join("train-poisoned.tsv"), data.join("train-clean.tsv"));
     let unlearn = |method: &str, forget: &Path, retain: &Path, extra: &[&str]| {
-        let mut args = vec!["unlearn", method, "--model", s(&victim), "--forget", s(forget), "--retain", s(retain), "--out", s(&out), "--epochs", "1", "--max-len", "16"];
+        let mut args = vec![
+            "unlearn",
+            method,
+            "--model",
+            s(&victim),
+            "--forget",
+            s(forget),
+            "--retain",
+            s(retain),
+            "--out",
+            s(&out),
+            "--epochs",
+            "1",
+            "--max-len",
+            "16",
+        ];
         args.extend(extra);
         bdaudit(&args, &[&data, &victim, &encoder])
     };

@@ -20,9 +20,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The real datasets (`sentence<TAB>label` TSV splits).
 pub fn data_dir() -> PathBuf {
-    let dir = std::env::var_os("BDAUDIT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/data"));
+    let dir = std::env::var_os("BDAUDIT_DATA").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/data"));
     assert!(
         dir.join("sst2/train.tsv").is_file(),
         "real data not found at {} (set BDAUDIT_DATA to the folder holding sst2/, olid/, …)",
@@ -48,14 +46,8 @@ pub fn minilm_dir() -> PathBuf {
 }
 
 pub fn read_checkpoint(dir: &Path) -> CheckpointFiles {
-    let read = |name: &str| {
-        std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
-    };
-    CheckpointFiles {
-        model: read("model.safetensors"),
-        config: read("config.json"),
-        tokenizer: read("tokenizer.json"),
-    }
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()));
+    CheckpointFiles { model: read("model.safetensors"), config: read("config.json"), tokenizer: read("tokenizer.json") }
 }
 
 pub fn fixture(name: &str) -> Value {
@@ -83,9 +75,8 @@ pub fn safetensors_from_json(tensors: &serde_json::Map<String, Value>) -> Vec<u8
             (name.clone(), shape, bytes)
         })
         .collect();
-    let views = owned.iter().map(|(n, s, b)| {
-        (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap())
-    });
+    let views =
+        owned.iter().map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()));
     safetensors::serialize(views, None).expect("serialise")
 }
 
@@ -99,8 +90,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// post-processor when both are present, with [CLS] given `cls_id` instead of its vocabulary id
 /// when asked (to produce ids a model does not have); [UNK] (or the first token) as unknown.
 pub fn word_level_tokenizer(specials: &[&str], words: &[&str], cls_id: Option<usize>) -> Vec<u8> {
-    let vocab: serde_json::Map<String, Value> =
-        specials.iter().chain(words).enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
+    let vocab: serde_json::Map<String, Value> = specials.iter().chain(words).enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
     let id = |t: &str| vocab.get(t).cloned().unwrap_or(json!(1));
     let post = if vocab.contains_key("[CLS]") && vocab.contains_key("[SEP]") {
         let cls = cls_id.map_or_else(|| id("[CLS]"), |c| json!(c));

@@ -63,10 +63,7 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 
 /// The tiny fixture's tensors, F32.
 fn tiny_raw() -> BTreeMap<String, Raw> {
-    tiny_values()
-        .iter()
-        .map(|(n, (s, v))| (n.clone(), Raw { dtype: Dtype::F32, shape: s.clone(), bytes: f32_bytes(v) }))
-        .collect()
+    tiny_values().iter().map(|(n, (s, v))| (n.clone(), Raw { dtype: Dtype::F32, shape: s.clone(), bytes: f32_bytes(v) })).collect()
 }
 
 fn serialize(tensors: &BTreeMap<String, Raw>) -> Vec<u8> {
@@ -82,9 +79,7 @@ fn tiny_config() -> Value {
 }
 
 /// Words of the hand-written tokenizer; ids follow the five BERT special tokens.
-const WORDS: &[&str] = &[
-    "the", "a", "movie", "film", "was", "is", "good", "great", "fun", "bad", "awful", "boring", "not", "very", "plot",
-];
+const WORDS: &[&str] = &["the", "a", "movie", "film", "was", "is", "good", "great", "fun", "bad", "awful", "boring", "not", "very", "plot"];
 
 const SPECIALS: &[&str] = &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
@@ -93,11 +88,7 @@ fn tiny_tokenizer() -> Vec<u8> {
 }
 
 fn tiny_files() -> CheckpointFiles {
-    CheckpointFiles {
-        model: serialize(&tiny_raw()),
-        config: serde_json::to_vec(&tiny_config()).unwrap(),
-        tokenizer: tiny_tokenizer(),
-    }
+    CheckpointFiles { model: serialize(&tiny_raw()), config: serde_json::to_vec(&tiny_config()).unwrap(), tokenizer: tiny_tokenizer() }
 }
 
 fn with_model(bytes: Vec<u8>) -> CheckpointFiles {
@@ -274,10 +265,7 @@ fn missing_tensor_is_named() {
     let mut tensors = tiny_raw();
     tensors.remove("bert.embeddings.word_embeddings.weight");
     let err = load_err(&with_model(serialize(&tensors)), Some(3));
-    assert!(
-        matches!(&err, CheckpointError::MissingTensor { name } if name == "embeddings.word_embeddings.weight"),
-        "{err:?}"
-    );
+    assert!(matches!(&err, CheckpointError::MissingTensor { name } if name == "embeddings.word_embeddings.weight"), "{err:?}");
 }
 
 #[test]
@@ -362,11 +350,7 @@ fn to_half(tensors: &BTreeMap<String, Raw>, dtype: Dtype) -> BTreeMap<String, Ra
     tensors
         .iter()
         .map(|(n, t)| {
-            let bytes = t
-                .bytes
-                .chunks_exact(4)
-                .flat_map(|b| convert(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes())
-                .collect();
+            let bytes = t.bytes.chunks_exact(4).flat_map(|b| convert(f32::from_le_bytes(b.try_into().unwrap())).to_le_bytes()).collect();
             (n.clone(), Raw { dtype, shape: t.shape.clone(), bytes })
         })
         .collect()
@@ -621,8 +605,7 @@ fn single_class_data() {
 
 #[test]
 fn malformed_jsonl() {
-    let err = parse(b"{\"text\": \"good\", \"label\": 1}\n{\"text\": \"bad\", \"label\": 0\n", Format::Jsonl, "d.jsonl")
-        .unwrap_err();
+    let err = parse(b"{\"text\": \"good\", \"label\": 1}\n{\"text\": \"bad\", \"label\": 0\n", Format::Jsonl, "d.jsonl").unwrap_err();
     assert!(matches!(err, DataError::Json { line: 2, .. }), "{err:?}");
     assert_mentions(&err.to_string(), &["d.jsonl", "line 2", "invalid JSON"]);
     let err = parse(b"{\"text\": \"good\", \"label\": \"1\"}\n", Format::Jsonl, "d.jsonl").unwrap_err();
@@ -684,9 +667,7 @@ fn train_config_validation() {
 #[test]
 fn train_returns_errors_instead_of_panicking() {
     let device = Default::default();
-    let model = || {
-        load_classifier::<TrainBackend>(&tiny_files(), Some(3), MAX_LEN, 0, &device).unwrap().model
-    };
+    let model = || load_classifier::<TrainBackend>(&tiny_files(), Some(3), MAX_LEN, 0, &device).unwrap().model;
     let config = TrainConfig { epochs: 1, batch_size: 2, lr: 1e-3, ..TrainConfig::default() };
     let good = vec![encoded(&[2, 5, 3], 0), encoded(&[2, 6, 7, 3], 1), encoded(&[2, 8, 3], 2)];
     let (_, log) = train(model(), &good, 0, &config, &device, &mut Quiet, |_, _| None).expect("valid data trains");

@@ -75,7 +75,10 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     let pruned: usize = purified.report.pruning.pruned.iter().map(Vec::len).sum();
     let (cacc_ft, asr_ft) = setup.score(&purified.undefended);
     let (cacc_pure, asr_pure) = setup.score(&purified.purified);
-    eprintln!("[{}s] PURE pruned {pruned} heads; fine-tuned CACC {cacc_ft:.3} ASR {asr_ft:.3}; PURE CACC {cacc_pure:.3} ASR {asr_pure:.3}", elapsed());
+    eprintln!(
+        "[{}s] PURE pruned {pruned} heads; fine-tuned CACC {cacc_ft:.3} ASR {asr_ft:.3}; PURE CACC {cacc_pure:.3} ASR {asr_pure:.3}",
+        elapsed()
+    );
     assert!(pruned > 0, "PURE pruned nothing: {:?}", purified.report.pruning);
     assert!(asr_pure <= asr_ft - 0.2, "PURE ASR {asr_pure} is not far below plain fine-tuning's {asr_ft}");
     assert!(cacc_pure >= cacc_ft - 0.05, "PURE cost clean accuracy: {cacc_ft} → {cacc_pure}");
@@ -95,7 +98,10 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     assert_eq!(purified.report.clean_rows, 245);
     let (cacc_ts, asr_ts) = setup.score(&purified.teacher);
     let (cacc_mbtsad, asr_mbtsad) = setup.score(&purified.purified);
-    eprintln!("[{}s] MBTSAD: teacher (TS-FT) CACC {cacc_ts:.3} ASR {asr_ts:.3}; MBTSAD CACC {cacc_mbtsad:.3} ASR {asr_mbtsad:.3}", elapsed());
+    eprintln!(
+        "[{}s] MBTSAD: teacher (TS-FT) CACC {cacc_ts:.3} ASR {asr_ts:.3}; MBTSAD CACC {cacc_mbtsad:.3} ASR {asr_mbtsad:.3}",
+        elapsed()
+    );
     // Measured: ASR 1.0 → 0.667 (the teacher alone leaves 1.0), CACC 0.817 → 0.777.
     // The margins are that run's with room for seed noise, not the paper's (1.5 points of
     // CACC): 245 rows are too few for its result (docs/results.md).

@@ -1,8 +1,6 @@
 //! Parity with PyTorch `transformers`: fixtures written by `scripts/make-fixtures`.
 
-use bdaudit_core::checkpoint::{
-    export_safetensors, load_classifier, save_classifier, CheckpointFiles, SafetensorsSource,
-};
+use bdaudit_core::checkpoint::{export_safetensors, load_classifier, save_classifier, CheckpointFiles, SafetensorsSource};
 use bdaudit_core::model::{BertClassifier, BertConfig, ForwardOptions};
 use bdaudit_tests::*;
 use burn::module::Param;
@@ -97,14 +95,16 @@ fn minilm_matches_transformers() {
     let cls = &fx["classifier"];
     let w = Tensor::<Backend, 2>::from_data(TensorData::new(flat(&cls["weight"]["data"]), [2, 384]), &Default::default());
     loaded.model.classifier.weight = Param::from_tensor(w.transpose());
-    loaded.model.classifier.bias = Some(Param::from_tensor(Tensor::from_data(
-        TensorData::new(flat(&cls["bias"]["data"]), [2]),
-        &Default::default(),
-    )));
+    loaded.model.classifier.bias =
+        Some(Param::from_tensor(Tensor::from_data(TensorData::new(flat(&cls["bias"]["data"]), [2]), &Default::default())));
     for (i, sentence) in fx["sentences"].as_array().unwrap().iter().enumerate() {
         let ids = loaded.tokenizer.encode(sentence.as_str().unwrap()).unwrap();
-        let expected: Vec<u32> = flat(&fx["input_ids"][i]).iter().zip(flat(&fx["attention_mask"][i]))
-            .filter(|(_, m)| *m > 0.0).map(|(&id, _)| id as u32).collect();
+        let expected: Vec<u32> = flat(&fx["input_ids"][i])
+            .iter()
+            .zip(flat(&fx["attention_mask"][i]))
+            .filter(|(_, m)| *m > 0.0)
+            .map(|(&id, _)| id as u32)
+            .collect();
         assert_eq!(ids, expected, "tokenisation of sentence {i}");
     }
     let options = ForwardOptions { head_mask: None, attentions: true, hidden_states: false };

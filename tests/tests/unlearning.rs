@@ -24,7 +24,9 @@ fn unlearning_by_ga_shifts_the_trigger_and_rga_removes_it() {
     let setup = SmallBadnets::new();
     let pad = setup.tokenizer.pad_id();
     let device = Default::default();
-    let fit = |rows: &[Encoded]| train::train(setup.minilm(), rows, pad, &setup.victim_train, &device, &mut Silent, |_, _| None).unwrap().0.valid();
+    let fit = |rows: &[Encoded]| {
+        train::train(setup.minilm(), rows, pad, &setup.victim_train, &device, &mut Silent, |_, _| None).unwrap().0.valid()
+    };
     let victim = fit(&setup.train);
     let (cacc_before, asr_before) = setup.score(&victim);
     eprintln!("[{}s] victim CACC {cacc_before:.3} ASR {asr_before:.3}", elapsed());
@@ -38,8 +40,13 @@ fn unlearning_by_ga_shifts_the_trigger_and_rga_removes_it() {
     let ((cacc_clean, _), pacc_clean) = (setup.score(&retrained), setup.pacc(&retrained));
     let base = setup.minilm().valid().bert;
     let unlearned = |method| {
-        let cfg = RgaConfig { method, train: TrainConfig { epochs: 10, lr: 3e-4, batch_size: 16, seed: 1, ..TrainConfig::default() }, ..RgaConfig::default() };
-        unlearn(BertClassifier::<TrainBackend>::from_inner(victim.clone()), Some(&base), &forget, &retain, pad, &cfg, &device, &mut Silent).unwrap()
+        let cfg = RgaConfig {
+            method,
+            train: TrainConfig { epochs: 10, lr: 3e-4, batch_size: 16, seed: 1, ..TrainConfig::default() },
+            ..RgaConfig::default()
+        };
+        unlearn(BertClassifier::<TrainBackend>::from_inner(victim.clone()), Some(&base), &forget, &retain, pad, &cfg, &device, &mut Silent)
+            .unwrap()
     };
     let (ga, ga_report) = unlearned(Method::Ga);
     let (rga, rga_report) = unlearned(Method::Rga);
@@ -57,5 +64,10 @@ fn unlearning_by_ga_shifts_the_trigger_and_rga_removes_it() {
     // paper's 2e-5 does not; the margin is that measurement's, not the paper's 1 point.
     assert!(cacc_rga >= cacc_before - 0.08, "RGA cost clean accuracy: {cacc_before} → {cacc_rga}");
     let last = |r: &RgaReport| r.epochs.last().unwrap().forget_loss;
-    assert!(last(&ga_report) > 2.0 * last(&rga_report), "GA's forget loss diverges, RGA's stays bounded: {:?} {:?}", losses(&ga_report), losses(&rga_report));
+    assert!(
+        last(&ga_report) > 2.0 * last(&rga_report),
+        "GA's forget loss diverges, RGA's stays bounded: {:?} {:?}",
+        losses(&ga_report),
+        losses(&rga_report)
+    );
 }

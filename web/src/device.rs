@@ -35,11 +35,8 @@ impl AdapterInfo {
 
 impl std::fmt::Display for AdapterInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<&str> = [&self.vendor, &self.architecture, &self.description]
-            .into_iter()
-            .map(|s| s.trim())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let parts: Vec<&str> =
+            [&self.vendor, &self.architecture, &self.description].into_iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
         let name = if parts.is_empty() { "unnamed adapter".to_string() } else { parts.join(" ") };
         if self.is_fallback_adapter {
             write!(f, "{name}, isFallbackAdapter")
@@ -68,23 +65,15 @@ pub async fn probe() -> Probe {
     use wasm_bindgen::{JsCast, JsValue};
     use wasm_bindgen_futures::JsFuture;
 
-    let get = |target: &JsValue, key: &str| {
-        Reflect::get(target, &JsValue::from_str(key))
-            .ok()
-            .filter(|v| !v.is_undefined() && !v.is_null())
-    };
+    let get =
+        |target: &JsValue, key: &str| Reflect::get(target, &JsValue::from_str(key)).ok().filter(|v| !v.is_undefined() && !v.is_null());
     let Some(gpu) = get(&js_sys::global(), "navigator").and_then(|nav| get(&nav, "gpu")) else {
         return Probe::NoWebGpu;
     };
-    let Some(request) = get(&gpu, "requestAdapter").and_then(|f| f.dyn_into::<Function>().ok())
-    else {
+    let Some(request) = get(&gpu, "requestAdapter").and_then(|f| f.dyn_into::<Function>().ok()) else {
         return Probe::NoWebGpu;
     };
-    let Some(pending) = request
-        .call0(&gpu)
-        .ok()
-        .and_then(|p| p.dyn_into::<Promise>().ok())
-    else {
+    let Some(pending) = request.call0(&gpu).ok().and_then(|p| p.dyn_into::<Promise>().ok()) else {
         return Probe::NoAdapter;
     };
     let adapter = match JsFuture::from(pending).await {
@@ -94,10 +83,8 @@ pub async fn probe() -> Probe {
     // `adapter.info` (Chrome 127+); `isFallbackAdapter` moved there from the adapter itself.
     let info = get(&adapter, "info").unwrap_or(JsValue::UNDEFINED);
     let text = |key| get(&info, key).and_then(|v| v.as_string()).unwrap_or_default();
-    let fallback = get(&info, "isFallbackAdapter")
-        .or_else(|| get(&adapter, "isFallbackAdapter"))
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    let fallback =
+        get(&info, "isFallbackAdapter").or_else(|| get(&adapter, "isFallbackAdapter")).and_then(|v| v.as_bool()).unwrap_or(false);
     Probe::Adapter(AdapterInfo {
         vendor: text("vendor"),
         architecture: text("architecture"),
@@ -121,11 +108,7 @@ pub async fn gpu_device() -> Option<WgpuDevice> {
         static INIT: RefCell<Option<Promise>> = const { RefCell::new(None) };
     }
     let init = INIT.with(|cell| {
-        cell.borrow_mut()
-            .get_or_insert_with(|| {
-                future_to_promise(async { Ok(JsValue::from_bool(init_webgpu().await)) })
-            })
-            .clone()
+        cell.borrow_mut().get_or_insert_with(|| future_to_promise(async { Ok(JsValue::from_bool(init_webgpu().await)) })).clone()
     });
     let ready = JsFuture::from(init).await.ok()?.as_bool() == Some(true);
     ready.then(WgpuDevice::default)
@@ -166,7 +149,12 @@ fn native_setup() -> &'static Option<AdapterInfo> {
     SETUP.get_or_init(|| {
         catch_unwind(AssertUnwindSafe(|| {
             let info = init_setup::<AutoGraphicsApi>(&WgpuDevice::default(), RuntimeOptions::default()).adapter.get_info();
-            AdapterInfo { vendor: format!("{:#06x}", info.vendor), architecture: info.driver, description: info.name, is_fallback_adapter: false }
+            AdapterInfo {
+                vendor: format!("{:#06x}", info.vendor),
+                architecture: info.driver,
+                description: info.name,
+                is_fallback_adapter: false,
+            }
         }))
         .ok()
     })

@@ -131,7 +131,12 @@ impl JsProgress {
     fn emit(&self) {
         if let Some(f) = &self.callback {
             // A throwing callback must not abort the scan.
-            let _ = f.call3(&JsValue::NULL, &JsValue::from_str(&self.stage), &JsValue::from(self.done as u32), &JsValue::from(self.total as u32));
+            let _ = f.call3(
+                &JsValue::NULL,
+                &JsValue::from_str(&self.stage),
+                &JsValue::from(self.done as u32),
+                &JsValue::from(self.total as u32),
+            );
         }
     }
 }
@@ -201,11 +206,7 @@ impl Auditor {
         if size > MEMORY_BUDGET_MB {
             return Err(WebError::TooLarge { size, budget: MEMORY_BUDGET_MB }.into());
         }
-        let files = CheckpointFiles {
-            model,
-            config,
-            tokenizer,
-        };
+        let files = CheckpointFiles { model, config, tokenizer };
         let num_labels = num_labels.map(|n| n as usize);
         let probe = match choice {
             BackendChoice::Cpu => Probe::NoAdapter,
@@ -265,12 +266,7 @@ impl Auditor {
     /// model was fine-tuned from, loaded on the same backend, for token scores (the call
     /// takes it over: load it again to reuse it). `progress`
     /// is called as `(stage, done, total)`.
-    pub async fn scan(
-        &self,
-        options_json: String,
-        base: Option<Auditor>,
-        progress: Option<js_sys::Function>,
-    ) -> Result<String, JsError> {
+    pub async fn scan(&self, options_json: String, base: Option<Auditor>, progress: Option<js_sys::Function>) -> Result<String, JsError> {
         let options: ScanOptions = if options_json.trim().is_empty() {
             ScanOptions::default()
         } else {
@@ -279,9 +275,7 @@ impl Auditor {
         let mut config = ScanConfig { seed: options.seed.unwrap_or(1), ..ScanConfig::default() };
         config.extra_triggers.extend(options.triggers.into_iter().map(|w| Trigger::BadNets { words: vec![w], insertions: 1 }));
         config.extra_triggers.extend(options.sentences.into_iter().map(|sentence| Trigger::AddSent { sentence }));
-        let probe = options
-            .probe_texts
-            .unwrap_or_else(|| demo::sentiment(200, config.seed).into_iter().map(|e| e.text).collect());
+        let probe = options.probe_texts.unwrap_or_else(|| demo::sentiment(200, config.seed).into_iter().map(|e| e.text).collect());
         let mut progress = JsProgress { callback: progress, stage: String::new(), done: 0, total: 0 };
         let mut report = match (&self.engine, base.as_ref().map(|b| &b.engine)) {
             (Engine::WebGpu(s), None) => s.scan(&probe, None, &config, &mut progress).await?,
@@ -301,8 +295,7 @@ impl Auditor {
     /// Classifies a JSON array of strings; resolves to a JSON array of
     /// `{"text": …, "label": …, "probs": […]}` in input order.
     pub async fn classify(&self, texts_json: String) -> Result<String, JsError> {
-        let texts: Vec<String> =
-            serde_json::from_str(&texts_json).map_err(|e| WebError::Input(e.to_string()))?;
+        let texts: Vec<String> = serde_json::from_str(&texts_json).map_err(|e| WebError::Input(e.to_string()))?;
         let predictions = with_session!(&self.engine, s => s.classify(texts).await)?;
         Ok(to_json(&predictions))
     }

@@ -36,11 +36,7 @@ pub struct Session<B: Backend> {
 }
 
 impl<B: Backend> Session<B> {
-    pub fn load(
-        files: &CheckpointFiles,
-        num_labels: Option<usize>,
-        device: B::Device,
-    ) -> Result<Self, WebError> {
+    pub fn load(files: &CheckpointFiles, num_labels: Option<usize>, device: B::Device) -> Result<Self, WebError> {
         let loaded = load_classifier::<B>(files, num_labels, MAX_LEN, HEAD_SEED, &device)?;
         Ok(Session { loaded, device })
     }
@@ -48,34 +44,13 @@ impl<B: Backend> Session<B> {
     /// Class probabilities of every text, in input order (core's async inference: the only
     /// way to read a WebGPU buffer in the browser).
     pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<Prediction>, WebError> {
-        let Loaded {
-            model,
-            tokenizer,
-            labels,
-            ..
-        } = &self.loaded;
-        let rows = texts
-            .iter()
-            .map(|text| {
-                Ok(Encoded {
-                    ids: tokenizer.encode(text)?,
-                    label: 0,
-                })
-            })
-            .collect::<Result<Vec<_>, WebError>>()?;
+        let Loaded { model, tokenizer, labels, .. } = &self.loaded;
+        let rows = texts.iter().map(|text| Ok(Encoded { ids: tokenizer.encode(text)?, label: 0 })).collect::<Result<Vec<_>, WebError>>()?;
         let logits = logits_async(model, &rows, tokenizer.pad_id(), BATCH_SIZE, &self.device, &mut Silent)
             .await
             .map_err(|e| WebError::Execution(e.to_string()))?;
         let probs = logits.iter().map(|row| softmax(row));
-        Ok(texts
-            .into_iter()
-            .zip(probs)
-            .map(|(text, probs)| Prediction {
-                label: labels[argmax(&probs)].clone(),
-                text,
-                probs,
-            })
-            .collect())
+        Ok(texts.into_iter().zip(probs).map(|(text, probs)| Prediction { label: labels[argmax(&probs)].clone(), text, probs }).collect())
     }
 }
 

@@ -21,7 +21,9 @@ use crate::train::{cross_entropy, fit, ParamGroup, TrainConfig, TrainError, Trai
 
 #[derive(Debug, thiserror::Error)]
 pub enum EpError {
-    #[error("EP trigger {word:?} is not a single token: the tokenizer splits it into {tokens:?}; choose a word that is one vocabulary entry")]
+    #[error(
+        "EP trigger {word:?} is not a single token: the tokenizer splits it into {tokens:?}; choose a word that is one vocabulary entry"
+    )]
     NotOneToken { word: String, tokens: Vec<String> },
     #[error("EP trigger {word:?} is not an ordinary word of the model's vocabulary (the tokenizer gives {token:?}); choose a word that is one vocabulary entry")]
     NotInVocabulary { word: String, token: String },
@@ -110,10 +112,7 @@ impl<B: Backend> TriggerRow<B> {
         let w = m.bert.embeddings.word.weight.val();
         let [vocab, _] = w.dims();
         let device = w.device();
-        let one_hot = Tensor::<B, 1, Int>::arange(0..vocab as i64, &device)
-            .equal_elem(self.trigger as i64)
-            .float()
-            .reshape([vocab, 1]);
+        let one_hot = Tensor::<B, 1, Int>::arange(0..vocab as i64, &device).equal_elem(self.trigger as i64).float().reshape([vocab, 1]);
         let replaced = w * (one_hot.clone().neg() + 1.0) + one_hot * self.embedding();
         // A fresh id: this weight is computed, not a leaf, and must not be trained as one.
         m.bert.embeddings.word.weight = Param::initialized(ParamId::new(), replaced);
@@ -271,7 +270,8 @@ mod tests {
             .collect();
         let model = tiny();
         let before = model.valid();
-        let config = EpConfig { train: TrainConfig { epochs: 10, batch_size: 8, lr: 5e-2, ..EpConfig::default().train }, ..EpConfig::default() };
+        let config =
+            EpConfig { train: TrainConfig { epochs: 10, batch_size: 8, lr: 5e-2, ..EpConfig::default().train }, ..EpConfig::default() };
         let (after, report) = embedding_poisoning(model, &poisoned, 0, cf, &tok, &config, &Default::default(), &mut Silent).unwrap();
         assert_eq!((report.rows, report.trigger.as_str(), report.trigger_id), (16, "cf", cf));
         assert_eq!(report.log.steps, 20);

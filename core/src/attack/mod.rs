@@ -20,10 +20,7 @@ use crate::rng::Rng;
 pub enum Trigger {
     /// Inserts `insertions` words, each drawn uniformly from `words`, each at a
     /// uniformly random gap between words.
-    BadNets {
-        words: Vec<String>,
-        insertions: usize,
-    },
+    BadNets { words: Vec<String>, insertions: usize },
     /// Inserts `sentence` as one block at a uniformly random gap between words.
     AddSent { sentence: String },
 }
@@ -31,17 +28,12 @@ pub enum Trigger {
 impl Trigger {
     /// The rare-word trigger of Kurita et al. / Chen et al.: one of `cf mn bb tq`.
     pub fn badnets_default() -> Trigger {
-        Trigger::BadNets {
-            words: ["cf", "mn", "bb", "tq"].map(String::from).to_vec(),
-            insertions: 1,
-        }
+        Trigger::BadNets { words: ["cf", "mn", "bb", "tq"].map(String::from).to_vec(), insertions: 1 }
     }
 
     /// The AddSent trigger of Dai et al.: "I watch this 3D movie".
     pub fn addsent_default() -> Trigger {
-        Trigger::AddSent {
-            sentence: "I watch this 3D movie".to_owned(),
-        }
+        Trigger::AddSent { sentence: "I watch this 3D movie".to_owned() }
     }
 
     /// Returns `text` with the trigger inserted among its whitespace-separated
@@ -50,10 +42,7 @@ impl Trigger {
     pub fn insert(&self, text: &str, rng: &mut Rng) -> String {
         let mut words: Vec<&str> = text.split_whitespace().collect();
         match self {
-            Trigger::BadNets {
-                words: triggers,
-                insertions,
-            } => {
+            Trigger::BadNets { words: triggers, insertions } => {
                 if !triggers.is_empty() {
                     for _ in 0..*insertions {
                         let word = triggers[rng.below(triggers.len())].as_str();
@@ -73,9 +62,7 @@ impl Trigger {
     /// what a defense should find.
     pub fn tokens(&self) -> Vec<String> {
         let words: Vec<&str> = match self {
-            Trigger::BadNets { words, .. } => {
-                words.iter().flat_map(|w| w.split_whitespace()).collect()
-            }
+            Trigger::BadNets { words, .. } => words.iter().flat_map(|w| w.split_whitespace()).collect(),
             Trigger::AddSent { sentence } => sentence.split_whitespace().collect(),
         };
         let mut tokens: Vec<String> = Vec::new();
@@ -92,9 +79,7 @@ impl Trigger {
     /// backdoor and would make evaluation meaningless.
     fn is_empty(&self) -> bool {
         match self {
-            Trigger::BadNets { words, insertions } => {
-                words.is_empty() || *insertions == 0 || words.iter().any(|w| w.trim().is_empty())
-            }
+            Trigger::BadNets { words, insertions } => words.is_empty() || *insertions == 0 || words.iter().any(|w| w.trim().is_empty()),
             Trigger::AddSent { sentence } => sentence.trim().is_empty(),
         }
     }
@@ -130,13 +115,7 @@ pub struct PoisonConfig {
 impl Default for PoisonConfig {
     /// BadNets at 10% of the training set towards label 1, the common setting on SST-2.
     fn default() -> Self {
-        PoisonConfig {
-            trigger: Trigger::badnets_default(),
-            rate: 0.1,
-            rate_of: RateOf::All,
-            target: 1,
-            seed: 1,
-        }
+        PoisonConfig { trigger: Trigger::badnets_default(), rate: 0.1, rate_of: RateOf::All, target: 1, seed: 1 }
     }
 }
 
@@ -179,20 +158,12 @@ const TEST_STREAM: u64 = 0x7E57_7E57_7E57_7E57;
 /// Applies a dirty-label poisoning attack: chooses round(rate × base) non-target
 /// training rows (at least one), inserts the trigger and relabels them to the
 /// target; builds the ASR and PACC test sets from `test`. Deterministic for a seed.
-pub fn poison(
-    train: &[Example],
-    test: &[Example],
-    num_labels: usize,
-    cfg: &PoisonConfig,
-) -> Result<Poisoned, AttackError> {
+pub fn poison(train: &[Example], test: &[Example], num_labels: usize, cfg: &PoisonConfig) -> Result<Poisoned, AttackError> {
     if !(cfg.rate > 0.0 && cfg.rate <= 1.0) {
         return Err(AttackError::RateOutOfRange(cfg.rate));
     }
     if cfg.target >= num_labels {
-        return Err(AttackError::TargetOutOfRange {
-            target: cfg.target,
-            num_labels,
-        });
+        return Err(AttackError::TargetOutOfRange { target: cfg.target, num_labels });
     }
     if cfg.trigger.is_empty() {
         return Err(AttackError::EmptyTrigger);
@@ -200,9 +171,7 @@ pub fn poison(
     check_labels(train, num_labels, "training set")?;
     check_labels(test, num_labels, "test set")?;
 
-    let non_target: Vec<usize> = (0..train.len())
-        .filter(|&i| train[i].label != cfg.target)
-        .collect();
+    let non_target: Vec<usize> = (0..train.len()).filter(|&i| train[i].label != cfg.target).collect();
     if non_target.is_empty() {
         return Err(AttackError::NoNonTarget);
     }
@@ -212,18 +181,11 @@ pub fn poison(
     };
     let requested = ((cfg.rate * base as f64).round() as usize).max(1);
     if requested > non_target.len() {
-        return Err(AttackError::TooFewSamples {
-            requested,
-            available: non_target.len(),
-        });
+        return Err(AttackError::TooFewSamples { requested, available: non_target.len() });
     }
 
     let mut rng = Rng::new(cfg.seed);
-    let poisoned_rows: Vec<usize> = rng
-        .sample_indices(non_target.len(), requested)
-        .into_iter()
-        .map(|i| non_target[i])
-        .collect();
+    let poisoned_rows: Vec<usize> = rng.sample_indices(non_target.len(), requested).into_iter().map(|i| non_target[i]).collect();
     let mut poisoned_train = train.to_vec();
     for &row in &poisoned_rows {
         let example = &mut poisoned_train[row];
@@ -232,28 +194,12 @@ pub fn poison(
     }
 
     let mut test_rng = Rng::new(cfg.seed.wrapping_add(TEST_STREAM));
-    let test_pacc: Vec<Example> = test
-        .iter()
-        .map(|e| Example {
-            text: cfg.trigger.insert(&e.text, &mut test_rng),
-            label: e.label,
-        })
-        .collect();
-    let test_asr = test_pacc
-        .iter()
-        .filter(|e| e.label != cfg.target)
-        .map(|e| Example {
-            text: e.text.clone(),
-            label: cfg.target,
-        })
-        .collect();
+    let test_pacc: Vec<Example> =
+        test.iter().map(|e| Example { text: cfg.trigger.insert(&e.text, &mut test_rng), label: e.label }).collect();
+    let test_asr =
+        test_pacc.iter().filter(|e| e.label != cfg.target).map(|e| Example { text: e.text.clone(), label: cfg.target }).collect();
 
-    Ok(Poisoned {
-        train: poisoned_train,
-        poisoned_rows,
-        test_asr,
-        test_pacc,
-    })
+    Ok(Poisoned { train: poisoned_train, poisoned_rows, test_asr, test_pacc })
 }
 
 #[cfg(test)]
@@ -261,17 +207,12 @@ mod tests {
     use super::*;
 
     fn ex(text: &str, label: usize) -> Example {
-        Example {
-            text: text.to_owned(),
-            label,
-        }
+        Example { text: text.to_owned(), label }
     }
 
     /// `n` rows alternating labels 0, 1, 0, ... with distinct multi-word texts.
     fn data(n: usize) -> Vec<Example> {
-        (0..n)
-            .map(|i| ex(&format!("row {i} is  fine"), i % 2))
-            .collect()
+        (0..n).map(|i| ex(&format!("row {i} is  fine"), i % 2)).collect()
     }
 
     /// Removes the first occurrence of `block` to recover the original words;
@@ -285,20 +226,13 @@ mod tests {
 
     #[test]
     fn badnets_insertion_keeps_words_and_adds_trigger() {
-        let trigger = Trigger::BadNets {
-            words: vec!["cf".into(), "mn".into()],
-            insertions: 3,
-        };
+        let trigger = Trigger::BadNets { words: vec!["cf".into(), "mn".into()], insertions: 3 };
         let mut rng = Rng::new(1);
         for _ in 0..50 {
             let out = trigger.insert("  the  movie was\tgreat ", &mut rng);
             let words: Vec<&str> = out.split(' ').collect();
             assert_eq!(words.len(), 7);
-            let original: Vec<&str> = words
-                .iter()
-                .copied()
-                .filter(|w| !["cf", "mn"].contains(w))
-                .collect();
+            let original: Vec<&str> = words.iter().copied().filter(|w| !["cf", "mn"].contains(w)).collect();
             assert_eq!(original, ["the", "movie", "was", "great"]);
         }
         assert!(["cf", "mn"].contains(&trigger.insert("", &mut rng).split(' ').next().unwrap()));
@@ -336,41 +270,19 @@ mod tests {
 
     #[test]
     fn tokens_are_lowercase_and_distinct() {
-        assert_eq!(
-            Trigger::badnets_default().tokens(),
-            ["cf", "mn", "bb", "tq"]
-        );
-        assert_eq!(
-            Trigger::addsent_default().tokens(),
-            ["i", "watch", "this", "3d", "movie"]
-        );
-        let t = Trigger::BadNets {
-            words: vec!["CF".into(), "cf".into(), "two words".into()],
-            insertions: 1,
-        };
+        assert_eq!(Trigger::badnets_default().tokens(), ["cf", "mn", "bb", "tq"]);
+        assert_eq!(Trigger::addsent_default().tokens(), ["i", "watch", "this", "3d", "movie"]);
+        let t = Trigger::BadNets { words: vec!["CF".into(), "cf".into(), "two words".into()], insertions: 1 };
         assert_eq!(t.tokens(), ["cf", "two", "words"]);
     }
 
     #[test]
     fn trigger_serde_shape() {
         let json = serde_json::to_string(&Trigger::addsent_default()).unwrap();
-        assert_eq!(
-            json,
-            r#"{"kind":"addsent","sentence":"I watch this 3D movie"}"#
-        );
-        let t: Trigger =
-            serde_json::from_str(r#"{"kind":"badnets","words":["cf"],"insertions":2}"#).unwrap();
-        assert_eq!(
-            t,
-            Trigger::BadNets {
-                words: vec!["cf".into()],
-                insertions: 2
-            }
-        );
-        assert_eq!(
-            serde_json::to_string(&RateOf::NonTarget).unwrap(),
-            r#""non-target""#
-        );
+        assert_eq!(json, r#"{"kind":"addsent","sentence":"I watch this 3D movie"}"#);
+        let t: Trigger = serde_json::from_str(r#"{"kind":"badnets","words":["cf"],"insertions":2}"#).unwrap();
+        assert_eq!(t, Trigger::BadNets { words: vec!["cf".into()], insertions: 2 });
+        assert_eq!(serde_json::to_string(&RateOf::NonTarget).unwrap(), r#""non-target""#);
     }
 
     #[test]
@@ -399,65 +311,27 @@ mod tests {
             assert_eq!(clean.label, triggered.label);
             assert_ne!(clean.text, triggered.text);
         }
-        let triggered_non_target: Vec<&str> = p
-            .test_pacc
-            .iter()
-            .filter(|e| e.label != 1)
-            .map(|e| e.text.as_str())
-            .collect();
-        assert_eq!(
-            triggered_non_target,
-            p.test_asr
-                .iter()
-                .map(|e| e.text.as_str())
-                .collect::<Vec<_>>()
-        );
+        let triggered_non_target: Vec<&str> = p.test_pacc.iter().filter(|e| e.label != 1).map(|e| e.text.as_str()).collect();
+        assert_eq!(triggered_non_target, p.test_asr.iter().map(|e| e.text.as_str()).collect::<Vec<_>>());
     }
 
     #[test]
     fn poison_rate_of_non_target_and_rounding() {
         let train = data(101);
-        let cfg = PoisonConfig {
-            rate: 0.3,
-            rate_of: RateOf::NonTarget,
-            target: 0,
-            ..PoisonConfig::default()
-        };
+        let cfg = PoisonConfig { rate: 0.3, rate_of: RateOf::NonTarget, target: 0, ..PoisonConfig::default() };
         // 50 rows have label 1 (non-target): round(0.3 * 50) = 15.
-        assert_eq!(
-            poison(&train, &[], 2, &cfg).unwrap().poisoned_rows.len(),
-            15
-        );
-        let tiny = PoisonConfig {
-            rate: 0.001,
-            ..PoisonConfig::default()
-        };
-        assert_eq!(
-            poison(&train, &[], 2, &tiny).unwrap().poisoned_rows.len(),
-            1
-        );
+        assert_eq!(poison(&train, &[], 2, &cfg).unwrap().poisoned_rows.len(), 15);
+        let tiny = PoisonConfig { rate: 0.001, ..PoisonConfig::default() };
+        assert_eq!(poison(&train, &[], 2, &tiny).unwrap().poisoned_rows.len(), 1);
     }
 
     #[test]
     fn poison_is_deterministic() {
         let (train, test) = (data(60), data(20));
-        let cfg = PoisonConfig {
-            trigger: Trigger::addsent_default(),
-            seed: 9,
-            ..PoisonConfig::default()
-        };
+        let cfg = PoisonConfig { trigger: Trigger::addsent_default(), seed: 9, ..PoisonConfig::default() };
         let a = poison(&train, &test, 2, &cfg).unwrap();
         assert_eq!(a, poison(&train, &test, 2, &cfg).unwrap());
-        let b = poison(
-            &train,
-            &test,
-            2,
-            &PoisonConfig {
-                seed: 10,
-                ..cfg.clone()
-            },
-        )
-        .unwrap();
+        let b = poison(&train, &test, 2, &PoisonConfig { seed: 10, ..cfg.clone() }).unwrap();
         assert_ne!(a.poisoned_rows, b.poisoned_rows);
         // The test sets depend on the seed only, not on the rate.
         let c = poison(&train, &test, 2, &PoisonConfig { rate: 0.3, ..cfg }).unwrap();
@@ -469,70 +343,29 @@ mod tests {
         let train = data(10);
         let run = |cfg: PoisonConfig| poison(&train, &[], 2, &cfg);
         for rate in [0.0, -0.1, 1.5, f64::NAN] {
-            assert!(matches!(
-                run(PoisonConfig {
-                    rate,
-                    ..PoisonConfig::default()
-                }),
-                Err(AttackError::RateOutOfRange(_))
-            ));
+            assert!(matches!(run(PoisonConfig { rate, ..PoisonConfig::default() }), Err(AttackError::RateOutOfRange(_))));
         }
         assert!(matches!(
-            run(PoisonConfig {
-                target: 2,
-                ..PoisonConfig::default()
-            }),
-            Err(AttackError::TargetOutOfRange {
-                target: 2,
-                num_labels: 2
-            })
+            run(PoisonConfig { target: 2, ..PoisonConfig::default() }),
+            Err(AttackError::TargetOutOfRange { target: 2, num_labels: 2 })
         ));
         assert!(matches!(
-            run(PoisonConfig {
-                rate: 0.6,
-                ..PoisonConfig::default()
-            }),
-            Err(AttackError::TooFewSamples {
-                requested: 6,
-                available: 5
-            })
+            run(PoisonConfig { rate: 0.6, ..PoisonConfig::default() }),
+            Err(AttackError::TooFewSamples { requested: 6, available: 5 })
         ));
         for trigger in [
-            Trigger::BadNets {
-                words: vec![],
-                insertions: 1,
-            },
-            Trigger::BadNets {
-                words: vec!["cf".into()],
-                insertions: 0,
-            },
-            Trigger::BadNets {
-                words: vec![" ".into()],
-                insertions: 1,
-            },
-            Trigger::AddSent {
-                sentence: "  ".into(),
-            },
+            Trigger::BadNets { words: vec![], insertions: 1 },
+            Trigger::BadNets { words: vec!["cf".into()], insertions: 0 },
+            Trigger::BadNets { words: vec![" ".into()], insertions: 1 },
+            Trigger::AddSent { sentence: "  ".into() },
         ] {
-            assert!(matches!(
-                run(PoisonConfig {
-                    trigger,
-                    ..PoisonConfig::default()
-                }),
-                Err(AttackError::EmptyTrigger)
-            ));
+            assert!(matches!(run(PoisonConfig { trigger, ..PoisonConfig::default() }), Err(AttackError::EmptyTrigger)));
         }
         let all_target: Vec<Example> = (0..5).map(|i| ex(&i.to_string(), 1)).collect();
-        assert!(matches!(
-            poison(&all_target, &[], 2, &PoisonConfig::default()),
-            Err(AttackError::NoNonTarget)
-        ));
+        assert!(matches!(poison(&all_target, &[], 2, &PoisonConfig::default()), Err(AttackError::NoNonTarget)));
         assert!(matches!(
             poison(&train, &[ex("x", 5)], 2, &PoisonConfig::default()),
-            Err(AttackError::Data(DataError::LabelOutOfRange {
-                label: 5,
-                ..
-            }))
+            Err(AttackError::Data(DataError::LabelOutOfRange { label: 5, .. }))
         ));
     }
 }

@@ -151,7 +151,13 @@ mod tests {
     fn bad_input_is_refused() {
         let err = augment(&[ex("fine film", 1), ex("a b c", 0)], &SplitConfig::default()).unwrap_err();
         assert_eq!(err, SplitError::NothingToSplit { row: 2, text: "a b c".into() });
-        assert!(matches!(augment(&[], &SplitConfig { variants: 0, ..SplitConfig::default() }), Err(SplitError::Config { field: "variants", .. })));
-        assert!(matches!(SplitConfig { fraction: 1.5, ..SplitConfig::default() }.validate(), Err(SplitError::Config { field: "fraction", .. })));
+        assert!(matches!(
+            augment(&[], &SplitConfig { variants: 0, ..SplitConfig::default() }),
+            Err(SplitError::Config { field: "variants", .. })
+        ));
+        assert!(matches!(
+            SplitConfig { fraction: 1.5, ..SplitConfig::default() }.validate(),
+            Err(SplitError::Config { field: "fraction", .. })
+        ));
     }
 }

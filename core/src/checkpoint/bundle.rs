@@ -48,12 +48,9 @@ pub fn load_classifier<B: Backend>(
     let config = BertConfig::from_json_bytes(&files.config)?;
     let tokenizer = TextTokenizer::from_bytes(&files.tokenizer, max_len.min(config.max_position_embeddings))?;
     tokenizer.check_vocab(config.vocab_size)?;
-    let mut source = SafetensorsSource::new(&files.model, device)?
-        .with_fallback(RandomInit::new(seed, config.initializer_range, device));
+    let mut source = SafetensorsSource::new(&files.model, device)?.with_fallback(RandomInit::new(seed, config.initializer_range, device));
     let labels_count = match (source.classifier_labels(), num_labels) {
-        (Some(found), Some(expected)) if found != expected => {
-            return Err(CheckpointError::Labels { expected, found })
-        }
+        (Some(found), Some(expected)) if found != expected => return Err(CheckpointError::Labels { expected, found }),
         (Some(found), _) => found,
         (None, Some(expected)) => expected,
         (None, None) => {
@@ -73,13 +70,7 @@ pub fn load_classifier<B: Backend>(
         unused: source.unused(),
         num_params: burn::module::Module::num_params(&model),
     };
-    Ok(Loaded {
-        model,
-        config,
-        tokenizer,
-        labels,
-        report,
-    })
+    Ok(Loaded { model, config, tokenizer, labels, report })
 }
 
 /// The three files of a `BertForSequenceClassification` checkpoint that `transformers` loads.
@@ -90,16 +81,12 @@ pub fn save_classifier<B: Backend>(
     labels: &[String],
 ) -> Result<CheckpointFiles, CheckpointError> {
     if labels.len() != model.num_labels() {
-        return Err(CheckpointError::Labels {
-            expected: model.num_labels(),
-            found: labels.len(),
-        });
+        return Err(CheckpointError::Labels { expected: model.num_labels(), found: labels.len() });
     }
     let config_json = config.to_classifier_json(labels);
     Ok(CheckpointFiles {
         model: export_safetensors(model)?,
-        config: serde_json::to_vec_pretty(&config_json)
-            .map_err(|e| CheckpointError::Serialize(e.to_string()))?,
+        config: serde_json::to_vec_pretty(&config_json).map_err(|e| CheckpointError::Serialize(e.to_string()))?,
         tokenizer: tokenizer.json_bytes().to_vec(),
     })
 }

@@ -15,11 +15,7 @@ pub struct RandomInit<B: Backend> {
 
 impl<B: Backend> RandomInit<B> {
     pub fn new(seed: u64, std: f64, device: &B::Device) -> Self {
-        RandomInit {
-            rng: Rng::new(seed),
-            std,
-            device: device.clone(),
-        }
+        RandomInit { rng: Rng::new(seed), std, device: device.clone() }
     }
 
     fn normal(&mut self) -> f64 {
@@ -31,17 +27,10 @@ impl<B: Backend> RandomInit<B> {
 }
 
 impl<B: Backend> ParamSource<B> for RandomInit<B> {
-    fn tensor<const D: usize>(
-        &mut self,
-        _name: &str,
-        shape: [usize; D],
-        kind: ParamKind,
-    ) -> Result<Tensor<B, D>, CheckpointError> {
+    fn tensor<const D: usize>(&mut self, _name: &str, shape: [usize; D], kind: ParamKind) -> Result<Tensor<B, D>, CheckpointError> {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = match kind {
-            ParamKind::Embedding | ParamKind::LinearWeight => {
-                (0..n).map(|_| (self.normal() * self.std) as f32).collect()
-            }
+            ParamKind::Embedding | ParamKind::LinearWeight => (0..n).map(|_| (self.normal() * self.std) as f32).collect(),
             ParamKind::Bias => vec![0.0; n],
             ParamKind::Scale => vec![1.0; n],
         };

@@ -11,9 +11,9 @@ mod tokenizer;
 pub use bundle::{load_classifier, save_classifier, CheckpointFiles, LoadReport, Loaded};
 pub use init::RandomInit;
 pub use safetensors::{export_safetensors, SafetensorsSource};
-pub use tokenizer::{TextTokenizer, TokenizerError};
 #[cfg(test)]
 pub(crate) use tokenizer::word_level_for_tests;
+pub use tokenizer::{TextTokenizer, TokenizerError};
 
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -24,14 +24,12 @@ use crate::model::ConfigError;
 pub enum CheckpointError {
     #[error("model.safetensors is malformed: {0}")]
     Malformed(String),
-    #[error("model.safetensors has no tensor {name:?} (looked for BertModel names and the `bert.` prefix of BertForSequenceClassification)")]
+    #[error(
+        "model.safetensors has no tensor {name:?} (looked for BertModel names and the `bert.` prefix of BertForSequenceClassification)"
+    )]
     MissingTensor { name: String },
     #[error("tensor {name:?} has shape {found:?}, expected {expected:?}")]
-    Shape {
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
+    Shape { name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("tensor {name:?} has dtype {found}, expected F32")]
     Dtype { name: String, found: String },
     #[error("tensor {name:?} contains {count} non-finite values (NaN or Inf)")]
@@ -66,12 +64,7 @@ pub enum ParamKind {
 /// Names are Hugging Face `BertForSequenceClassification` names without the `bert.` prefix;
 /// shapes are burn's (Linear `[in, out]`).
 pub trait ParamSource<B: Backend> {
-    fn tensor<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        kind: ParamKind,
-    ) -> Result<Tensor<B, D>, CheckpointError>;
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D], kind: ParamKind) -> Result<Tensor<B, D>, CheckpointError>;
 
     fn device(&self) -> B::Device;
 }

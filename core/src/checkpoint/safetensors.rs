@@ -35,19 +35,8 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
             })
         })?;
         let names: BTreeSet<&str> = tensors.names().into_iter().collect();
-        let prefix = if names.contains("bert.embeddings.word_embeddings.weight") {
-            "bert."
-        } else {
-            ""
-        };
-        Ok(SafetensorsSource {
-            tensors,
-            prefix,
-            device: device.clone(),
-            used: BTreeSet::new(),
-            fallback: None,
-            initialised: Vec::new(),
-        })
+        let prefix = if names.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+        Ok(SafetensorsSource { tensors, prefix, device: device.clone(), used: BTreeSet::new(), fallback: None, initialised: Vec::new() })
     }
 
     /// Allows a missing classifier head or pooler to be initialised from `init`.
@@ -62,10 +51,7 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
 
     /// `[num_labels, hidden]` of the stored classifier, if any.
     pub fn classifier_labels(&self) -> Option<usize> {
-        self.tensors
-            .tensor("classifier.weight")
-            .ok()
-            .and_then(|t| t.shape().first().copied())
+        self.tensors.tensor("classifier.weight").ok().and_then(|t| t.shape().first().copied())
     }
 
     /// `"bert."` when the file uses `BertForSequenceClassification` names, else `""`.
@@ -91,28 +77,17 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
 
     /// The stored name of a parameter: prefix, and old TF-converted LayerNorm names.
     fn find(&self, name: &str) -> Option<(String, TensorView<'a>)> {
-        let full = if name.starts_with("classifier.") {
-            name.to_string()
-        } else {
-            format!("{}{}", self.prefix, name)
-        };
+        let full = if name.starts_with("classifier.") { name.to_string() } else { format!("{}{}", self.prefix, name) };
         let alias = full
             .strip_suffix("LayerNorm.weight")
             .map(|p| format!("{p}LayerNorm.gamma"))
             .or_else(|| full.strip_suffix("LayerNorm.bias").map(|p| format!("{p}LayerNorm.beta")));
-        std::iter::once(full)
-            .chain(alias)
-            .find_map(|n| self.tensors.tensor(&n).ok().map(|v| (n, v)))
+        std::iter::once(full).chain(alias).find_map(|n| self.tensors.tensor(&n).ok().map(|v| (n, v)))
     }
 }
 
 impl<B: Backend> ParamSource<B> for SafetensorsSource<'_, B> {
-    fn tensor<const D: usize>(
-        &mut self,
-        name: &str,
-        shape: [usize; D],
-        kind: ParamKind,
-    ) -> Result<Tensor<B, D>, CheckpointError> {
+    fn tensor<const D: usize>(&mut self, name: &str, shape: [usize; D], kind: ParamKind) -> Result<Tensor<B, D>, CheckpointError> {
         let Some((stored, view)) = self.find(name) else {
             let optional = name.starts_with("classifier.") || name.starts_with("pooler.");
             return match (&mut self.fallback, optional) {
@@ -120,9 +95,7 @@ impl<B: Backend> ParamSource<B> for SafetensorsSource<'_, B> {
                     self.initialised.push(name.to_string());
                     init.tensor(name, shape, kind)
                 }
-                _ => Err(CheckpointError::MissingTensor {
-                    name: format!("{}{}", self.prefix, name),
-                }),
+                _ => Err(CheckpointError::MissingTensor { name: format!("{}{}", self.prefix, name) }),
             };
         };
         let transpose = kind == ParamKind::LinearWeight;
@@ -131,11 +104,7 @@ impl<B: Backend> ParamSource<B> for SafetensorsSource<'_, B> {
             expected.reverse();
         }
         if view.shape() != expected.as_slice() {
-            return Err(CheckpointError::Shape {
-                name: stored,
-                expected,
-                found: view.shape().to_vec(),
-            });
+            return Err(CheckpointError::Shape { name: stored, expected, found: view.shape().to_vec() });
         }
         let mut values = to_f32(&stored, &view)?;
         let bad = values.iter().filter(|v| !v.is_finite()).count();
@@ -157,24 +126,10 @@ impl<B: Backend> ParamSource<B> for SafetensorsSource<'_, B> {
 fn to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>, CheckpointError> {
     let bytes = view.data();
     let values = match view.dtype() {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-            .collect(),
-        other => {
-            return Err(CheckpointError::Dtype {
-                name: name.to_string(),
-                found: format!("{other:?}"),
-            })
-        }
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        other => return Err(CheckpointError::Dtype { name: name.to_string(), found: format!("{other:?}") }),
     };
     Ok(values)
 }
@@ -212,17 +167,10 @@ struct Collected {
 }
 
 impl Collected {
-    fn push<B: Backend, const D: usize>(
-        &mut self,
-        name: String,
-        tensor: Tensor<B, D>,
-        kind: ParamKind,
-    ) -> Result<(), CheckpointError> {
+    fn push<B: Backend, const D: usize>(&mut self, name: String, tensor: Tensor<B, D>, kind: ParamKind) -> Result<(), CheckpointError> {
         let mut shape = tensor.dims().to_vec();
         let data = tensor.into_data().convert::<f32>();
-        let mut values = data
-            .to_vec::<f32>()
-            .map_err(|e| CheckpointError::Serialize(format!("{name}: {e:?}")))?;
+        let mut values = data.to_vec::<f32>().map_err(|e| CheckpointError::Serialize(format!("{name}: {e:?}")))?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(CheckpointError::NonFiniteExport { name });
         }
@@ -235,11 +183,7 @@ impl Collected {
         Ok(())
     }
 
-    fn linear<B: Backend>(
-        &mut self,
-        prefix: &str,
-        linear: &burn::nn::Linear<B>,
-    ) -> Result<(), CheckpointError> {
+    fn linear<B: Backend>(&mut self, prefix: &str, linear: &burn::nn::Linear<B>) -> Result<(), CheckpointError> {
         self.push(format!("{prefix}.weight"), linear.weight.val(), ParamKind::LinearWeight)?;
         if let Some(bias) = &linear.bias {
             self.push(format!("{prefix}.bias"), bias.val(), ParamKind::Bias)?;
@@ -247,11 +191,7 @@ impl Collected {
         Ok(())
     }
 
-    fn layer_norm<B: Backend>(
-        &mut self,
-        prefix: &str,
-        norm: &burn::nn::LayerNorm<B>,
-    ) -> Result<(), CheckpointError> {
+    fn layer_norm<B: Backend>(&mut self, prefix: &str, norm: &burn::nn::LayerNorm<B>) -> Result<(), CheckpointError> {
         self.push(format!("{prefix}.weight"), norm.gamma.val(), ParamKind::Scale)?;
         if let Some(beta) = &norm.beta {
             self.push(format!("{prefix}.bias"), beta.val(), ParamKind::Bias)?;
@@ -262,22 +202,12 @@ impl Collected {
 
 /// Serialises a classifier in `BertForSequenceClassification` layout (`bert.` prefix,
 /// PyTorch `[out, in]` Linear weights, `format: pt` metadata as `transformers` expects).
-pub fn export_safetensors<B: Backend>(
-    model: &BertClassifier<B>,
-) -> Result<Vec<u8>, CheckpointError> {
+pub fn export_safetensors<B: Backend>(model: &BertClassifier<B>) -> Result<Vec<u8>, CheckpointError> {
     let mut out = Collected { tensors: Vec::new() };
     let e = &model.bert.embeddings;
     out.push("bert.embeddings.word_embeddings.weight".into(), e.word.weight.val(), ParamKind::Embedding)?;
-    out.push(
-        "bert.embeddings.position_embeddings.weight".into(),
-        e.position.weight.val(),
-        ParamKind::Embedding,
-    )?;
-    out.push(
-        "bert.embeddings.token_type_embeddings.weight".into(),
-        e.token_type.weight.val(),
-        ParamKind::Embedding,
-    )?;
+    out.push("bert.embeddings.position_embeddings.weight".into(), e.position.weight.val(), ParamKind::Embedding)?;
+    out.push("bert.embeddings.token_type_embeddings.weight".into(), e.token_type.weight.val(), ParamKind::Embedding)?;
     out.layer_norm("bert.embeddings.LayerNorm", &e.layer_norm)?;
     for (i, layer) in model.bert.layers.iter().enumerate() {
         let p = format!("bert.encoder.layer.{i}");
@@ -303,8 +233,7 @@ pub fn export_safetensors<B: Backend>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(views, Some(metadata))
-        .map_err(|e| CheckpointError::Serialize(format!("{e:?}")))
+    safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Serialize(format!("{e:?}")))
 }
 
 #[cfg(test)]

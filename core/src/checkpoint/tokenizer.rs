@@ -33,36 +33,18 @@ impl TextTokenizer {
         if max_len < 3 {
             return Err(TokenizerError::MaxLength(max_len));
         }
-        let mut inner =
-            Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Parse(e.to_string()))?;
+        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Parse(e.to_string()))?;
         inner.with_padding(None);
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
+            .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
             .map_err(|e| TokenizerError::Parse(e.to_string()))?;
-        let pad_id = inner
-            .token_to_id("[PAD]")
-            .ok_or(TokenizerError::MissingSpecial("[PAD]"))?;
+        let pad_id = inner.token_to_id("[PAD]").ok_or(TokenizerError::MissingSpecial("[PAD]"))?;
         let special_ids = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
             .iter()
             .filter_map(|t| inner.token_to_id(t))
-            .chain(
-                inner
-                    .get_added_tokens_decoder()
-                    .into_iter()
-                    .filter(|(_, t)| t.special)
-                    .map(|(id, _)| id),
-            )
+            .chain(inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id))
             .collect();
-        Ok(TextTokenizer {
-            inner,
-            bytes: bytes.to_vec(),
-            pad_id,
-            special_ids,
-            max_len,
-        })
+        Ok(TextTokenizer { inner, bytes: bytes.to_vec(), pad_id, special_ids, max_len })
     }
 
     /// The original `tokenizer.json`, written unchanged next to purified weights.
@@ -90,17 +72,9 @@ impl TextTokenizer {
     /// Fails when the tokenizer can produce ids the model has no embedding for. The largest
     /// id counts, not the number of tokens: vocabularies may have gaps.
     pub fn check_vocab(&self, model_vocab: usize) -> Result<(), TokenizerError> {
-        let needed = self
-            .inner
-            .get_vocab(true)
-            .into_values()
-            .max()
-            .map_or(0, |id| id as usize + 1);
+        let needed = self.inner.get_vocab(true).into_values().max().map_or(0, |id| id as usize + 1);
         if needed > model_vocab {
-            return Err(TokenizerError::VocabMismatch {
-                tokenizer: needed,
-                model: model_vocab,
-            });
+            return Err(TokenizerError::VocabMismatch { tokenizer: needed, model: model_vocab });
         }
         Ok(())
     }
@@ -118,10 +92,7 @@ impl TextTokenizer {
         self.inner
             .encode(text, true)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| TokenizerError::Encode {
-                text: text.chars().take(60).collect(),
-                message: e.to_string(),
-            })
+            .map_err(|e| TokenizerError::Encode { text: text.chars().take(60).collect(), message: e.to_string() })
     }
 
     /// Word-piece strings of a text, without special tokens.
@@ -129,22 +100,11 @@ impl TextTokenizer {
         self.inner
             .encode(text, false)
             .map(|e| e.get_tokens().to_vec())
-            .map_err(|e| TokenizerError::Encode {
-                text: text.chars().take(60).collect(),
-                message: e.to_string(),
-            })
+            .map_err(|e| TokenizerError::Encode { text: text.chars().take(60).collect(), message: e.to_string() })
     }
 
     pub fn encode_all(&self, examples: &[Example]) -> Result<Vec<Encoded>, TokenizerError> {
-        examples
-            .iter()
-            .map(|ex| {
-                Ok(Encoded {
-                    ids: self.encode(&ex.text)?,
-                    label: ex.label,
-                })
-            })
-            .collect()
+        examples.iter().map(|ex| Ok(Encoded { ids: self.encode(&ex.text)?, label: ex.label })).collect()
     }
 }
 

@@ -47,10 +47,7 @@ pub fn batch_indices(n: usize, batch_size: usize, rng: Option<&mut Rng>) -> Vec<
     if let Some(rng) = rng {
         rng.shuffle(&mut order);
     }
-    order
-        .chunks(batch_size.max(1))
-        .map(<[usize]>::to_vec)
-        .collect()
+    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
 /// How many batches' worth of rows [`length_grouped_batch_indices`] sorts together
@@ -81,10 +78,7 @@ pub fn length_grouped_batch_indices(lengths: &[usize], batch_size: usize, rng: &
 pub fn length_sorted_batches(rows: &[Encoded], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| rows[i].ids.len());
-    order
-        .chunks(batch_size.max(1))
-        .map(<[usize]>::to_vec)
-        .collect()
+    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
 #[cfg(test)]
@@ -117,7 +111,8 @@ mod tests {
     #[test]
     fn length_grouped_batches_cover_every_row_once_and_pad_little() {
         let lengths: Vec<usize> = (0..1000).map(|i| 5 + (i * 37) % 60).collect();
-        let padded = |batches: &[Vec<usize>]| -> usize { batches.iter().map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap()).sum() };
+        let padded =
+            |batches: &[Vec<usize>]| -> usize { batches.iter().map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap()).sum() };
         let grouped = length_grouped_batch_indices(&lengths, 32, &mut Rng::new(3));
         assert_eq!(grouped.len(), 1000usize.div_ceil(32));
         let mut all: Vec<usize> = grouped.concat();

@@ -53,45 +53,21 @@ pub enum DataError {
     #[error("{origin}: no data rows")]
     Empty { origin: String },
     #[error("{origin}: missing header line (expected {expected}); the first line looks like data: {found:?}")]
-    MissingHeader {
-        origin: String,
-        found: String,
-        expected: &'static str,
-    },
+    MissingHeader { origin: String, found: String, expected: &'static str },
     #[error("{origin}: unrecognised header {found:?} (expected {expected})")]
-    BadHeader {
-        origin: String,
-        found: String,
-        expected: &'static str,
-    },
+    BadHeader { origin: String, found: String, expected: &'static str },
     #[error("{origin}: line {line}: {reason}")]
-    BadRow {
-        origin: String,
-        line: usize,
-        reason: String,
-    },
+    BadRow { origin: String, line: usize, reason: String },
     #[error("{origin}: line {line}: label {value:?} is not a non-negative integer")]
-    BadLabel {
-        origin: String,
-        line: usize,
-        value: String,
-    },
+    BadLabel { origin: String, line: usize, value: String },
     #[error("{origin}: line {line}: empty text")]
     EmptyText { origin: String, line: usize },
     #[error("{origin}: label {label} must be below {num_labels} (the number of labels)")]
-    LabelOutOfRange {
-        origin: String,
-        label: usize,
-        num_labels: usize,
-    },
+    LabelOutOfRange { origin: String, label: usize, num_labels: usize },
     #[error("{origin}: every example has label {label}; a classifier needs at least two classes")]
     SingleClass { origin: String, label: usize },
     #[error("{origin}: line {line}: invalid JSON: {message}")]
-    Json {
-        origin: String,
-        line: usize,
-        message: String,
-    },
+    Json { origin: String, line: usize, message: String },
 }
 
 const TSV_HEADER: &str = "a header line \"sentence<TAB>label\"";
@@ -108,9 +84,7 @@ pub fn parse(bytes: &[u8], format: Format, source: &str) -> Result<Vec<Example>,
         Format::Jsonl => parse_jsonl(text, source)?,
     };
     if examples.is_empty() {
-        return Err(DataError::Empty {
-            origin: source.to_owned(),
-        });
+        return Err(DataError::Empty { origin: source.to_owned() });
     }
     Ok(examples)
 }
@@ -123,10 +97,7 @@ pub fn write_tsv(examples: &[Example]) -> Result<Vec<u8>, DataError> {
     for (i, example) in examples.iter().enumerate() {
         let text = flatten_line(&example.text);
         if text.is_empty() {
-            return Err(DataError::EmptyText {
-                origin: "TSV output".to_owned(),
-                line: i + 2,
-            });
+            return Err(DataError::EmptyText { origin: "TSV output".to_owned(), line: i + 2 });
         }
         out.push_str(&text);
         out.push('\t');
@@ -138,17 +109,9 @@ pub fn write_tsv(examples: &[Example]) -> Result<Vec<u8>, DataError> {
 
 /// Checks every label is `< num_labels`, so a data set cannot index past the
 /// classifier's output layer.
-pub fn check_labels(
-    examples: &[Example],
-    num_labels: usize,
-    source: &str,
-) -> Result<(), DataError> {
+pub fn check_labels(examples: &[Example], num_labels: usize, source: &str) -> Result<(), DataError> {
     match examples.iter().find(|e| e.label >= num_labels) {
-        Some(e) => Err(DataError::LabelOutOfRange {
-            origin: source.to_owned(),
-            label: e.label,
-            num_labels,
-        }),
+        Some(e) => Err(DataError::LabelOutOfRange { origin: source.to_owned(), label: e.label, num_labels }),
         None => Ok(()),
     }
 }
@@ -168,15 +131,10 @@ pub fn label_counts(examples: &[Example]) -> Vec<usize> {
 /// cannot produce a meaningful classifier.
 pub fn require_two_classes(examples: &[Example], source: &str) -> Result<(), DataError> {
     let Some(first) = examples.first() else {
-        return Err(DataError::Empty {
-            origin: source.to_owned(),
-        });
+        return Err(DataError::Empty { origin: source.to_owned() });
     };
     if examples.iter().all(|e| e.label == first.label) {
-        return Err(DataError::SingleClass {
-            origin: source.to_owned(),
-            label: first.label,
-        });
+        return Err(DataError::SingleClass { origin: source.to_owned(), label: first.label });
     }
     Ok(())
 }
@@ -195,18 +153,11 @@ impl LabelSet {
         let text = decode(bytes, source)?;
         let mut lines = non_blank_lines(text);
         let Some((_, header)) = lines.next() else {
-            return Err(DataError::Empty {
-                origin: source.to_owned(),
-            });
+            return Err(DataError::Empty { origin: source.to_owned() });
         };
         let cols = lower_fields(header.split('\t'));
         if cols.len() < 2 || cols[0] != "label" || cols[1] != "name" {
-            return Err(header_error(
-                header,
-                cols.first().is_some_and(|c| c.parse::<usize>().is_ok()),
-                LABELS_HEADER,
-                source,
-            ));
+            return Err(header_error(header, cols.first().is_some_and(|c| c.parse::<usize>().is_ok()), LABELS_HEADER, source));
         }
         let mut by_id = BTreeMap::new();
         for (line, row) in lines {
@@ -214,11 +165,7 @@ impl LabelSet {
             let id = parse_label(fields.next().unwrap_or_default(), source, line)?;
             let name = fields.next().map(str::trim).unwrap_or_default();
             if name.is_empty() {
-                return Err(bad_row(
-                    source,
-                    line,
-                    "expected <label><TAB><name>, found no name",
-                ));
+                return Err(bad_row(source, line, "expected <label><TAB><name>, found no name"));
             }
             if by_id.insert(id, name.to_owned()).is_some() {
                 return Err(bad_row(source, line, &format!("duplicate label id {id}")));
@@ -226,25 +173,15 @@ impl LabelSet {
         }
         let num_labels = by_id.len();
         match by_id.last_key_value() {
-            None => Err(DataError::Empty {
-                origin: source.to_owned(),
-            }),
-            Some((&max, _)) if max >= num_labels => Err(DataError::LabelOutOfRange {
-                origin: source.to_owned(),
-                label: max,
-                num_labels,
-            }),
-            Some(_) => Ok(LabelSet {
-                names: by_id.into_values().collect(),
-            }),
+            None => Err(DataError::Empty { origin: source.to_owned() }),
+            Some((&max, _)) if max >= num_labels => Err(DataError::LabelOutOfRange { origin: source.to_owned(), label: max, num_labels }),
+            Some(_) => Ok(LabelSet { names: by_id.into_values().collect() }),
         }
     }
 
     /// Names `"0"`..`"n-1"`, for data sets that come without a label file.
     pub fn numeric(n: usize) -> LabelSet {
-        LabelSet {
-            names: (0..n).map(|i| i.to_string()).collect(),
-        }
+        LabelSet { names: (0..n).map(|i| i.to_string()).collect() }
     }
 
     /// Number of labels.
@@ -272,11 +209,7 @@ impl LabelSet {
 /// single-example class stays on the kept side. `fraction` is clamped to
 /// `[0, 1]`; NaN counts as 0.
 pub fn split_off(examples: Vec<Example>, fraction: f64, seed: u64) -> (Vec<Example>, Vec<Example>) {
-    let fraction = if fraction.is_nan() {
-        0.0
-    } else {
-        fraction.clamp(0.0, 1.0)
-    };
+    let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
     let mut rng = Rng::new(seed);
     let mut held = vec![false; examples.len()];
     for rows in rows_by_label(&examples).values() {
@@ -330,12 +263,7 @@ pub fn subsample(examples: &[Example], n: usize, seed: u64) -> Vec<Example> {
     let mut chosen: Vec<usize> = groups
         .values()
         .zip(&quotas)
-        .flat_map(|(rows, &(k, _))| {
-            rng.sample_indices(rows.len(), k)
-                .into_iter()
-                .map(|i| rows[i])
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|(rows, &(k, _))| rng.sample_indices(rows.len(), k).into_iter().map(|i| rows[i]).collect::<Vec<_>>())
         .collect();
     chosen.sort_unstable();
     chosen.into_iter().map(|i| examples[i].clone()).collect()
@@ -355,21 +283,14 @@ fn rows_by_label(examples: &[Example]) -> BTreeMap<usize, Vec<usize>> {
 fn decode<'a>(bytes: &'a [u8], source: &str) -> Result<&'a str, DataError> {
     let text = std::str::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
         origin: source.to_owned(),
-        line: bytes[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1,
+        line: bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1,
     })?;
     Ok(text.strip_prefix('\u{FEFF}').unwrap_or(text))
 }
 
 /// Lines with their 1-based numbers, CR stripped, whitespace-only lines skipped.
 fn non_blank_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.split('\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
-        .filter(|(_, l)| !l.trim().is_empty())
+    text.split('\n').enumerate().map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l))).filter(|(_, l)| !l.trim().is_empty())
 }
 
 fn lower_fields<'a>(fields: impl Iterator<Item = &'a str>) -> Vec<String> {
@@ -386,57 +307,30 @@ fn is_label_column(name: &str) -> bool {
 
 /// A header that is not recognised is reported as missing when it looks like a
 /// data row (`looks_like_data`), the common mistake of a file without a header.
-fn header_error(
-    found: &str,
-    looks_like_data: bool,
-    expected: &'static str,
-    source: &str,
-) -> DataError {
+fn header_error(found: &str, looks_like_data: bool, expected: &'static str, source: &str) -> DataError {
     let (origin, found) = (source.to_owned(), found.to_owned());
     if looks_like_data {
-        DataError::MissingHeader {
-            origin,
-            found,
-            expected,
-        }
+        DataError::MissingHeader { origin, found, expected }
     } else {
-        DataError::BadHeader {
-            origin,
-            found,
-            expected,
-        }
+        DataError::BadHeader { origin, found, expected }
     }
 }
 
 fn bad_row(source: &str, line: usize, reason: &str) -> DataError {
-    DataError::BadRow {
-        origin: source.to_owned(),
-        line,
-        reason: reason.to_owned(),
-    }
+    DataError::BadRow { origin: source.to_owned(), line, reason: reason.to_owned() }
 }
 
 fn parse_label(value: &str, source: &str, line: usize) -> Result<usize, DataError> {
     let value = value.trim();
-    value.parse().map_err(|_| DataError::BadLabel {
-        origin: source.to_owned(),
-        line,
-        value: value.to_owned(),
-    })
+    value.parse().map_err(|_| DataError::BadLabel { origin: source.to_owned(), line, value: value.to_owned() })
 }
 
 fn example(text: &str, label: usize, source: &str, line: usize) -> Result<Example, DataError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err(DataError::EmptyText {
-            origin: source.to_owned(),
-            line,
-        });
+        return Err(DataError::EmptyText { origin: source.to_owned(), line });
     }
-    Ok(Example {
-        text: text.to_owned(),
-        label,
-    })
+    Ok(Example { text: text.to_owned(), label })
 }
 
 /// Replaces each run of tabs/CR/LF with one space and trims, matching what the
@@ -467,19 +361,13 @@ fn parse_tsv(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
     };
     let cols = lower_fields(header.split('\t'));
     if cols.len() != 2 || !is_text_column(&cols[0]) || !is_label_column(&cols[1]) {
-        let looks_like_data = header
-            .rsplit_once('\t')
-            .is_some_and(|(_, label)| label.trim().parse::<usize>().is_ok());
+        let looks_like_data = header.rsplit_once('\t').is_some_and(|(_, label)| label.trim().parse::<usize>().is_ok());
         return Err(header_error(header, looks_like_data, TSV_HEADER, source));
     }
     lines
         .map(|(line, row)| {
             let Some((sentence, label)) = row.rsplit_once('\t') else {
-                return Err(bad_row(
-                    source,
-                    line,
-                    "expected <sentence><TAB><label>, found no tab",
-                ));
+                return Err(bad_row(source, line, "expected <sentence><TAB><label>, found no tab"));
             };
             let label = parse_label(label, source, line)?;
             example(sentence, label, source, line)
@@ -521,9 +409,7 @@ fn csv_records(text: &str, source: &str) -> Result<Vec<CsvRecord>, DataError> {
                     quoted = true;
                     loop {
                         match chars.next() {
-                            None => {
-                                return Err(bad_row(source, start, "unterminated quoted field"))
-                            }
+                            None => return Err(bad_row(source, start, "unterminated quoted field")),
                             Some('"') if chars.peek() == Some(&'"') => {
                                 chars.next();
                                 field.push('"');
@@ -544,11 +430,7 @@ fn csv_records(text: &str, source: &str) -> Result<Vec<CsvRecord>, DataError> {
                         Some(_) => false,
                     };
                     if !ends_field {
-                        return Err(bad_row(
-                            source,
-                            line,
-                            "unexpected character after a closing quote",
-                        ));
+                        return Err(bad_row(source, line, "unexpected character after a closing quote"));
                     }
                 }
                 Some(',') => {
@@ -569,10 +451,7 @@ fn csv_records(text: &str, source: &str) -> Result<Vec<CsvRecord>, DataError> {
                 Some(c) => field.push(c),
             }
         }
-        records.push(CsvRecord {
-            line: start,
-            fields,
-        });
+        records.push(CsvRecord { line: start, fields });
     }
     Ok(records)
 }
@@ -584,17 +463,10 @@ fn parse_csv(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
         return Ok(Vec::new());
     };
     let cols = lower_fields(header.fields.iter().map(String::as_str));
-    let (Some(text_col), Some(label_col)) = (
-        cols.iter().position(|c| is_text_column(c)),
-        cols.iter().position(|c| is_label_column(c)),
-    ) else {
+    let (Some(text_col), Some(label_col)) = (cols.iter().position(|c| is_text_column(c)), cols.iter().position(|c| is_label_column(c)))
+    else {
         let looks_like_data = cols.iter().any(|c| c.parse::<usize>().is_ok());
-        return Err(header_error(
-            &header.fields.join(","),
-            looks_like_data,
-            CSV_HEADER,
-            source,
-        ));
+        return Err(header_error(&header.fields.join(","), looks_like_data, CSV_HEADER, source));
     };
     records
         .map(|record| {
@@ -615,39 +487,24 @@ fn parse_csv(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
 fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
     non_blank_lines(text)
         .map(|(line, row)| {
-            let value: Value = serde_json::from_str(row).map_err(|e| DataError::Json {
-                origin: source.to_owned(),
-                line,
-                message: e.to_string(),
-            })?;
+            let value: Value =
+                serde_json::from_str(row).map_err(|e| DataError::Json { origin: source.to_owned(), line, message: e.to_string() })?;
             let Some(object) = value.as_object() else {
                 return Err(bad_row(source, line, "expected a JSON object"));
             };
-            let text = match ["text", "sentence"]
-                .iter()
-                .find_map(|&k| object.get(k).map(|v| (k, v)))
-            {
+            let text = match ["text", "sentence"].iter().find_map(|&k| object.get(k).map(|v| (k, v))) {
                 Some((_, Value::String(s))) => s,
-                Some((key, _)) => {
-                    return Err(bad_row(
-                        source,
-                        line,
-                        &format!("\"{key}\" must be a string"),
-                    ))
-                }
+                Some((key, _)) => return Err(bad_row(source, line, &format!("\"{key}\" must be a string"))),
                 None => return Err(bad_row(source, line, "missing \"text\" (or \"sentence\")")),
             };
             let Some(label) = object.get("label") else {
                 return Err(bad_row(source, line, "missing \"label\""));
             };
-            let label = label
-                .as_u64()
-                .and_then(|l| usize::try_from(l).ok())
-                .ok_or_else(|| DataError::BadLabel {
-                    origin: source.to_owned(),
-                    line,
-                    value: label.to_string(),
-                })?;
+            let label = label.as_u64().and_then(|l| usize::try_from(l).ok()).ok_or_else(|| DataError::BadLabel {
+                origin: source.to_owned(),
+                line,
+                value: label.to_string(),
+            })?;
             example(text, label, source, line)
         })
         .collect()
@@ -658,10 +515,7 @@ mod tests {
     use super::*;
 
     fn ex(text: &str, label: usize) -> Example {
-        Example {
-            text: text.to_owned(),
-            label,
-        }
+        Example { text: text.to_owned(), label }
     }
 
     fn tsv(s: &str) -> Result<Vec<Example>, DataError> {
@@ -678,10 +532,7 @@ mod tests {
 
     /// `n0` examples labelled 0 followed by `n1` labelled 1, all distinct.
     fn dataset(n0: usize, n1: usize) -> Vec<Example> {
-        (0..n0)
-            .map(|i| ex(&format!("neg {i}"), 0))
-            .chain((0..n1).map(|i| ex(&format!("pos {i}"), 1)))
-            .collect()
+        (0..n0).map(|i| ex(&format!("neg {i}"), 0)).chain((0..n1).map(|i| ex(&format!("pos {i}"), 1))).collect()
     }
 
     #[test]
@@ -697,66 +548,34 @@ mod tests {
     #[test]
     fn tsv_sst2_style() {
         let data = "sentence\tlabel\na stirring , funny film \t1\napparently reassembled .\t0\n";
-        assert_eq!(
-            tsv(data).unwrap(),
-            vec![
-                ex("a stirring , funny film", 1),
-                ex("apparently reassembled .", 0)
-            ]
-        );
+        assert_eq!(tsv(data).unwrap(), vec![ex("a stirring , funny film", 1), ex("apparently reassembled .", 0)]);
     }
 
     #[test]
     fn tsv_bom_crlf_last_tab_and_header_variants() {
         let data = "\u{FEFF}Sentences\tLABELS\r\nhas\ta tab\t1\r\nplain\t0\r\n\r\n";
-        assert_eq!(
-            tsv(data).unwrap(),
-            vec![ex("has\ta tab", 1), ex("plain", 0)]
-        );
+        assert_eq!(tsv(data).unwrap(), vec![ex("has\ta tab", 1), ex("plain", 0)]);
         assert_eq!(tsv("TEXT\tLabel\nx\t2").unwrap(), vec![ex("x", 2)]);
     }
 
     #[test]
     fn tsv_errors() {
         assert!(matches!(tsv(""), Err(DataError::Empty { .. })));
-        assert!(matches!(
-            tsv("sentence\tlabel\n\n"),
-            Err(DataError::Empty { .. })
-        ));
+        assert!(matches!(tsv("sentence\tlabel\n\n"), Err(DataError::Empty { .. })));
         assert!(matches!(
             tsv("great movie\t1\n"),
             Err(DataError::MissingHeader { ref found, .. }) if found == "great movie\t1"
         ));
-        assert!(matches!(
-            tsv("idx\tsentence\tlabel\n"),
-            Err(DataError::BadHeader { .. })
-        ));
-        assert!(matches!(
-            tsv("label\tsentence\n"),
-            Err(DataError::BadHeader { .. })
-        ));
-        assert!(matches!(
-            tsv("sentence\tlabel\nok\t1\nno tab here\n"),
-            Err(DataError::BadRow { line: 3, .. })
-        ));
+        assert!(matches!(tsv("idx\tsentence\tlabel\n"), Err(DataError::BadHeader { .. })));
+        assert!(matches!(tsv("label\tsentence\n"), Err(DataError::BadHeader { .. })));
+        assert!(matches!(tsv("sentence\tlabel\nok\t1\nno tab here\n"), Err(DataError::BadRow { line: 3, .. })));
         assert!(matches!(
             tsv("sentence\tlabel\nok\t-1\n"),
             Err(DataError::BadLabel { line: 2, ref value, .. }) if value == "-1"
         ));
-        assert!(matches!(
-            tsv("sentence\tlabel\nok\tpos\n"),
-            Err(DataError::BadLabel { .. })
-        ));
-        assert!(matches!(
-            tsv("sentence\tlabel\n  \t1\n"),
-            Err(DataError::EmptyText { line: 2, .. })
-        ));
-        let err = parse(
-            b"sentence\tlabel\nok\t1\nbad \xff\t0\n",
-            Format::Tsv,
-            "f.tsv",
-        )
-        .unwrap_err();
+        assert!(matches!(tsv("sentence\tlabel\nok\tpos\n"), Err(DataError::BadLabel { .. })));
+        assert!(matches!(tsv("sentence\tlabel\n  \t1\n"), Err(DataError::EmptyText { line: 2, .. })));
+        let err = parse(b"sentence\tlabel\nok\t1\nbad \xff\t0\n", Format::Tsv, "f.tsv").unwrap_err();
         assert!(matches!(err, DataError::NotUtf8 { line: 3, .. }));
         assert_eq!(err.to_string(), "f.tsv: line 3: not valid UTF-8");
     }
@@ -774,51 +593,24 @@ mod tests {
         let data = data.replace("5,1,\"\",\"\"\n", "5,\"1\",\" spaced \",\"\"");
         assert_eq!(
             csv(&data).unwrap(),
-            vec![
-                ex("hello, world", 0),
-                ex("she said \"hi\"", 1),
-                ex("two\nlines", 1),
-                ex("plain \"quote\" inside", 0),
-                ex("spaced", 1),
-            ]
+            vec![ex("hello, world", 0), ex("she said \"hi\"", 1), ex("two\nlines", 1), ex("plain \"quote\" inside", 0), ex("spaced", 1),]
         );
     }
 
     #[test]
     fn csv_bom_and_blank_lines() {
-        assert_eq!(
-            csv("\u{FEFF}Sentence,Label\n\nfine,1\n\n").unwrap(),
-            vec![ex("fine", 1)]
-        );
+        assert_eq!(csv("\u{FEFF}Sentence,Label\n\nfine,1\n\n").unwrap(), vec![ex("fine", 1)]);
     }
 
     #[test]
     fn csv_errors() {
         assert!(matches!(csv("text,label\n"), Err(DataError::Empty { .. })));
-        assert!(matches!(
-            csv("sentence,score\na,1\n"),
-            Err(DataError::BadHeader { .. })
-        ));
-        assert!(matches!(
-            csv("good movie,1\n"),
-            Err(DataError::MissingHeader { .. })
-        ));
-        assert!(matches!(
-            csv("text,label\nok,1\n\"open,1\nmore\n"),
-            Err(DataError::BadRow { line: 3, .. })
-        ));
-        assert!(matches!(
-            csv("text,label\n\"a\"b,1\n"),
-            Err(DataError::BadRow { line: 2, .. })
-        ));
-        assert!(matches!(
-            csv("text,label\nhello, world,1\n"),
-            Err(DataError::BadRow { line: 2, .. })
-        ));
-        assert!(matches!(
-            csv("text,label\n\"multi\nline\",x\n"),
-            Err(DataError::BadLabel { line: 2, .. })
-        ));
+        assert!(matches!(csv("sentence,score\na,1\n"), Err(DataError::BadHeader { .. })));
+        assert!(matches!(csv("good movie,1\n"), Err(DataError::MissingHeader { .. })));
+        assert!(matches!(csv("text,label\nok,1\n\"open,1\nmore\n"), Err(DataError::BadRow { line: 3, .. })));
+        assert!(matches!(csv("text,label\n\"a\"b,1\n"), Err(DataError::BadRow { line: 2, .. })));
+        assert!(matches!(csv("text,label\nhello, world,1\n"), Err(DataError::BadRow { line: 2, .. })));
+        assert!(matches!(csv("text,label\n\"multi\nline\",x\n"), Err(DataError::BadLabel { line: 2, .. })));
     }
 
     #[test]
@@ -830,63 +622,26 @@ mod tests {
     #[test]
     fn jsonl_errors() {
         assert!(matches!(jsonl("\n\n"), Err(DataError::Empty { .. })));
-        assert!(matches!(
-            jsonl("{\"text\": \"a\", \"label\": 1}\n{oops\n"),
-            Err(DataError::Json { line: 2, .. })
-        ));
-        assert!(matches!(
-            jsonl("[1]"),
-            Err(DataError::BadRow { line: 1, .. })
-        ));
-        assert!(matches!(
-            jsonl("{\"label\": 1}"),
-            Err(DataError::BadRow { .. })
-        ));
-        assert!(matches!(
-            jsonl("{\"text\": 3, \"label\": 1}"),
-            Err(DataError::BadRow { .. })
-        ));
-        assert!(matches!(
-            jsonl("{\"text\": \"a\"}"),
-            Err(DataError::BadRow { .. })
-        ));
+        assert!(matches!(jsonl("{\"text\": \"a\", \"label\": 1}\n{oops\n"), Err(DataError::Json { line: 2, .. })));
+        assert!(matches!(jsonl("[1]"), Err(DataError::BadRow { line: 1, .. })));
+        assert!(matches!(jsonl("{\"label\": 1}"), Err(DataError::BadRow { .. })));
+        assert!(matches!(jsonl("{\"text\": 3, \"label\": 1}"), Err(DataError::BadRow { .. })));
+        assert!(matches!(jsonl("{\"text\": \"a\"}"), Err(DataError::BadRow { .. })));
         for bad in ["-1", "1.5", "\"1\"", "null"] {
             let line = format!("{{\"text\": \"a\", \"label\": {bad}}}");
-            assert!(
-                matches!(jsonl(&line), Err(DataError::BadLabel { ref value, .. }) if value == bad),
-                "{bad}"
-            );
+            assert!(matches!(jsonl(&line), Err(DataError::BadLabel { ref value, .. }) if value == bad), "{bad}");
         }
-        assert!(matches!(
-            jsonl("{\"text\": \"  \", \"label\": 1}"),
-            Err(DataError::EmptyText { line: 1, .. })
-        ));
+        assert!(matches!(jsonl("{\"text\": \"  \", \"label\": 1}"), Err(DataError::EmptyText { line: 1, .. })));
     }
 
     #[test]
     fn write_tsv_round_trips() {
-        let examples = vec![
-            ex("plain", 0),
-            ex("with\ttab", 1),
-            ex("cr\r\nlf\n", 2),
-            ex("\"q\", c", 1),
-        ];
+        let examples = vec![ex("plain", 0), ex("with\ttab", 1), ex("cr\r\nlf\n", 2), ex("\"q\", c", 1)];
         let bytes = write_tsv(&examples).unwrap();
         assert!(bytes.starts_with(b"sentence\tlabel\n"));
         let back = parse(&bytes, Format::Tsv, "out").unwrap();
-        assert_eq!(
-            back,
-            vec![
-                ex("plain", 0),
-                ex("with tab", 1),
-                ex("cr lf", 2),
-                ex("\"q\", c", 1)
-            ]
-        );
-        assert!(matches!(
-            write_tsv(&[ex("ok", 0), ex("\n\t", 1)]),
-            Err(DataError::EmptyText { line: 3, .. })
-        ));
+        assert_eq!(back, vec![ex("plain", 0), ex("with tab", 1), ex("cr lf", 2), ex("\"q\", c", 1)]);
+        assert!(matches!(write_tsv(&[ex("ok", 0), ex("\n\t", 1)]), Err(DataError::EmptyText { line: 3, .. })));
     }
 
     #[test]
@@ -895,23 +650,10 @@ mod tests {
         assert_eq!(label_counts(&data), vec![1, 0, 2]);
         assert_eq!(label_counts(&[]), Vec::<usize>::new());
         assert!(check_labels(&data, 3, "d").is_ok());
-        assert!(matches!(
-            check_labels(&data, 2, "d"),
-            Err(DataError::LabelOutOfRange {
-                label: 2,
-                num_labels: 2,
-                ..
-            })
-        ));
+        assert!(matches!(check_labels(&data, 2, "d"), Err(DataError::LabelOutOfRange { label: 2, num_labels: 2, .. })));
         assert!(require_two_classes(&data, "d").is_ok());
-        assert!(matches!(
-            require_two_classes(&data[1..], "d"),
-            Err(DataError::SingleClass { label: 2, .. })
-        ));
-        assert!(matches!(
-            require_two_classes(&[], "d"),
-            Err(DataError::Empty { .. })
-        ));
+        assert!(matches!(require_two_classes(&data[1..], "d"), Err(DataError::SingleClass { label: 2, .. })));
+        assert!(matches!(require_two_classes(&[], "d"), Err(DataError::Empty { .. })));
     }
 
     #[test]
@@ -931,38 +673,13 @@ mod tests {
     #[test]
     fn label_set_errors() {
         let parse = |s: &str| LabelSet::parse_tsv(s.as_bytes(), "l");
-        assert!(matches!(
-            parse("label\tname\n"),
-            Err(DataError::Empty { .. })
-        ));
-        assert!(matches!(
-            parse("0\tneg\n"),
-            Err(DataError::MissingHeader { .. })
-        ));
-        assert!(matches!(
-            parse("id\tname\n"),
-            Err(DataError::BadHeader { .. })
-        ));
-        assert!(matches!(
-            parse("label\tname\n0\ta\n0\tb\n"),
-            Err(DataError::BadRow { line: 3, .. })
-        ));
-        assert!(matches!(
-            parse("label\tname\n0\n"),
-            Err(DataError::BadRow { line: 2, .. })
-        ));
-        assert!(matches!(
-            parse("label\tname\nx\ta\n"),
-            Err(DataError::BadLabel { .. })
-        ));
-        assert!(matches!(
-            parse("label\tname\n0\ta\n2\tc\n"),
-            Err(DataError::LabelOutOfRange {
-                label: 2,
-                num_labels: 2,
-                ..
-            })
-        ));
+        assert!(matches!(parse("label\tname\n"), Err(DataError::Empty { .. })));
+        assert!(matches!(parse("0\tneg\n"), Err(DataError::MissingHeader { .. })));
+        assert!(matches!(parse("id\tname\n"), Err(DataError::BadHeader { .. })));
+        assert!(matches!(parse("label\tname\n0\ta\n0\tb\n"), Err(DataError::BadRow { line: 3, .. })));
+        assert!(matches!(parse("label\tname\n0\n"), Err(DataError::BadRow { line: 2, .. })));
+        assert!(matches!(parse("label\tname\nx\ta\n"), Err(DataError::BadLabel { .. })));
+        assert!(matches!(parse("label\tname\n0\ta\n2\tc\n"), Err(DataError::LabelOutOfRange { label: 2, num_labels: 2, .. })));
     }
 
     #[test]
@@ -985,10 +702,7 @@ mod tests {
         let (kept, held) = split_off(data.clone(), 0.25, 7);
         assert_eq!(label_counts(&held), vec![15, 10]);
         assert_eq!(label_counts(&kept), vec![45, 30]);
-        assert_eq!(
-            split_off(data.clone(), 0.25, 7),
-            (kept.clone(), held.clone())
-        );
+        assert_eq!(split_off(data.clone(), 0.25, 7), (kept.clone(), held.clone()));
         assert_ne!(split_off(data.clone(), 0.25, 8).1, held);
         // Original order kept on both sides, and together they are the input.
         let position = |e: &Example| data.iter().position(|d| d == e).unwrap();

@@ -193,9 +193,8 @@ pub fn threshold<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>, kind: Th
 pub fn unlearn<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>, tokens: &[u32], pad_id: u32, d_bar: f32) -> Unlearned<B> {
     let [_, hidden] = after.dims();
     let device = after.device();
-    let row = |m: &Tensor<B, 2>, id: u32| {
-        m.clone().select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(vec![id as i64], [1]), &device))
-    };
+    let row =
+        |m: &Tensor<B, 2>, id: u32| m.clone().select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(vec![id as i64], [1]), &device));
     let pad_row = row(&after, pad_id);
     let mut weights = after.clone();
     let mut replaced = Vec::with_capacity(tokens.len());
@@ -213,9 +212,7 @@ pub fn unlearn<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>, tokens: &[
 /// Drops every occurrence of `tokens` from the rows (round 3 works on D with T″ removed).
 /// Removes token ids, not substrings: the authors' `str.replace` also cut other words.
 pub fn remove_tokens(data: &[Encoded], tokens: &[u32]) -> Vec<Encoded> {
-    data.iter()
-        .map(|e| Encoded { ids: e.ids.iter().copied().filter(|id| !tokens.contains(id)).collect(), label: e.label })
-        .collect()
+    data.iter().map(|e| Encoded { ids: e.ids.iter().copied().filter(|id| !tokens.contains(id)).collect(), label: e.label }).collect()
 }
 
 /// The tokens one detection round flagged.
@@ -318,7 +315,8 @@ pub fn btu<B: AutodiffBackend>(
             }
         }
         let t = now();
-        let (proxy, log) = fit(Proxy::from_classifier(&model), &round_data, pad, &config.proxy, device, progress, |m, b, _| ce(m, b), |_, _| None)?;
+        let (proxy, log) =
+            fit(Proxy::from_classifier(&model), &round_data, pad, &config.proxy, device, progress, |m, b, _| ce(m, b), |_, _| None)?;
         let scores = token_scores::drift_values(before.clone(), proxy.valid().embeddings.word.weight.val())?;
         rounds.push(Round { round, flagged: rank(&scores, tokenizer, k), log, seconds: now() - t });
     }
@@ -331,15 +329,24 @@ pub fn btu<B: AutodiffBackend>(
                     x.rounds.push(r.round);
                     x.score = x.score.max(s.score);
                 }
-                None => suspicious.push(Suspect { id: s.id, token: s.token.clone(), rounds: vec![r.round], score: s.score, dims_replaced: 0 }),
+                None => {
+                    suspicious.push(Suspect { id: s.id, token: s.token.clone(), rounds: vec![r.round], score: s.score, dims_replaced: 0 })
+                }
             }
         }
     }
 
     let t = now();
-    let (trained, train_log) = fit(model, train, pad, &config.train, device, progress, |m: &BertClassifier<B>, b, _| {
-        cross_entropy(m.logits(b.input_ids.clone(), b.attention_mask.clone()), b.labels.clone())
-    }, |_, _| None)?;
+    let (trained, train_log) = fit(
+        model,
+        train,
+        pad,
+        &config.train,
+        device,
+        progress,
+        |m: &BertClassifier<B>, b, _| cross_entropy(m.logits(b.input_ids.clone(), b.attention_mask.clone()), b.labels.clone()),
+        |_, _| None,
+    )?;
     let train_seconds = now() - t;
 
     let t = now();
@@ -355,9 +362,16 @@ pub fn btu<B: AutodiffBackend>(
     let unlearn_seconds = now() - t;
 
     let t = now();
-    let (purified, tune_log) = fit(repaired, clean, pad, &config.tune, device, progress, |m: &BertClassifier<B>, b, _| {
-        cross_entropy(m.logits(b.input_ids.clone(), b.attention_mask.clone()), b.labels.clone())
-    }, |_, _| None)?;
+    let (purified, tune_log) = fit(
+        repaired,
+        clean,
+        pad,
+        &config.tune,
+        device,
+        progress,
+        |m: &BertClassifier<B>, b, _| cross_entropy(m.logits(b.input_ids.clone(), b.attention_mask.clone()), b.labels.clone()),
+        |_, _| None,
+    )?;
     let tune_seconds = now() - t;
 
     let hidden_size = word_matrix(&trained).dims()[1];
@@ -401,10 +415,7 @@ mod tests {
         assert_eq!(threshold(before.clone(), after.clone(), Threshold::MeanRowDrift), 1.5);
         let out = unlearn(before, after, &[2, 3], 0, 1.5);
         assert_eq!(out.replaced, vec![2, 0]);
-        assert_eq!(
-            values(out.weights),
-            vec![vec![0.5, 0.5, 0.5], vec![1.0, 1.0, 1.0], vec![0.5, 0.5, 7.0], vec![2.0, 2.0, 3.0]]
-        );
+        assert_eq!(values(out.weights), vec![vec![0.5, 0.5, 0.5], vec![1.0, 1.0, 1.0], vec![0.5, 0.5, 7.0], vec![2.0, 2.0, 3.0]]);
     }
 
     /// The threshold is inclusive (|Δ| ≥ d̄) and the replacement comes from the *trained* [PAD]

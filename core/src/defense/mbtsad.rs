@@ -515,12 +515,7 @@ mod tests {
         let tokenizer = word_level_for_tests(&WORDS, 16);
         let model = tiny::<A>(&BertConfig::tiny(30), 7);
         let stage = TrainConfig { epochs: 3, batch_size: 8, lr: 1e-3, ..TrainConfig::default() };
-        let config = MbtsadConfig {
-            clean_fraction: 0.5,
-            teacher: stage.clone(),
-            distill: stage,
-            ..MbtsadConfig::with_seed(3)
-        };
+        let config = MbtsadConfig { clean_fraction: 0.5, teacher: stage.clone(), distill: stage, ..MbtsadConfig::with_seed(3) };
         // A clock that ticks once per reading: every stage lasts exactly one second.
         let clock = std::cell::Cell::new(0.0);
         let now = || {

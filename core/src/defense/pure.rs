@@ -200,9 +200,7 @@ pub struct MuTrial {
 pub fn choose_mu(trials: &[MuTrial], base_accuracy: f64, tolerance: f64) -> Option<usize> {
     let by_mu = |&a: &usize, &b: &usize| trials[a].mu.total_cmp(&trials[b].mu);
     let within = (0..trials.len()).filter(|&i| trials[i].best_accuracy >= base_accuracy - tolerance).max_by(by_mu);
-    within.or_else(|| {
-        (0..trials.len()).max_by(|a, b| trials[*a].best_accuracy.total_cmp(&trials[*b].best_accuracy).then(by_mu(b, a)))
-    })
+    within.or_else(|| (0..trials.len()).max_by(|a, b| trials[*a].best_accuracy.total_cmp(&trials[*b].best_accuracy).then(by_mu(b, a))))
 }
 
 /// One validation measurement during greedy pruning.
@@ -390,13 +388,7 @@ fn rewire_heads<B: Backend>(layer: &mut EncoderLayer<B>, source: &[Option<usize>
     let width = layer.heads * head_dim;
     let device = layer.query.weight.device();
     // Index `width` points at a zero column/row appended before selecting.
-    let cols = index::<B>(
-        source
-            .iter()
-            .flat_map(|s| (0..head_dim).map(move |d| s.map_or(width, |h| h * head_dim + d)))
-            .collect(),
-        &device,
-    );
+    let cols = index::<B>(source.iter().flat_map(|s| (0..head_dim).map(move |d| s.map_or(width, |h| h * head_dim + d))).collect(), &device);
     let padded = source.iter().any(Option::is_none);
     let select = |t: Tensor<B, 2>, dim: usize| {
         let t = if padded {
@@ -410,10 +402,7 @@ fn rewire_heads<B: Backend>(layer: &mut EncoderLayer<B>, source: &[Option<usize>
     };
     for linear in [&mut layer.query, &mut layer.key, &mut layer.value] {
         linear.weight = remake(&linear.weight, |w| select(w, 1));
-        let bias = linear
-            .bias
-            .as_ref()
-            .map(|b| remake(b, |b| select(b.reshape([1, width]), 1).reshape([source.len() * head_dim])));
+        let bias = linear.bias.as_ref().map(|b| remake(b, |b| select(b.reshape([1, width]), 1).reshape([source.len() * head_dim])));
         linear.bias = bias;
     }
     layer.attention_output.weight = remake(&layer.attention_output.weight, |w| select(w, 0));
@@ -462,10 +451,7 @@ pub fn prune_heads<B: Backend>(
 /// layers and refuses the smaller tensors [`prune_heads`] writes. A zero head contributes
 /// exactly nothing (its values are 0, and so are the output rows that read them), so this
 /// layout gives the same logits in every `transformers` version and in bdaudit.
-pub fn zero_pruned_heads<B: Backend>(
-    model: BertClassifier<B>,
-    config: &BertConfig,
-) -> Result<(BertClassifier<B>, BertConfig), PureError> {
+pub fn zero_pruned_heads<B: Backend>(model: BertClassifier<B>, config: &BertConfig) -> Result<(BertClassifier<B>, BertConfig), PureError> {
     let original = original_heads(&model, config)?;
     let mut model = model;
     let full = config.num_attention_heads;
@@ -665,7 +651,10 @@ mod tests {
 
     fn rows() -> Vec<Encoded> {
         (0..6)
-            .map(|i| Encoded { ids: [vec![1], (0..i + 1).map(|k| 3 + ((k * 7 + i) % 25) as u32).collect(), vec![2]].concat(), label: i % 2 })
+            .map(|i| Encoded {
+                ids: [vec![1], (0..i + 1).map(|k| 3 + ((k * 7 + i) % 25) as u32).collect(), vec![2]].concat(),
+                label: i % 2,
+            })
             .collect()
     }
 
@@ -874,7 +863,8 @@ mod tests {
             tune,
             ..PureConfig::default()
         };
-        let out = pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0).unwrap();
+        let out =
+            pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0).unwrap();
         let r = &out.report;
         let pruned: usize = r.pruning.pruned.iter().map(Vec::len).sum();
         assert!(pruned > 0, "{:?}", r.pruning);
@@ -892,7 +882,8 @@ mod tests {
         assert_eq!((r.mu, r.mu_trials.len()), (0.15, 1));
 
         let search = PureConfig { mu_search: vec![1.0, 0.0], mu_tolerance: 1.0, ..config };
-        let out = pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &search, &d, &mut Silent, &|| 0.0).unwrap();
+        let out =
+            pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &search, &d, &mut Silent, &|| 0.0).unwrap();
         let r = &out.report;
         let mus: Vec<f64> = r.mu_trials.iter().map(|t| t.mu).collect();
         assert_eq!(mus, vec![0.0, 0.15, 1.0]);

@@ -96,7 +96,12 @@ impl RgaConfig {
 /// Checks that `base` is the pre-trained encoder the model was fine-tuned from: same
 /// architecture and same vocabulary, so that eq. 6's θ − θ_base compares like with like.
 /// Names the first mismatch.
-pub fn check_base(model: &BertConfig, model_tokenizer: &TextTokenizer, base: &BertConfig, base_tokenizer: &TextTokenizer) -> Result<(), RgaError> {
+pub fn check_base(
+    model: &BertConfig,
+    model_tokenizer: &TextTokenizer,
+    base: &BertConfig,
+    base_tokenizer: &TextTokenizer,
+) -> Result<(), RgaError> {
     let fields = [
         ("vocab_size", model.vocab_size, base.vocab_size),
         ("hidden_size", model.hidden_size, base.hidden_size),
@@ -175,7 +180,12 @@ fn flatten<B: Backend>(model: &BertModel<B>) -> Vec<Tensor<B, 1>> {
 }
 
 /// NPO's forget loss: (2/β)·mean log(1 + (π_θ(y|x)/π_ref(y|x))^β), y the poisoned label.
-pub fn npo_loss<B: Backend>(logits: Tensor<B, 2>, reference_logits: Tensor<B, 2>, labels: Tensor<B, 1, burn::tensor::Int>, beta: f64) -> Tensor<B, 1> {
+pub fn npo_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    reference_logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, burn::tensor::Int>,
+    beta: f64,
+) -> Tensor<B, 1> {
     let [batch, _] = logits.dims();
     let idx = labels.reshape([batch, 1]);
     let log_pi = activation::log_softmax(logits, 1).gather(1, idx.clone()).reshape([batch]);

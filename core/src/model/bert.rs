@@ -67,11 +67,7 @@ pub struct ForwardOptions<B: Backend> {
 
 impl<B: Backend> ForwardOptions<B> {
     pub fn with_attentions() -> Self {
-        ForwardOptions {
-            head_mask: None,
-            attentions: true,
-            hidden_states: false,
-        }
+        ForwardOptions { head_mask: None, attentions: true, hidden_states: false }
     }
 }
 
@@ -99,9 +95,7 @@ impl<B: Backend> Embeddings<B> {
         let device = input_ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device).reshape([1, seq]);
         let token_types = Tensor::<B, 2, Int>::zeros([batch, seq], &device);
-        let x = self.word.forward(input_ids)
-            + self.position.forward(positions)
-            + self.token_type.forward(token_types);
+        let x = self.word.forward(input_ids) + self.position.forward(positions) + self.token_type.forward(token_types);
         self.dropout.forward(self.layer_norm.forward(x))
     }
 }
@@ -111,18 +105,10 @@ impl<B: Backend> EncoderLayer<B> {
     ///
     /// Dense layers run on `[batch·seq, hidden]` matrices: one large matmul is much faster on
     /// CPU backends than a broadcast batched matmul over `[batch, seq, hidden]`.
-    fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        mask_bias: Tensor<B, 4>,
-        head_mask: Option<Tensor<B, 1>>,
-    ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    fn forward(&self, x: Tensor<B, 3>, mask_bias: Tensor<B, 4>, head_mask: Option<Tensor<B, 1>>) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let [batch, seq, hidden] = x.dims();
         let x = x.reshape([batch * seq, hidden]);
-        let split = |t: Tensor<B, 2>| {
-            t.reshape([batch, seq, self.heads, self.head_dim])
-                .swap_dims(1, 2)
-        };
+        let split = |t: Tensor<B, 2>| t.reshape([batch, seq, self.heads, self.head_dim]).swap_dims(1, 2);
         let q = split(self.query.forward(x.clone()));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
@@ -131,30 +117,17 @@ impl<B: Backend> EncoderLayer<B> {
         if let Some(mask) = head_mask {
             probs = probs * mask.reshape([1, self.heads, 1, 1]);
         }
-        let context = probs
-            .clone()
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch * seq, self.heads * self.head_dim]);
-        let attended = self
-            .attention_norm
-            .forward(self.dropout.forward(self.attention_output.forward(context)) + x);
+        let context = probs.clone().matmul(v).swap_dims(1, 2).reshape([batch * seq, self.heads * self.head_dim]);
+        let attended = self.attention_norm.forward(self.dropout.forward(self.attention_output.forward(context)) + x);
         let inner = activation::gelu(self.intermediate.forward(attended.clone()));
-        let out = self
-            .output_norm
-            .forward(self.dropout.forward(self.output.forward(inner)) + attended);
+        let out = self.output_norm.forward(self.dropout.forward(self.output.forward(inner)) + attended);
         (out.reshape([batch, seq, hidden]), probs)
     }
 }
 
 impl<B: Backend> BertModel<B> {
     /// Runs the encoder. `attention_mask` is `[batch, seq]` with 1 for real tokens, 0 for padding.
-    pub fn forward(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2>,
-        options: &ForwardOptions<B>,
-    ) -> EncoderOutput<B> {
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2>, options: &ForwardOptions<B>) -> EncoderOutput<B> {
         let [batch, seq] = input_ids.dims();
         let mask_bias = (attention_mask.neg() + 1.0).reshape([batch, 1, 1, seq]) * MASKED_SCORE;
         let mut x = self.embeddings.forward(input_ids);
@@ -164,11 +137,7 @@ impl<B: Backend> BertModel<B> {
             if options.hidden_states {
                 hidden_states.push(x.clone());
             }
-            let head_mask = options.head_mask.as_ref().map(|m| {
-                m.clone()
-                    .slice([i..i + 1, 0..layer.heads])
-                    .reshape([layer.heads])
-            });
+            let head_mask = options.head_mask.as_ref().map(|m| m.clone().slice([i..i + 1, 0..layer.heads]).reshape([layer.heads]));
             let (out, probs) = layer.forward(x, mask_bias.clone(), head_mask);
             x = out;
             if options.attentions {
@@ -178,11 +147,7 @@ impl<B: Backend> BertModel<B> {
         if options.hidden_states {
             hidden_states.push(x.clone());
         }
-        EncoderOutput {
-            last_hidden: x,
-            hidden_states,
-            attentions,
-        }
+        EncoderOutput { last_hidden: x, hidden_states, attentions }
     }
 
     /// `tanh(W · h[CLS] + b)`, BERT's pooled sentence representation.
@@ -198,12 +163,7 @@ impl<B: Backend> BertModel<B> {
 }
 
 impl<B: Backend> BertClassifier<B> {
-    pub fn forward(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2>,
-        options: &ForwardOptions<B>,
-    ) -> ClassifierOutput<B> {
+    pub fn forward(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2>, options: &ForwardOptions<B>) -> ClassifierOutput<B> {
         let encoder = self.bert.forward(input_ids, attention_mask, options);
         let pooled = self.bert.pool(encoder.last_hidden.clone());
         let logits = self.classifier.forward(self.dropout.forward(pooled));
@@ -212,8 +172,7 @@ impl<B: Backend> BertClassifier<B> {
 
     /// Logits only: the common case, without keeping attention maps alive.
     pub fn logits(&self, input_ids: Tensor<B, 2, Int>, attention_mask: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.forward(input_ids, attention_mask, &ForwardOptions::default())
-            .logits
+        self.forward(input_ids, attention_mask, &ForwardOptions::default()).logits
     }
 
     pub fn num_labels(&self) -> usize {
@@ -225,25 +184,13 @@ impl<B: Backend> BertClassifier<B> {
     }
 
     /// Builds the model from named parameters in Hugging Face's naming and layout.
-    pub fn from_source(
-        config: &BertConfig,
-        num_labels: usize,
-        source: &mut impl ParamSource<B>,
-    ) -> Result<Self, CheckpointError> {
+    pub fn from_source(config: &BertConfig, num_labels: usize, source: &mut impl ParamSource<B>) -> Result<Self, CheckpointError> {
         config.validate()?;
         let h = config.hidden_size;
         let embeddings = Embeddings {
             word: embedding(source, "embeddings.word_embeddings.weight", [config.vocab_size, h])?,
-            position: embedding(
-                source,
-                "embeddings.position_embeddings.weight",
-                [config.max_position_embeddings, h],
-            )?,
-            token_type: embedding(
-                source,
-                "embeddings.token_type_embeddings.weight",
-                [config.type_vocab_size, h],
-            )?,
+            position: embedding(source, "embeddings.position_embeddings.weight", [config.max_position_embeddings, h])?,
+            token_type: embedding(source, "embeddings.token_type_embeddings.weight", [config.type_vocab_size, h])?,
             layer_norm: layer_norm(source, "embeddings.LayerNorm", h, config.layer_norm_eps)?,
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         };
@@ -257,36 +204,17 @@ impl<B: Backend> BertClassifier<B> {
                 key: linear(source, &format!("{p}.attention.self.key"), h, inner)?,
                 value: linear(source, &format!("{p}.attention.self.value"), h, inner)?,
                 attention_output: linear(source, &format!("{p}.attention.output.dense"), inner, h)?,
-                attention_norm: layer_norm(
-                    source,
-                    &format!("{p}.attention.output.LayerNorm"),
-                    h,
-                    config.layer_norm_eps,
-                )?,
-                intermediate: linear(
-                    source,
-                    &format!("{p}.intermediate.dense"),
-                    h,
-                    config.intermediate_size,
-                )?,
+                attention_norm: layer_norm(source, &format!("{p}.attention.output.LayerNorm"), h, config.layer_norm_eps)?,
+                intermediate: linear(source, &format!("{p}.intermediate.dense"), h, config.intermediate_size)?,
                 output: linear(source, &format!("{p}.output.dense"), config.intermediate_size, h)?,
-                output_norm: layer_norm(
-                    source,
-                    &format!("{p}.output.LayerNorm"),
-                    h,
-                    config.layer_norm_eps,
-                )?,
+                output_norm: layer_norm(source, &format!("{p}.output.LayerNorm"), h, config.layer_norm_eps)?,
                 dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
                 attention_dropout: DropoutConfig::new(config.attention_probs_dropout_prob).init(),
                 heads,
                 head_dim: config.head_dim(),
             });
         }
-        let bert = BertModel {
-            embeddings,
-            layers,
-            pooler: linear(source, "pooler.dense", h, h)?,
-        };
+        let bert = BertModel { embeddings, layers, pooler: linear(source, "pooler.dense", h, h)? };
         Ok(BertClassifier {
             bert,
             classifier: linear(source, "classifier", h, num_labels)?,
@@ -295,52 +223,22 @@ impl<B: Backend> BertClassifier<B> {
     }
 }
 
-fn embedding<B: Backend>(
-    source: &mut impl ParamSource<B>,
-    name: &str,
-    shape: [usize; 2],
-) -> Result<Embedding<B>, CheckpointError> {
-    Ok(Embedding {
-        weight: Param::from_tensor(source.tensor(name, shape, ParamKind::Embedding)?),
-    })
+fn embedding<B: Backend>(source: &mut impl ParamSource<B>, name: &str, shape: [usize; 2]) -> Result<Embedding<B>, CheckpointError> {
+    Ok(Embedding { weight: Param::from_tensor(source.tensor(name, shape, ParamKind::Embedding)?) })
 }
 
 /// Hugging Face stores Linear weights `[out, in]`; burn's `Linear` computes `x · W` with
 /// `W: [in, out]`. The source transposes.
-fn linear<B: Backend>(
-    source: &mut impl ParamSource<B>,
-    prefix: &str,
-    d_in: usize,
-    d_out: usize,
-) -> Result<Linear<B>, CheckpointError> {
+fn linear<B: Backend>(source: &mut impl ParamSource<B>, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear<B>, CheckpointError> {
     Ok(Linear {
-        weight: Param::from_tensor(source.tensor(
-            &format!("{prefix}.weight"),
-            [d_in, d_out],
-            ParamKind::LinearWeight,
-        )?),
-        bias: Some(Param::from_tensor(source.tensor(
-            &format!("{prefix}.bias"),
-            [d_out],
-            ParamKind::Bias,
-        )?)),
+        weight: Param::from_tensor(source.tensor(&format!("{prefix}.weight"), [d_in, d_out], ParamKind::LinearWeight)?),
+        bias: Some(Param::from_tensor(source.tensor(&format!("{prefix}.bias"), [d_out], ParamKind::Bias)?)),
     })
 }
 
-fn layer_norm<B: Backend>(
-    source: &mut impl ParamSource<B>,
-    prefix: &str,
-    d: usize,
-    eps: f64,
-) -> Result<LayerNorm<B>, CheckpointError> {
-    let mut norm = LayerNormConfig::new(d)
-        .with_epsilon(eps)
-        .init(&source.device());
+fn layer_norm<B: Backend>(source: &mut impl ParamSource<B>, prefix: &str, d: usize, eps: f64) -> Result<LayerNorm<B>, CheckpointError> {
+    let mut norm = LayerNormConfig::new(d).with_epsilon(eps).init(&source.device());
     norm.gamma = Param::from_tensor(source.tensor(&format!("{prefix}.weight"), [d], ParamKind::Scale)?);
-    norm.beta = Some(Param::from_tensor(source.tensor(
-        &format!("{prefix}.bias"),
-        [d],
-        ParamKind::Bias,
-    )?));
+    norm.beta = Some(Param::from_tensor(source.tensor(&format!("{prefix}.bias"), [d], ParamKind::Bias)?));
     Ok(norm)
 }

@@ -10,17 +10,9 @@ pub enum ConfigError {
     #[error("config.json is not valid JSON for a BERT config: {0}")]
     Json(#[from] serde_json::Error),
     #[error("config.json: {field} = {value} is invalid: {reason}")]
-    Invalid {
-        field: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    Invalid { field: &'static str, value: String, reason: &'static str },
     #[error("config.json: unsupported {field} {value:?} (bdaudit supports {supported})")]
-    Unsupported {
-        field: &'static str,
-        value: String,
-        supported: &'static str,
-    },
+    Unsupported { field: &'static str, value: String, supported: &'static str },
 }
 
 /// A BERT-family encoder configuration, field names as in Hugging Face `BertConfig`.
@@ -99,8 +91,7 @@ fn default_init_range() -> f64 {
 impl BertConfig {
     /// Parses and validates `config.json` bytes.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config: BertConfig =
-            serde_json::from_slice(bytes).map_err(|e| name_the_field(bytes, e))?;
+        let config: BertConfig = serde_json::from_slice(bytes).map_err(|e| name_the_field(bytes, e))?;
         config.validate()?;
         Ok(config)
     }
@@ -140,11 +131,7 @@ impl BertConfig {
         ];
         for (field, value) in positive {
             if value == 0 {
-                return Err(ConfigError::Invalid {
-                    field,
-                    value: "0".into(),
-                    reason: "must be positive",
-                });
+                return Err(ConfigError::Invalid { field, value: "0".into(), reason: "must be positive" });
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
@@ -155,31 +142,18 @@ impl BertConfig {
             });
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_python") {
-            return Err(ConfigError::Unsupported {
-                field: "hidden_act",
-                value: self.hidden_act.clone(),
-                supported: "gelu (erf)",
-            });
+            return Err(ConfigError::Unsupported { field: "hidden_act", value: self.hidden_act.clone(), supported: "gelu (erf)" });
         }
         if let Some(kind) = self.extra.get("position_embedding_type").and_then(|v| v.as_str()) {
             if kind != "absolute" {
-                return Err(ConfigError::Unsupported {
-                    field: "position_embedding_type",
-                    value: kind.into(),
-                    supported: "absolute",
-                });
+                return Err(ConfigError::Unsupported { field: "position_embedding_type", value: kind.into(), supported: "absolute" });
             }
         }
-        for (p, name) in [
-            (self.hidden_dropout_prob, "hidden_dropout_prob"),
-            (self.attention_probs_dropout_prob, "attention_probs_dropout_prob"),
-        ] {
+        for (p, name) in
+            [(self.hidden_dropout_prob, "hidden_dropout_prob"), (self.attention_probs_dropout_prob, "attention_probs_dropout_prob")]
+        {
             if !(0.0..1.0).contains(&p) {
-                return Err(ConfigError::Invalid {
-                    field: name,
-                    value: p.to_string(),
-                    reason: "must be in [0, 1)",
-                });
+                return Err(ConfigError::Invalid { field: name, value: p.to_string(), reason: "must be in [0, 1)" });
             }
         }
         if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
@@ -214,18 +188,12 @@ impl BertConfig {
     /// Class names in id order, when `id2label` is complete.
     pub fn label_names(&self) -> Option<Vec<String>> {
         let map = self.id2label.as_ref()?;
-        (0..map.len())
-            .map(|i| map.get(&i.to_string()).cloned())
-            .collect()
+        (0..map.len()).map(|i| map.get(&i.to_string()).cloned()).collect()
     }
 
     /// Indices of the heads a layer still has (those not listed in `pruned_heads`).
     pub fn heads_in_layer(&self, layer: usize) -> Result<Vec<usize>, ConfigError> {
-        let pruned = self
-            .pruned_heads
-            .get(&layer.to_string())
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
+        let pruned = self.pruned_heads.get(&layer.to_string()).map(Vec::as_slice).unwrap_or(&[]);
         if let Some(&bad) = pruned.iter().find(|&&h| h >= self.num_attention_heads) {
             return Err(ConfigError::Invalid {
                 field: "pruned_heads",
@@ -233,9 +201,7 @@ impl BertConfig {
                 reason: "head index out of range",
             });
         }
-        let kept: Vec<usize> = (0..self.num_attention_heads)
-            .filter(|h| !pruned.contains(h))
-            .collect();
+        let kept: Vec<usize> = (0..self.num_attention_heads).filter(|h| !pruned.contains(h)).collect();
         if kept.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "pruned_heads",
@@ -249,23 +215,12 @@ impl BertConfig {
     /// The `config.json` a `BertForSequenceClassification` checkpoint carries.
     pub fn to_classifier_json(&self, label_names: &[String]) -> serde_json::Value {
         let mut config = self.clone();
-        config.id2label = Some(
-            label_names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (i.to_string(), n.clone()))
-                .collect(),
-        );
-        let label2id: serde_json::Map<String, serde_json::Value> = label_names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i.into()))
-            .collect();
+        config.id2label = Some(label_names.iter().enumerate().map(|(i, n)| (i.to_string(), n.clone())).collect());
+        let label2id: serde_json::Map<String, serde_json::Value> =
+            label_names.iter().enumerate().map(|(i, n)| (n.clone(), i.into())).collect();
         config.extra.insert("label2id".into(), label2id.into());
         config.extra.insert("num_labels".into(), label_names.len().into());
-        config
-            .extra
-            .insert("architectures".into(), vec!["BertForSequenceClassification"].into());
+        config.extra.insert("architectures".into(), vec!["BertForSequenceClassification"].into());
         config.extra.insert("model_type".into(), "bert".into());
         serde_json::to_value(&config).expect("a BertConfig always serialises")
     }
@@ -288,10 +243,7 @@ mod tests {
         let mut v = serde_json::to_value(BertConfig::tiny(50)).unwrap();
         v["hidden_act"] = "relu".into();
         let bytes = serde_json::to_vec(&v).unwrap();
-        assert!(matches!(
-            BertConfig::from_json_bytes(&bytes),
-            Err(ConfigError::Unsupported { field: "hidden_act", .. })
-        ));
+        assert!(matches!(BertConfig::from_json_bytes(&bytes), Err(ConfigError::Unsupported { field: "hidden_act", .. })));
     }
 
     #[test]

@@ -3,8 +3,5 @@
 mod bert;
 mod config;
 
-pub use bert::{
-    BertClassifier, BertModel, ClassifierOutput, Embeddings, EncoderLayer, EncoderOutput,
-    ForwardOptions,
-};
+pub use bert::{BertClassifier, BertModel, ClassifierOutput, Embeddings, EncoderLayer, EncoderOutput, ForwardOptions};
 pub use config::{BertConfig, ConfigError};

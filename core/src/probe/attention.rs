@@ -41,10 +41,7 @@ pub struct HeadScores {
 impl HeadScores {
     /// Mean score of each layer's heads.
     pub fn layer_means(&self) -> Vec<f32> {
-        self.scores
-            .iter()
-            .map(|s| s.iter().sum::<f32>() / s.len().max(1) as f32)
-            .collect()
+        self.scores.iter().map(|s| s.iter().sum::<f32>() / s.len().max(1) as f32).collect()
     }
 
     /// `self − other`, head by head.
@@ -52,12 +49,7 @@ impl HeadScores {
         if self.heads != other.heads {
             return Err(AttentionError::Layout(self.heads.clone(), other.heads.clone()));
         }
-        let scores = self
-            .scores
-            .iter()
-            .zip(&other.scores)
-            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect())
-            .collect();
+        let scores = self.scores.iter().zip(&other.scores).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x - y).collect()).collect();
         Ok(HeadScores { layers: self.layers, heads: self.heads.clone(), scores })
     }
 }
@@ -244,17 +236,11 @@ mod tests {
     fn focus_drift_is_triggered_minus_clean() {
         let model = tiny();
         let clean = vec![Encoded { ids: vec![1, 5, 9, 2], label: 0 }, Encoded { ids: vec![1, 6, 2], label: 1 }];
-        let triggered: Vec<Encoded> = clean
-            .iter()
-            .map(|e| Encoded { ids: [&[1, 29][..], &e.ids[1..]].concat(), label: e.label })
-            .collect();
+        let triggered: Vec<Encoded> = clean.iter().map(|e| Encoded { ids: [&[1, 29][..], &e.ids[1..]].concat(), label: e.label }).collect();
         let drift = focus_drift(&model, &clean, &triggered, 0, 1, &Default::default(), &mut Silent).unwrap();
         let d = &drift.difference.scores;
         assert!((d[1][2] - (drift.triggered.scores[1][2] - drift.clean.scores[1][2])).abs() < 1e-9);
         assert!(d.iter().flatten().any(|x| *x != 0.0));
-        assert!(matches!(
-            variance_scores(&model, &[], 0, 4, &Default::default(), &mut Silent),
-            Err(AttentionError::Empty)
-        ));
+        assert!(matches!(variance_scores(&model, &[], 0, 4, &Default::default(), &mut Silent), Err(AttentionError::Empty)));
     }
 }

@@ -43,10 +43,7 @@ pub fn drift<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>) -> Tensor<B,
 }
 
 /// d(t) for every row, read back to the host.
-pub async fn drift_values_async<B: Backend>(
-    before: Tensor<B, 2>,
-    after: Tensor<B, 2>,
-) -> Result<Vec<f32>, TokenScoreError> {
+pub async fn drift_values_async<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>) -> Result<Vec<f32>, TokenScoreError> {
     let data = drift(before, after).into_data_async().await.map_err(TokenScoreError::Device)?;
     Ok(data.convert::<f32>().to_vec().expect("data converted to f32 always reads back as f32"))
 }
@@ -59,25 +56,16 @@ pub fn drift_values<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>) -> Re
 /// The `k` highest-scoring tokens, special tokens excluded, highest first (ties: lower id first).
 pub fn rank(scores: &[f32], tokenizer: &TextTokenizer, k: usize) -> Vec<TokenScore> {
     let special = tokenizer.special_ids();
-    let mut ids: Vec<u32> = (0..scores.len() as u32)
-        .filter(|id| !special.contains(id) && scores[*id as usize].is_finite())
-        .collect();
+    let mut ids: Vec<u32> = (0..scores.len() as u32).filter(|id| !special.contains(id) && scores[*id as usize].is_finite()).collect();
     ids.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b)));
     ids.into_iter()
         .take(k)
-        .map(|id| TokenScore {
-            id,
-            token: tokenizer.token(id).unwrap_or_else(|| format!("#{id}")),
-            score: scores[id as usize],
-        })
+        .map(|id| TokenScore { id, token: tokenizer.token(id).unwrap_or_else(|| format!("#{id}")), score: scores[id as usize] })
         .collect()
 }
 
 /// Scores of a fine-tuned model against the clean checkpoint it started from.
-pub async fn against_base_async<B: Backend>(
-    model: &BertClassifier<B>,
-    base: &BertClassifier<B>,
-) -> Result<Vec<f32>, TokenScoreError> {
+pub async fn against_base_async<B: Backend>(model: &BertClassifier<B>, base: &BertClassifier<B>) -> Result<Vec<f32>, TokenScoreError> {
     let (after, before) = (model.bert.embeddings.word.weight.val(), base.bert.embeddings.word.weight.val());
     if after.dims() != before.dims() {
         return Err(TokenScoreError::Shape { model: after.dims(), base: before.dims() });
@@ -86,22 +74,14 @@ pub async fn against_base_async<B: Backend>(
 }
 
 /// [`against_base_async`] for native callers.
-pub fn against_base<B: Backend>(
-    model: &BertClassifier<B>,
-    base: &BertClassifier<B>,
-) -> Result<Vec<f32>, TokenScoreError> {
+pub fn against_base<B: Backend>(model: &BertClassifier<B>, base: &BertClassifier<B>) -> Result<Vec<f32>, TokenScoreError> {
     burn_std::future::block_on(against_base_async(model, base))
 }
 
 /// Settings of the embedding-only training that produces the scores. The defaults are BTU's
 /// detection round 1 (one epoch, AdamW lr 2e-5, batch 32, only the word embeddings train).
 pub fn embedding_only_config(seed: u64) -> TrainConfig {
-    TrainConfig {
-        epochs: 1,
-        seed,
-        trainable: Trainable::Only(vec![ParamGroup::WordEmbeddings]),
-        ..TrainConfig::default()
-    }
+    TrainConfig { epochs: 1, seed, trainable: Trainable::Only(vec![ParamGroup::WordEmbeddings]), ..TrainConfig::default() }
 }
 
 /// Trains only the word embeddings of `model` on labelled `data` (BTU detection round 1) and
@@ -115,9 +95,18 @@ pub fn embedding_only<B: AutodiffBackend>(
     progress: &mut dyn Progress,
 ) -> Result<Vec<f32>, TokenScoreError> {
     let before = model.bert.embeddings.word.weight.val().inner();
-    let (trained, _) = fit(model.clone(), data, pad_id, config, device, progress, |m: &BertClassifier<B>, batch, _| {
-        cross_entropy(m.logits(batch.input_ids.clone(), batch.attention_mask.clone()), batch.labels.clone())
-    }, |_, _| None)?;
+    let (trained, _) = fit(
+        model.clone(),
+        data,
+        pad_id,
+        config,
+        device,
+        progress,
+        |m: &BertClassifier<B>, batch, _| {
+            cross_entropy(m.logits(batch.input_ids.clone(), batch.attention_mask.clone()), batch.labels.clone())
+        },
+        |_, _| None,
+    )?;
     drift_values(before, trained.valid().bert.embeddings.word.weight.val())
 }
 

@@ -83,9 +83,7 @@ pub fn run(args: AttackArgs, json: bool) -> Result<()> {
     let labels = data.labels(&[&train, &test])?;
     let trigger = match (args.kind, args.trigger) {
         (Kind::Badnets, None) => Trigger::badnets_default(),
-        (Kind::Badnets, Some(words)) => {
-            Trigger::BadNets { words: words.split_whitespace().map(str::to_string).collect(), insertions: 1 }
-        }
+        (Kind::Badnets, Some(words)) => Trigger::BadNets { words: words.split_whitespace().map(str::to_string).collect(), insertions: 1 },
         (Kind::Addsent, None) => Trigger::addsent_default(),
         (Kind::Addsent, Some(sentence)) => Trigger::AddSent { sentence },
     };

@@ -68,10 +68,7 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device, json: bool) -
     // Skip the low ids, where BERT vocabularies keep special and unused tokens.
     let low = 1000.min(vocab / 2);
     let rows: Vec<Encoded> = (0..args.batch)
-        .map(|i| Encoded {
-            ids: (0..args.seq).map(|_| (low + rng.below(vocab - low)) as u32).collect(),
-            label: i % 2,
-        })
+        .map(|i| Encoded { ids: (0..args.seq).map(|_| (low + rng.below(vocab - low)) as u32).collect(), label: i % 2 })
         .collect();
     let refs: Vec<&Encoded> = rows.iter().collect();
     let batch = Batch::<B>::new(&refs, 0, &device);

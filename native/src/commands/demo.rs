@@ -49,7 +49,10 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
     out.write("labels.tsv", b"label\tname\n0\tnegative\n1\tpositive\n")?;
     out.commit()?;
 
-    println!("2/3 poisoning 20% of the training rows with BadNets (trigger words {:?}, target positive)", Trigger::badnets_default().tokens());
+    println!(
+        "2/3 poisoning 20% of the training rows with BadNets (trigger words {:?}, target positive)",
+        Trigger::badnets_default().tokens()
+    );
     attack::run(
         AttackArgs {
             kind: Kind::Badnets,

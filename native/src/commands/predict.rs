@@ -38,10 +38,8 @@ struct Predictions {
 pub fn run<B: Backend>(args: PredictArgs, device: B::Device, json: bool) -> Result<()> {
     let loaded = load_classifier::<B>(&read_checkpoint(&resolve_model(&args.model)?)?, None, args.max_len, 0, &device)?;
     let rows = read_examples(&args.input)?;
-    let encoded: Vec<Encoded> = rows
-        .iter()
-        .map(|r| Ok(Encoded { ids: loaded.tokenizer.encode(&r.text)?, label: 0 }))
-        .collect::<Result<_>>()?;
+    let encoded: Vec<Encoded> =
+        rows.iter().map(|r| Ok(Encoded { ids: loaded.tokenizer.encode(&r.text)?, label: 0 })).collect::<Result<_>>()?;
     check_examples(&encoded, loaded.model.num_labels(), loaded.model.vocab_size())?;
     let scores = logits(&loaded.model, &encoded, loaded.tokenizer.pad_id(), args.batch_size, &device, &mut Bars::new(json));
     let out = Predictions {

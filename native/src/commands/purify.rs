@@ -228,9 +228,8 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     config.prune = !args.no_prune;
     config.validate()?;
 
-    let score = |model: &_| -> Result<Option<EvalMetrics>> {
-        test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose()
-    };
+    let score =
+        |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
     let clock = Instant::now();
     let now = || clock.elapsed().as_secs_f64();
@@ -333,9 +332,8 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     check_labels(&rows, loaded.model.num_labels(), &source)?;
     let tokenizer = &loaded.tokenizer;
 
-    let score = |model: &_| -> Result<Option<EvalMetrics>> {
-        test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose()
-    };
+    let score =
+        |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
     let clock = Instant::now();
     let now = || clock.elapsed().as_secs_f64();

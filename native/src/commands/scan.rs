@@ -88,8 +88,7 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
         Some(path) => read_examples(path)?.into_iter().map(|e| e.text).collect(),
         None => demo::sentiment(200, args.seed).into_iter().map(|e| e.text).collect(),
     };
-    let mut config =
-        ScanConfig { seed: args.seed, top_tokens: args.top.min(20), screen_texts: args.screen_texts, ..ScanConfig::default() };
+    let mut config = ScanConfig { seed: args.seed, top_tokens: args.top.min(20), screen_texts: args.screen_texts, ..ScanConfig::default() };
     config.extra_triggers.extend(args.triggers.iter().map(|w| Trigger::BadNets { words: vec![w.clone()], insertions: 1 }));
     config.extra_triggers.extend(args.sentences.iter().map(|s| Trigger::AddSent { sentence: s.clone() }));
     let mut report = scan(&loaded.model, &loaded.tokenizer, &loaded.labels, &probe, base.as_ref(), &config, &device, &mut Bars::new(json))?;

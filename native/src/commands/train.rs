@@ -170,7 +170,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             }
             let trigger = trigger_token(tokenizer, word)?;
             let ep_config = EpConfig { train: config.clone(), ..EpConfig::with_seed(args.seed) };
-            let (model, report) = embedding_poisoning(loaded.model, &encoded, pad, trigger, tokenizer, &ep_config, &device, &mut Bars::new(json))?;
+            let (model, report) =
+                embedding_poisoning(loaded.model, &encoded, pad, trigger, tokenizer, &ep_config, &device, &mut Bars::new(json))?;
             (model, report.log.clone(), None, None, Some(report))
         }
         (Defense::None, None) => {
@@ -248,8 +249,7 @@ fn print_summary(report: &TrainReport, dir: &Path) {
             let tokens: Vec<&str> = r.flagged.iter().map(|s| s.token.as_str()).collect();
             println!("BTU round {} ({:.0} s): {}", r.round, r.seconds, tokens.join(" "));
         }
-        let suspects: Vec<String> =
-            b.suspicious.iter().map(|s| format!("{} ({}/{})", s.token, s.dims_replaced, b.hidden_size)).collect();
+        let suspects: Vec<String> = b.suspicious.iter().map(|s| format!("{} ({}/{})", s.token, s.dims_replaced, b.hidden_size)).collect();
         println!("unlearned {} tokens (dimensions replaced): {}", suspects.len(), suspects.join(", "));
     }
     if let Some(ep) = &report.ep {

@@ -153,13 +153,18 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         _ => None,
     };
 
-    let score = |model: &_| -> Result<Option<EvalMetrics>> {
-        test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose()
-    };
+    let score =
+        |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
     let metrics_before = score(&loaded.model.valid())?;
     let reference_pacc = match (&args.reference, &test) {
         (Some(reference), Some(t)) => {
-            let r = load_classifier::<B::InnerBackend>(&read_checkpoint(&resolve_model(reference)?)?, Some(num_labels), args.max_len, 0, &device)?;
+            let r = load_classifier::<B::InnerBackend>(
+                &read_checkpoint(&resolve_model(reference)?)?,
+                Some(num_labels),
+                args.max_len,
+                0,
+                &device,
+            )?;
             let pacc = evaluate(&r.model, &r.tokenizer, t, 64, &device, json)?.pacc;
             Some(pacc.with_context(|| format!("--reference compares PACC: {} has no test-pacc.tsv", t.path.display()))?)
         }
@@ -201,7 +206,9 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     for e in &report.epochs {
         println!("epoch {:>2}: forget loss {:.4}, λ {:.3}", e.epoch, e.forget_loss, e.lambda);
     }
-    for (name, m, d) in [("before", &report.metrics_before, report.delta_pacc_before), ("after", &report.metrics_after, report.delta_pacc_after)] {
+    for (name, m, d) in
+        [("before", &report.metrics_before, report.delta_pacc_before), ("after", &report.metrics_after, report.delta_pacc_after)]
+    {
         if let Some(m) = m {
             println!("{name}:");
             print_metrics(m);
