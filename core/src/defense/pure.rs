@@ -576,7 +576,8 @@ pub fn pure<B: AutodiffBackend>(
 
     let (student, pruned_config) = prune_heads(suspect, model_config, &pruning.pruned)?;
     let options = ForwardOptions::with_attentions();
-    let mut tuned = Vec::new();
+    let mut trials: Vec<MuTrial> = Vec::new();
+    let mut kept = None;
     for mu in config.mu_candidates() {
         let t = now();
         let mut best: Option<(usize, f64, BertClassifier<B::InnerBackend>)> = None;
@@ -600,11 +601,15 @@ pub fn pure<B: AutodiffBackend>(
             },
         )?;
         let (best_epoch, best_accuracy, model) = best.expect("fit runs at least one epoch");
-        tuned.push((MuTrial { mu, best_epoch, best_accuracy, seconds: now() - t }, model, log));
+        trials.push(MuTrial { mu, best_epoch, best_accuracy, seconds: now() - t });
+        // `choose_mu` over all trials is either its choice over those so far or a later trial,
+        // so one model is kept at a time, not one per μ (four BERT-base copies are 1.7 GB).
+        if choose_mu(&trials, pruning.base_accuracy, config.mu_tolerance) == Some(trials.len() - 1) {
+            kept = Some((trials.len() - 1, model, log));
+        }
     }
-    let trials: Vec<MuTrial> = tuned.iter().map(|(trial, _, _)| trial.clone()).collect();
-    let chosen = choose_mu(&trials, pruning.base_accuracy, config.mu_tolerance).expect("at least one μ");
-    let (trial, purified, tune_log) = tuned.swap_remove(chosen);
+    let (chosen, purified, tune_log) = kept.expect("at least one μ");
+    let trial = trials[chosen].clone();
     let tune_seconds: f64 = trials.iter().map(|t| t.seconds).sum();
 
     Ok(PureOutcome {
@@ -820,6 +825,35 @@ mod tests {
         let low = [trial(0.15, 0.70), trial(0.5, 0.75), trial(1.0, 0.75)];
         assert_eq!(choose_mu(&low, 0.90, 0.01), Some(1));
         assert_eq!(choose_mu(&[], 0.9, 0.01), None);
+    }
+
+    /// `pure` keeps only the model of the trial `choose_mu` picks among those run so far; that
+    /// must end on the choice over all trials, whichever order and accuracies they come in.
+    #[test]
+    fn keeping_the_choice_so_far_ends_on_the_overall_choice() {
+        let trial = |mu, best_accuracy| MuTrial { mu, best_epoch: 1, best_accuracy, seconds: 0.0 };
+        let lists = [
+            vec![trial(0.15, 0.84), trial(0.5, 0.835), trial(1.0, 0.80), trial(2.0, 0.70)],
+            vec![trial(0.15, 0.70), trial(0.5, 0.75), trial(1.0, 0.75), trial(2.0, 0.84)],
+            vec![trial(2.0, 0.84), trial(0.15, 0.70), trial(1.0, 0.85), trial(0.5, 0.75)],
+            vec![trial(1.0, 0.60), trial(0.5, 0.60), trial(0.15, 0.65), trial(2.0, 0.65)],
+        ];
+        for trials in &lists {
+            for (base, tolerance) in [(0.84, 0.01), (0.84, 0.0), (0.90, 0.01), (0.70, 0.2)] {
+                let kept =
+                    (1..=trials.len()).fold(
+                        None,
+                        |kept, n| {
+                            if choose_mu(&trials[..n], base, tolerance) == Some(n - 1) {
+                                Some(n - 1)
+                            } else {
+                                kept
+                            }
+                        },
+                    );
+                assert_eq!(kept, choose_mu(trials, base, tolerance), "{trials:?} base {base} tolerance {tolerance}");
+            }
+        }
     }
 
     fn labelled(n: usize) -> Vec<Encoded> {
