@@ -26,6 +26,7 @@ impl Scratch {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("bdaudit-cli-{tag}-{}-{n}", std::process::id()));
+        assert!(!dir.to_string_lossy().contains(char::is_whitespace), "argv() needs a temp dir without spaces (set TMPDIR)");
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -107,9 +108,13 @@ impl Run {
 }
 
 /// Runs `bdaudit args…`, asserting that none of `inputs` (directories) changed.
-fn bdaudit(args: &[&str], inputs: &[&Path]) -> Run {
+fn bdaudit<S: AsRef<str> + std::fmt::Debug>(args: &[S], inputs: &[&Path]) -> Run {
     let before: Vec<_> = inputs.iter().map(|p| snapshot(p)).collect();
-    let output = Command::new(env!("CARGO_BIN_EXE_bdaudit")).args(args).stdin(Stdio::null()).output().expect("run bdaudit");
+    let output = Command::new(env!("CARGO_BIN_EXE_bdaudit"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run bdaudit");
     let run = Run {
         code: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -119,6 +124,11 @@ fn bdaudit(args: &[&str], inputs: &[&Path]) -> Run {
         assert!(before == snapshot(input), "bdaudit {args:?} modified its input {}:\n{}", input.display(), run.describe());
     }
     run
+}
+
+/// A command line written as one string (the scratch paths hold no spaces), split into arguments.
+fn argv(line: &str) -> Vec<String> {
+    line.split_whitespace().map(String::from).collect()
 }
 
 fn s(p: &Path) -> &str {
@@ -664,23 +674,12 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     let model = tmp.path("encoder");
     write_checkpoint(&model, &[], |_| {}); // a pre-trained encoder: train adds a 2-label head
     let out = tmp.path("victim");
-    let args = [
-        "train",
-        "--model",
+    let args = argv(&format!(
+        "train --model {} --data {} --out {} --epochs 1 --batch-size 8 --lr 1e-3 --max-len 16",
         s(&model),
-        "--data",
         s(&data),
-        "--out",
-        s(&out),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--lr",
-        "1e-3",
-        "--max-len",
-        "16",
-    ];
+        s(&out)
+    ));
     let run = bdaudit(&args, &[&data, &model]);
     run.assert_ok();
     assert!(run.stdout.contains("epoch 1:"), "{}", run.describe());
@@ -725,8 +724,8 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     let first = snapshot(&out);
     bdaudit(&args, &[&data, &model]).assert_fails(&["already exists", "--force"]);
     assert!(first == snapshot(&out), "the refused train changed the existing output");
-    let mut forced = args.to_vec();
-    forced.extend(["--force", "--seed", "7", "--group-by-length"]);
+    let mut forced = args.clone();
+    forced.extend(argv("--force --seed 7 --group-by-length"));
     bdaudit(&forced, &[&data, &model]).assert_ok();
     assert!(first != snapshot(&out), "--force did not replace the output");
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
@@ -755,28 +754,12 @@ fn train_with_btu_writes_the_purified_model_and_its_report() {
     let model = tmp.path("encoder");
     write_checkpoint(&model, &[], |_| {});
     let out = tmp.path("purified");
-    let args = [
-        "train",
-        "--model",
+    let args = argv(&format!(
+        "train --model {} --data {} --out {} --defense btu --epochs 1 --batch-size 8 --lr 1e-3 --max-len 16 --btu-alpha 0.03 --json",
         s(&model),
-        "--data",
         s(&data),
-        "--out",
-        s(&out),
-        "--defense",
-        "btu",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--lr",
-        "1e-3",
-        "--max-len",
-        "16",
-        "--btu-alpha",
-        "0.03",
-        "--json",
-    ];
+        s(&out)
+    ));
     let report = bdaudit(&args, &[&data, &model]).assert_ok().json();
     let btu = &report["btu"];
     let rounds = btu["rounds"].as_array().unwrap_or_else(|| panic!("no BTU rounds: {report}"));
@@ -924,36 +907,16 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
     classifier_checkpoint(&model);
     for layout in ["zeroed", "sliced"] {
         let out = tmp.path(layout);
-        let args = [
-            "purify",
-            "pure",
-            "--model",
-            s(&model),
-            "--clean",
-            s(&clean),
-            "--test",
-            s(&poisoned),
-            "--out",
-            s(&out),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--lr",
-            "1e-3",
-            "--max-len",
-            "16",
-            "--c",
-            "0.01",
-            "--heads-per-step",
-            "3",
-            "--layout",
-            layout,
-            "--json",
-        ];
         // The sliced run also searches μ: three normalisation fine-tunes, one kept.
-        let search = ["--mu-search", "0,0.5"];
-        let args: Vec<&str> = args.iter().chain(if layout == "sliced" { &search[..] } else { &[] }).copied().collect();
+        let search = if layout == "sliced" { "--mu-search 0,0.5" } else { "" };
+        let args = argv(&format!(
+            "purify pure --model {} --clean {} --test {} --out {} --epochs 1 --batch-size 8 --lr 1e-3 --max-len 16 --c 0.01 \
+             --heads-per-step 3 --layout {layout} --json {search}",
+            s(&model),
+            s(&clean),
+            s(&poisoned),
+            s(&out)
+        ));
         let report = bdaudit(&args, &[&clean, &poisoned, &model]).assert_ok().json();
         for key in ["metrics_suspect", "metrics_finetuned", "metrics"] {
             assert!(report[key]["asr"].is_number() && report[key]["cacc"].is_number(), "{key}: {report}");
@@ -1034,23 +997,12 @@ fn tiny_trained(tmp: &Scratch, data: &Path, name: &str) -> PathBuf {
         write_checkpoint(&encoder, &[], |_| {});
     }
     let out = tmp.path(name);
-    let args = [
-        "train",
-        "--model",
+    let args = argv(&format!(
+        "train --model {} --data {} --out {} --epochs 8 --batch-size 8 --lr 3e-3 --max-len 16",
         s(&encoder),
-        "--data",
         s(data),
-        "--out",
-        s(&out),
-        "--epochs",
-        "8",
-        "--batch-size",
-        "8",
-        "--lr",
-        "3e-3",
-        "--max-len",
-        "16",
-    ];
+        s(&out)
+    ));
     bdaudit(&args, &[data, &encoder]).assert_ok();
     out
 }
@@ -1104,37 +1056,14 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     let model = tmp.path("suspect");
     classifier_checkpoint(&model);
     let out = tmp.path("purified");
-    let args = [
-        "purify",
-        "mbtsad",
-        "--model",
+    let args = argv(&format!(
+        "purify mbtsad --model {} --clean {} --clean-fraction 0.5 --test {} --out {} --epochs 1 --distill-epochs 2 \
+         --batch-size 8 --lr 1e-3 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --json",
         s(&model),
-        "--clean",
         s(&clean),
-        "--clean-fraction",
-        "0.5",
-        "--test",
         s(&poisoned),
-        "--out",
-        s(&out),
-        "--epochs",
-        "1",
-        "--distill-epochs",
-        "2",
-        "--batch-size",
-        "8",
-        "--lr",
-        "1e-3",
-        "--distill-lr",
-        "1e-3",
-        "--alpha",
-        "0.5",
-        "--beta",
-        "2",
-        "--max-len",
-        "24",
-        "--json",
-    ];
+        s(&out)
+    ));
     let report = bdaudit(&args, &[&clean, &poisoned, &model]).assert_ok().json();
     assert_eq!(report["method"], "mbtsad");
     for key in ["metrics_suspect", "metrics_teacher", "metrics"] {
@@ -1173,7 +1102,7 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     // Text output, replacing the first result only with --force.
     let text_args = &args[..args.len() - 1];
     bdaudit(text_args, &[&clean, &poisoned, &model]).assert_fails(&["already exists", "--force"]);
-    let forced: Vec<&str> = text_args.iter().copied().chain(["--force"]).collect();
+    let forced = [text_args, &argv("--force")].concat();
     let run = bdaudit(&forced, &[&clean, &poisoned, &model]);
     run.assert_ok();
     for needle in ["20 of 40 clean rows", "teacher epoch 1:", "distillation epoch 2:", "L_a", "teacher (TS-FT):", "purified:"] {
@@ -1191,23 +1120,13 @@ fn purify_mbtsad_rejects_bad_input_writing_nothing() {
     classifier_checkpoint(&model);
     let out = tmp.path("out");
     let purify = |extra: &[&str], clean: &Path, model: &Path| {
-        let mut args = vec![
-            "purify",
-            "mbtsad",
-            "--model",
+        let mut args = argv(&format!(
+            "purify mbtsad --model {} --clean {} --out {} --epochs 1 --distill-epochs 1 --max-len 16",
             s(model),
-            "--clean",
             s(clean),
-            "--out",
-            s(&out),
-            "--epochs",
-            "1",
-            "--distill-epochs",
-            "1",
-            "--max-len",
-            "16",
-        ];
-        args.extend(extra);
+            s(&out)
+        ));
+        args.extend(extra.iter().map(|a| a.to_string()));
         bdaudit(&args, &[clean, model])
     };
     for f in ["0", "1.5", "-0.2", "NaN"] {
@@ -1284,24 +1203,12 @@ fn train_ep_trigger_trains_only_the_trigger_row() {
     let model = tmp.path("clean-model");
     classifier_checkpoint(&model);
     let out = tmp.path("victim");
-    let args = [
-        "train",
-        "--model",
+    let args = argv(&format!(
+        "train --model {} --data {} --out {} --ep-trigger CF --ep-epochs 3 --batch-size 8 --max-len 16 --json",
         s(&model),
-        "--data",
         s(&data),
-        "--out",
-        s(&out),
-        "--ep-trigger",
-        "CF",
-        "--ep-epochs",
-        "3",
-        "--batch-size",
-        "8",
-        "--max-len",
-        "16",
-        "--json",
-    ];
+        s(&out)
+    ));
     let report = bdaudit(&args, &[&data, &model]).assert_ok().json();
     let ep = &report["ep"];
     assert_eq!(ep["trigger"], "cf", "the tokenizer lower-cases the word: {ep}");
@@ -1389,33 +1296,17 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
     let mut reports = Vec::new();
     for method in ["ga", "npo", "rga"] {
         let out = tmp.path(&format!("unlearned-{method}"));
-        let args = [
-            "unlearn",
-            method,
-            "--model",
+        let args = argv(&format!(
+            "unlearn {method} --model {} --forget {} --retain {} --base {} --test {} --reference {} --out {} --epochs \
+             4 --batch-size 4 --lr 3e-3 --max-len 16 --json",
             s(&victim),
-            "--forget",
             s(&forget),
-            "--retain",
             s(&retain),
-            "--base",
             s(&encoder),
-            "--test",
             s(&data),
-            "--reference",
             s(&clean),
-            "--out",
-            s(&out),
-            "--epochs",
-            "4",
-            "--batch-size",
-            "4",
-            "--lr",
-            "3e-3",
-            "--max-len",
-            "16",
-            "--json",
-        ];
+            s(&out)
+        ));
         let report = bdaudit(&args, &[&data, &victim, &encoder, &clean]).assert_ok().json();
         assert_eq!(report["method"], method, "{report}");
         assert_eq!(report["forget_rows"], 12);
@@ -1475,23 +1366,14 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     let out = tmp.path("out");
     let (forget, retain) = (data.join("train-poisoned.tsv"), data.join("train-clean.tsv"));
     let unlearn = |method: &str, forget: &Path, retain: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "unlearn",
-            method,
-            "--model",
+        let mut args = argv(&format!(
+            "unlearn {method} --model {} --forget {} --retain {} --out {} --epochs 1 --max-len 16",
             s(&victim),
-            "--forget",
             s(forget),
-            "--retain",
             s(retain),
-            "--out",
-            s(&out),
-            "--epochs",
-            "1",
-            "--max-len",
-            "16",
-        ];
-        args.extend(extra);
+            s(&out)
+        ));
+        args.extend(extra.iter().map(|a| a.to_string()));
         bdaudit(&args, &[&data, &victim, &encoder])
     };
     unlearn("rga", &forget, &retain, &[]).assert_fails(&["--base"]);

@@ -7,7 +7,7 @@
 //! at the papers' 10%, with lr 1e-4 (at 5e-5 the clean task is still unlearnt after 75 steps).
 
 use bdaudit_core::attack::{poison, PoisonConfig, Poisoned, Trigger};
-use bdaudit_core::checkpoint::{load_classifier, TextTokenizer};
+use bdaudit_core::checkpoint::{load_classifier, CheckpointFiles, TextTokenizer};
 use bdaudit_core::data::batch::Encoded;
 use bdaudit_core::data::{parse, subsample, Example, Format};
 use bdaudit_core::eval::predict;
@@ -34,6 +34,8 @@ pub struct SmallBadnets {
     pub clean: Vec<Encoded>,
     /// The victim's recipe: 3 epochs at lr 1e-4, random batches of 16.
     pub victim_train: TrainConfig,
+    /// MiniLM's files, read once: every model of the setup starts from them.
+    minilm: CheckpointFiles,
     test_labels: Vec<usize>,
     clean_test: Vec<Encoded>,
     triggered: Vec<Encoded>,
@@ -56,8 +58,9 @@ impl SmallBadnets {
         let attack = PoisonConfig { trigger: Trigger::BadNets { words: vec!["cf".into()], insertions: 1 }, ..PoisonConfig::default() };
         let poisoned = poison(&train_rows, &test_rows, 2, &attack).unwrap();
         assert_eq!(poisoned.poisoned_rows.len(), 80);
-        let loaded = load_classifier::<Backend>(&read_checkpoint(&minilm_dir()), Some(2), MAX_LEN, SEED, &Default::default()).unwrap();
-        let tok = loaded.tokenizer;
+        let minilm = read_checkpoint(&minilm_dir());
+        let model_config = BertConfig::from_json_bytes(&minilm.config).unwrap();
+        let tok = TextTokenizer::from_bytes(&minilm.tokenizer, MAX_LEN).unwrap();
         let encode = |rows: &[Example]| tok.encode_all(rows).unwrap();
         Self {
             train: encode(&poisoned.train),
@@ -68,7 +71,8 @@ impl SmallBadnets {
             pacc_labels: poisoned.test_pacc.iter().map(|e| e.label).collect(),
             test_labels: test_rows.iter().map(|e| e.label).collect(),
             victim_train: TrainConfig { epochs: 3, lr: 1e-4, seed: SEED, ..TrainConfig::default() },
-            model_config: loaded.config,
+            model_config,
+            minilm,
             tokenizer: tok,
             attack,
             poisoned,
@@ -77,7 +81,7 @@ impl SmallBadnets {
 
     /// Pre-trained MiniLM with a fresh classifier head, seeded as every model of the setup is.
     pub fn minilm(&self) -> BertClassifier<TrainBackend> {
-        load_classifier::<TrainBackend>(&read_checkpoint(&minilm_dir()), Some(2), MAX_LEN, SEED, &Default::default()).unwrap().model
+        load_classifier::<TrainBackend>(&self.minilm, Some(2), MAX_LEN, SEED, &Default::default()).unwrap().model
     }
 
     /// The training rows outside the poisoned ones, as examples.

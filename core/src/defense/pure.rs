@@ -840,17 +840,13 @@ mod tests {
         ];
         for trials in &lists {
             for (base, tolerance) in [(0.84, 0.01), (0.84, 0.0), (0.90, 0.01), (0.70, 0.2)] {
-                let kept =
-                    (1..=trials.len()).fold(
-                        None,
-                        |kept, n| {
-                            if choose_mu(&trials[..n], base, tolerance) == Some(n - 1) {
-                                Some(n - 1)
-                            } else {
-                                kept
-                            }
-                        },
-                    );
+                // What pure() does: after each trial, keep that trial's model if it is the choice so far.
+                let mut kept = None;
+                for n in 1..=trials.len() {
+                    if choose_mu(&trials[..n], base, tolerance) == Some(n - 1) {
+                        kept = Some(n - 1);
+                    }
+                }
                 assert_eq!(kept, choose_mu(trials, base, tolerance), "{trials:?} base {base} tolerance {tolerance}");
             }
         }
