@@ -9,10 +9,10 @@ work = sys.argv[1]
 runs = {}
 for name in sorted(os.listdir(work)):
     ds, seed = name.rsplit("-", 1)
-    for attack in ("badnets", "addsent"):
-        path = os.path.join(work, name, f"{attack}.json")
-        if os.path.isfile(path):
-            runs.setdefault((ds, attack), []).append((int(seed), json.load(open(path))))
+    # One `<attack>.json` (the clean model's eval on that attack's test sets) per attack run.
+    for file in sorted(os.listdir(os.path.join(work, name))):
+        if file.endswith(".json"):
+            runs.setdefault((ds, file[: -len(".json")]), []).append((int(seed), json.load(open(os.path.join(work, name, file)))))
 
 print(machine_line())
 print("| data | attack | seeds | clean CACC | clean-model ASR (floor) | per seed |")
