@@ -10,6 +10,12 @@ else
 fi
 bd() { "$BIN" "$@" --device "$DEVICE"; }
 
+# Poisons data directory $2 with attack $1 as the BTU table does (10%, target 1, seed $3) into
+# $4; scripts/results-floor scores clean models on the same triggered test sets.
+btu_attack() {
+  bd attack "$1" --data "$2" --rate 0.1 --target 1 --seed "$3" --out "$4" --force
+}
+
 # Writes $1/clean-data: the training rows `bdaudit attack` left clean ($1/data/train-clean.tsv)
 # as a data directory of their own, with the attack's dev, label and test files, so a model
 # trained on them is scored on the same test sets (RGA's ReTrain, MBTSAD's defender and EP).
