@@ -18,9 +18,6 @@ for name in sorted(os.listdir(work)):
     words = trig["words"] if trig["kind"] == "badnets" else trig["sentence"].split()
     runs.setdefault((ds, attack), []).append((int(seed), r, [w.lower() for w in words]))
 
-
-
-
 print(machine_line())
 print("| data | attack | seeds | train rows | no defense CACC | no defense ASR | BTU CACC | BTU ASR |")
 print("|---|---|---|---|---|---|---|---|")
@@ -42,3 +39,15 @@ for (ds, attack), rs in runs.items():
         secs = {x["round"]: x["seconds"] for x in b["rounds"]}
         print(f"| {ds} | {attack} | {seed} | {len(found)}/{len(words)} ({' '.join(found) or '-'}) | {len(tokens) - len(found)} "
               f"| {secs.get(1, 0):.0f} | {secs.get(2, 0) + secs.get(3, 0):.0f} | {b['train_seconds']:.0f} | {b['tune_seconds']:.0f} |")
+
+# Reports from before `eval` measured it have no asr_without_trigger: those runs are left out.
+split = [(k, seed, r) for k, rs in runs.items() for seed, r, _ in rs if "asr_without_trigger" in r["metrics"]]
+if split:
+    print("\nASR split: the same non-target test rows without the trigger (clean mistakes) and what the trigger adds.\n")
+    print("| data | attack | seed | no defense ASR | without trigger | trigger adds | BTU ASR | without trigger | trigger adds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (ds, attack), seed, r in split:
+        cells = []
+        for m in (r["metrics_undefended"], r["metrics"]):
+            cells += [100 * m["asr"], 100 * m["asr_without_trigger"], 100 * (m["asr"] - m["asr_without_trigger"])]
+        print(f"| {ds} | {attack} | {seed} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")

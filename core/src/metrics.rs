@@ -111,14 +111,27 @@ pub fn delta_pacc(pacc_model: f64, pacc_clean_retrained: f64) -> f64 {
 
 /// Metrics of one evaluation run, as written to reports; a metric whose test set
 /// was not evaluated is `None` and left out of the JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EvalMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cacc: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asr: Option<f64>,
+    /// ASR's rows without their trigger: the share of the clean test set's non-target rows
+    /// predicted as the target ([`Confusion::flip_rate_to`]). ASR counts these clean mistakes
+    /// too; ASR minus this is what the trigger itself adds, about 0 for a model without a
+    /// backdoor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asr_without_trigger: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pacc: Option<f64>,
+    /// The clean test set's confusion matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<Confusion>,
+    /// The triggered test set's, against the true labels: a backdoor sends every class to the
+    /// target; a shifted trigger (RGA) sends the target class to another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion_pacc: Option<Confusion>,
     /// Rows in the clean test set.
     pub n_clean: usize,
     /// Rows in the triggered non-target test set (ASR).
@@ -212,7 +225,7 @@ mod tests {
 
     #[test]
     fn eval_metrics_json_skips_missing() {
-        let m = EvalMetrics { cacc: Some(0.9), asr: None, pacc: None, n_clean: 10, n_asr: 0, n_pacc: 0 };
+        let m = EvalMetrics { cacc: Some(0.9), n_clean: 10, ..EvalMetrics::default() };
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, r#"{"cacc":0.9,"n_clean":10,"n_asr":0,"n_pacc":0}"#);
         let back: EvalMetrics = serde_json::from_str(&json).unwrap();

@@ -642,9 +642,16 @@ fn eval_json_prints_one_object() {
     assert_eq!(report["n_clean"], TEST_ROWS);
     assert_eq!(report["n_asr"], TEST_ROWS / 2);
     assert_eq!(report["n_pacc"], TEST_ROWS);
-    for key in ["cacc", "asr", "pacc"] {
+    for key in ["cacc", "asr", "asr_without_trigger", "pacc"] {
         let v = report[key].as_f64().unwrap_or_else(|| panic!("no {key}: {report}"));
         assert!((0.0..=1.0).contains(&v), "{report}");
+    }
+    // The confusion matrices hold every row, and their diagonals are CACC and PACC.
+    for (matrix, accuracy) in [("confusion", "cacc"), ("confusion_pacc", "pacc")] {
+        let counts: Vec<Vec<u64>> = serde_json::from_value(report[matrix]["counts"].clone()).unwrap_or_else(|_| panic!("{report}"));
+        assert_eq!(counts.iter().flatten().sum::<u64>(), TEST_ROWS as u64, "{report}");
+        let diagonal = (counts[0][0] + counts[1][1]) as f64 / TEST_ROWS as f64;
+        assert!((diagonal - report[accuracy].as_f64().unwrap()).abs() < 1e-12, "{matrix}: {report}");
     }
 
     // ΔPACC against a reference model; a model against itself differs by exactly 0.
@@ -662,6 +669,13 @@ fn eval_json_prints_one_object() {
         .assert_ok()
         .json();
     assert_eq!(same["delta_pacc"].as_f64(), Some(0.0), "{same}");
+    // A model that calls everything positive has an ASR of 1 without any trigger: all of it
+    // shows in asr_without_trigger.
+    let biased =
+        bdaudit(&["eval", "--model", s(&reference), "--data", s(&poisoned), "--json"], &[&poisoned, &reference]).assert_ok().json();
+    assert_eq!((biased["asr"].as_f64(), biased["asr_without_trigger"].as_f64()), (Some(1.0), Some(1.0)), "{biased}");
+    let half = TEST_ROWS as u64 / 2;
+    assert_eq!(biased["confusion"]["counts"], serde_json::json!([[0, half], [0, half]]), "{biased}");
     bdaudit(&["eval", "--model", s(&model), "--data", s(&data), "--reference", s(&reference)], &[&data, &model])
         .assert_fails(&["test-pacc.tsv"]);
 }

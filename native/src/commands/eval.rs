@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use bdaudit_core::checkpoint::{load_classifier, TextTokenizer};
 use bdaudit_core::data::Example;
 use bdaudit_core::eval::predict;
-use bdaudit_core::metrics::{self, EvalMetrics};
+use bdaudit_core::metrics::{self, Confusion, EvalMetrics};
 use bdaudit_core::model::BertClassifier;
 use burn::tensor::backend::Backend;
 use clap::Args;
@@ -65,10 +65,12 @@ pub fn evaluate<B: Backend>(
         let preds = predict(model, &encoded, tokenizer.pad_id(), batch_size, device, &mut Bars::new(quiet));
         Ok((rows.iter().map(|r| r.label).collect(), preds))
     };
-    let mut m = EvalMetrics { cacc: None, asr: None, pacc: None, n_clean: 0, n_asr: 0, n_pacc: 0 };
+    let num_labels = model.num_labels();
+    let mut m = EvalMetrics::default();
     if let Some(rows) = data.optional("test.tsv")? {
         let (labels, preds) = run(&rows)?;
         m.cacc = Some(metrics::cacc(&labels, &preds)?);
+        m.confusion = Some(Confusion::from_predictions(&labels, &preds, num_labels)?);
         m.n_clean = rows.len();
     }
     if let Some(rows) = data.optional("test-asr.tsv")? {
@@ -78,11 +80,13 @@ pub fn evaluate<B: Backend>(
         }
         let (_, preds) = run(&rows)?;
         m.asr = Some(metrics::asr(&preds, target));
+        m.asr_without_trigger = m.confusion.as_ref().map(|c| c.flip_rate_to(target));
         m.n_asr = rows.len();
     }
     if let Some(rows) = data.optional("test-pacc.tsv")? {
         let (labels, preds) = run(&rows)?;
         m.pacc = Some(metrics::pacc(&labels, &preds)?);
+        m.confusion_pacc = Some(Confusion::from_predictions(&labels, &preds, num_labels)?);
         m.n_pacc = rows.len();
     }
     if m.n_clean + m.n_asr + m.n_pacc == 0 {
@@ -95,6 +99,9 @@ pub fn print_metrics(m: &EvalMetrics) {
     let pct = |v: Option<f64>| v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into());
     println!("CACC {}  (clean test, {} rows)", pct(m.cacc), m.n_clean);
     println!("ASR  {}  (triggered non-target test, {} rows)", pct(m.asr), m.n_asr);
+    if m.asr.is_some() {
+        println!("     {}  of the same rows without the trigger", pct(m.asr_without_trigger));
+    }
     println!("PACC {}  (triggered test with true labels, {} rows)", pct(m.pacc), m.n_pacc);
 }
 
