@@ -118,9 +118,9 @@ pub struct EvalMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asr: Option<f64>,
     /// ASR's rows without their trigger: the share of the clean test set's non-target rows
-    /// predicted as the target ([`Confusion::flip_rate_to`]). ASR counts these clean mistakes
-    /// too; ASR minus this is what the trigger itself adds, about 0 for a model without a
-    /// backdoor.
+    /// predicted as the target ([`Confusion::flip_rate_to`]; `bdaudit attack` builds the ASR
+    /// rows from exactly these). ASR counts these clean mistakes too; ASR minus this is what
+    /// the trigger itself adds, about 0 for a model without a backdoor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asr_without_trigger: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
