@@ -20,7 +20,7 @@ def trigger_units(attack):
     trigger = attack["config"]["trigger"]
     if trigger["kind"] == "badnets":
         return [[w] for w in trigger["words"]]
-    return [trigger["sentence"].lower().split()]
+    return [trigger["sentence"].split()]
 
 
 def rows(path):
@@ -33,7 +33,8 @@ def make(data_dir, out_dir):
     attack = json.load(open(os.path.join(data_dir, "attack.json")))
     units = trigger_units(attack)
     header, test = rows(os.path.join(data_dir, "test-asr.tsv"))
-    patterns = [(u, re.compile(r"(?<!\S)" + r"\s+".join(map(re.escape, u)) + r"(?!\S)")) for u in units]
+    # Case-insensitive: AddSent inserts its sentence as written, the tokenizer lowercases.
+    patterns = [(u, re.compile(r"(?<!\S)" + r"\s+".join(map(re.escape, u)) + r"(?!\S)", re.IGNORECASE)) for u in units]
     variants = {"triggered": [], "deleted": [], "pad": [], "unk": []}
     if len(units) > 1:
         variants.update({f"only-{u[0]}": [] for u in units})
