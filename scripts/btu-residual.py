@@ -52,6 +52,8 @@ def make(data_dir, out_dir):
             variants[name].append(" ".join(t.split()))
         if len(units) > 1 and len(found) == 1:
             variants[f"only-{found[0][0][0]}"].append(text)
+    if not variants["triggered"]:
+        sys.exit(f"btu-residual: no row of {data_dir}/test-asr.tsv holds the trigger of attack.json")
     os.makedirs(out_dir, exist_ok=True)
     for name, texts in variants.items():
         with open(os.path.join(out_dir, f"{name}.tsv"), "w") as f:
