@@ -1,7 +1,8 @@
 """Variants of a BTU run's triggered test set, and the table of how models score them.
 
   btu-residual.py make DATA_DIR OUT_DIR   writes OUT_DIR/<variant>.tsv from DATA_DIR/test-asr.tsv
-  btu-residual.py table OUT_DIR TARGET    prints, per variant and model, the share predicted TARGET
+  btu-residual.py table DATA_DIR OUT_DIR  prints, per variant and model, the share predicted as
+                                          the target of DATA_DIR/attack.json
 
 BTU replaces the moved dimensions of each trigger token's embedding with the [PAD] row's
 (eq. 7), so a purified model reads a trigger as a [PAD] token inside the text. The variants
@@ -29,9 +30,12 @@ def rows(path):
         return header, [line.rstrip("\n").split("\t") for line in f if line.strip()]
 
 
+def attack_of(data_dir):
+    return json.load(open(os.path.join(data_dir, "attack.json")))
+
+
 def make(data_dir, out_dir):
-    attack = json.load(open(os.path.join(data_dir, "attack.json")))
-    units = trigger_units(attack)
+    units = trigger_units(attack_of(data_dir))
     header, test = rows(os.path.join(data_dir, "test-asr.tsv"))
     # Case-insensitive: AddSent inserts its sentence as written, the tokenizer lowercases.
     patterns = [(u, re.compile(r"(?<!\S)" + r"\s+".join(map(re.escape, u)) + r"(?!\S)", re.IGNORECASE)) for u in units]
@@ -63,7 +67,8 @@ def make(data_dir, out_dir):
         print(f"btu-residual: {unmatched} of {len(test)} rows hold no trigger and were left out", file=sys.stderr)
 
 
-def table(out_dir, target):
+def table(data_dir, out_dir):
+    target = attack_of(data_dir)["config"]["target"]
     models = sorted(d for d in os.listdir(out_dir) if os.path.isdir(os.path.join(out_dir, d)))
     variants = sorted(f[:-4] for f in os.listdir(out_dir) if f.endswith(".tsv"))
     order = ["triggered", "deleted", "pad", "unk"]
@@ -85,4 +90,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
     else:
-        table(sys.argv[2], int(sys.argv[3]))
+        table(sys.argv[2], sys.argv[3])
