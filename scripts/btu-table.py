@@ -19,6 +19,9 @@ for name in sorted(os.listdir(work)):
     runs.setdefault((ds, attack), []).append((int(seed), r, [w.lower() for w in words]))
 
 print(machine_line())
+# Reports from before --btu-replace existed used [PAD], the paper's replacement.
+settings = sorted({(r["btu"]["config"]["tune"]["epochs"], r["btu"]["config"].get("replacement", "pad")) for rs in runs.values() for _, r, _ in rs})
+print("BTU settings: " + "; ".join(f"repair epochs {e}, eq. 7 replacement {rep}" for e, rep in settings) + "\n")
 print("| data | attack | seeds | train rows | no defense CACC | no defense ASR | BTU CACC | BTU ASR |")
 print("|---|---|---|---|---|---|---|---|")
 for (ds, attack), rs in runs.items():

@@ -20,3 +20,13 @@ print("|---|---|---|---|---|---|")
 for (ds, attack), rs in sorted(runs.items()):
     per_seed = ", ".join(f"{s}: {100 * r['asr']:.2f}" for s, r in sorted(rs))
     print(f"| {ds} | {attack} | {len(rs)} | {ms([r['cacc'] for _, r in rs])} | {ms([r['asr'] for _, r in rs])} | {per_seed} |")
+
+# Evals from before `eval` measured it have no asr_without_trigger: those runs are left out.
+split = [(k, seed, r) for k, rs in sorted(runs.items()) for seed, r in sorted(rs) if "asr_without_trigger" in r]
+if split:
+    print("\nFloor split: the same non-target test rows without the trigger (clean mistakes) and what the trigger adds.\n")
+    print("| data | attack | seed | floor ASR | without trigger | trigger adds |")
+    print("|---|---|---|---|---|---|")
+    for (ds, attack), seed, r in split:
+        cells = [100 * r["asr"], 100 * r["asr_without_trigger"], 100 * (r["asr"] - r["asr_without_trigger"])]
+        print(f"| {ds} | {attack} | {seed} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")

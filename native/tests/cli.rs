@@ -800,6 +800,25 @@ fn train_with_btu_writes_the_purified_model_and_its_report() {
     names.sort();
     assert_eq!(names, ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
     bdaudit(&["eval", "--model", s(&out), "--data", s(&data)], &[&data, &out]).assert_ok();
+    assert_eq!(btu["config"]["replacement"], "pad");
+
+    // The same seeded run with each token's own pre-trained values in eq. 7: the same tokens and
+    // dimensions are replaced, by other values, so the purified suspect rows differ.
+    let own = tmp.path("purified-pretrained");
+    let args: Vec<String> =
+        args.iter().map(|a| if *a == s(&out) { s(&own).to_string() } else { a.clone() }).chain(argv("--btu-replace pretrained")).collect();
+    let report_own = bdaudit(&args, &[&data, &model]).assert_ok().json();
+    assert_eq!(report_own["btu"]["config"]["replacement"], "pretrained");
+    assert_eq!(report_own["btu"]["suspicious"], btu["suspicious"]);
+    let word = "bert.embeddings.word_embeddings.weight";
+    let (pad_rows, own_rows) =
+        (&read_safetensors(&out.join("model.safetensors"))[word].1, &read_safetensors(&own.join("model.safetensors"))[word].1);
+    let row = |m: &[f32], id: u64| m[id as usize * 32..(id as usize + 1) * 32].to_vec();
+    let replaced: Vec<u64> = suspects.iter().filter(|x| x["dims_replaced"].as_u64() > Some(0)).map(|x| x["id"].as_u64().unwrap()).collect();
+    assert!(!replaced.is_empty(), "{report}");
+    for id in replaced {
+        assert_ne!(row(pad_rows, id), row(own_rows, id), "token {id}");
+    }
 }
 
 #[test]

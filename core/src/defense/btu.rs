@@ -7,7 +7,7 @@
 //!    again on the data with the round-2 tokens removed. T = T′ ∪ T″ ∪ T‴.
 //! 2. The model is fine-tuned on the data as usual (it learns the backdoor).
 //! 3. Dimensional fine-grained unlearning ([`unlearn`], eq. 6–7) on the fine-tuned model's
-//!    word embeddings, against the pre-trained ones.
+//!    word embeddings, against the pre-trained ones ([`Replacement`] says with what).
 //! 4. A short fine-tune on a small clean split (never the test set: the authors' code uses
 //!    the test set, a leak).
 
@@ -60,6 +60,8 @@ pub struct BtuConfig {
     pub tune: TrainConfig,
     /// The per-dimension threshold of eq. 7.
     pub threshold: Threshold,
+    /// What a replaced dimension becomes in eq. 7 (paper: the [PAD] row's value).
+    pub replacement: Replacement,
 }
 
 /// The threshold a dimension's change must reach to be replaced (eq. 7).
@@ -73,6 +75,21 @@ pub enum Threshold {
     /// The authors' code: ‖E′ − E‖_F / |V|, about √|V| times smaller, so nearly every
     /// dimension that moved is replaced. The default: it is what their reported numbers used.
     Frobenius,
+}
+
+/// The value a suspicious token's replaced dimension takes in eq. 7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Replacement {
+    /// The paper's eq. 7: the fine-tuned [PAD] row's value E′ᵢ(p).
+    #[default]
+    Pad,
+    /// Not in the paper: the token's own pre-trained value Eᵢ(t). With [`Pad`](Self::Pad) every
+    /// token of T ends up near one shared row, so the repair fine-tune, which trains that row
+    /// with the rest, can give the group one meaning (measured on AddSent: the purified model
+    /// reads the trigger sentence as five [PAD] tokens, docs/results.md). Each token keeps its
+    /// own pre-trained row here, so T's tokens stay apart and mean what they meant before.
+    Pretrained,
 }
 
 impl Default for BtuConfig {
@@ -97,6 +114,7 @@ impl BtuConfig {
             train: TrainConfig { seed, ..TrainConfig::default() },
             tune: TrainConfig { epochs: 1, seed, ..TrainConfig::default() },
             threshold: Threshold::Frobenius,
+            replacement: Replacement::Pad,
         }
     }
 
@@ -188,9 +206,17 @@ pub fn threshold<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>, kind: Th
 /// Dimensional fine-grained unlearning (BTU eq. 7).
 ///
 /// For each suspicious token t, dimension i takes the [PAD] row's value E′ᵢ(p) when
-/// |E′ᵢ(t) − Eᵢ(t)| ≥ d̄ and keeps E′ᵢ(t) otherwise. `before` is the pre-trained matrix E,
-/// `after` the fine-tuned E′, `d_bar` the threshold from [`threshold`].
-pub fn unlearn<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>, tokens: &[u32], pad_id: u32, d_bar: f32) -> Unlearned<B> {
+/// |E′ᵢ(t) − Eᵢ(t)| ≥ d̄ and keeps E′ᵢ(t) otherwise (with [`Replacement::Pretrained`], t's own
+/// pre-trained value Eᵢ(t) instead of E′ᵢ(p)). `before` is the pre-trained matrix E, `after` the
+/// fine-tuned E′, `d_bar` the threshold from [`threshold`].
+pub fn unlearn<B: Backend>(
+    before: Tensor<B, 2>,
+    after: Tensor<B, 2>,
+    tokens: &[u32],
+    pad_id: u32,
+    d_bar: f32,
+    replacement: Replacement,
+) -> Unlearned<B> {
     let [_, hidden] = after.dims();
     let device = after.device();
     let row =
@@ -200,9 +226,14 @@ pub fn unlearn<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>, tokens: &[
     let mut replaced = Vec::with_capacity(tokens.len());
     for &t in tokens {
         let trained = row(&after, t);
-        let moved = (trained.clone() - row(&before, t)).abs().greater_equal_elem(d_bar);
+        let pretrained = row(&before, t);
+        let moved = (trained.clone() - pretrained.clone()).abs().greater_equal_elem(d_bar);
         replaced.push(moved.clone().int().sum().into_scalar().elem::<i64>() as usize);
-        let fixed = trained.mask_where(moved, pad_row.clone());
+        let source = match replacement {
+            Replacement::Pad => pad_row.clone(),
+            Replacement::Pretrained => pretrained,
+        };
+        let fixed = trained.mask_where(moved, source);
         let t = t as usize;
         weights = weights.slice_assign([t..t + 1, 0..hidden], fixed);
     }
@@ -234,7 +265,8 @@ pub struct Suspect {
     pub rounds: Vec<usize>,
     /// Its highest drift score over those rounds.
     pub score: f32,
-    /// Dimensions replaced by the [PAD] row's (eq. 7), out of the hidden size.
+    /// Dimensions replaced in eq. 7 (by the [PAD] row's, or with [`Replacement::Pretrained`]
+    /// the token's own pre-trained ones), out of the hidden size.
     pub dims_replaced: usize,
 }
 
@@ -353,7 +385,7 @@ pub fn btu<B: AutodiffBackend>(
     let ids: Vec<u32> = suspicious.iter().map(|s| s.id).collect();
     let after = word_matrix(&trained).inner();
     let d_bar = threshold(before.clone(), after.clone(), config.threshold);
-    let unlearned = unlearn(before, after, &ids, pad, d_bar);
+    let unlearned = unlearn(before, after, &ids, pad, d_bar, config.replacement);
     for (s, n) in suspicious.iter_mut().zip(&unlearned.replaced) {
         s.dims_replaced = *n;
     }
@@ -413,7 +445,7 @@ mod tests {
         let before = Tensor::<NdArray, 2>::from_floats([[0.5, 0.5, 0.5], [1.0, 1.0, 1.0], [0.0, 0.0, 7.0], [2.0, 2.0, 2.0]], &d);
         let after = Tensor::<NdArray, 2>::from_floats([[0.5, 0.5, 0.5], [1.0, 1.0, 1.0], [3.0, -4.0, 7.0], [2.0, 2.0, 3.0]], &d);
         assert_eq!(threshold(before.clone(), after.clone(), Threshold::MeanRowDrift), 1.5);
-        let out = unlearn(before, after, &[2, 3], 0, 1.5);
+        let out = unlearn(before, after, &[2, 3], 0, 1.5, Replacement::Pad);
         assert_eq!(out.replaced, vec![2, 0]);
         assert_eq!(values(out.weights), vec![vec![0.5, 0.5, 0.5], vec![1.0, 1.0, 1.0], vec![0.5, 0.5, 7.0], vec![2.0, 2.0, 3.0]]);
     }
@@ -426,10 +458,22 @@ mod tests {
         let before = Tensor::<NdArray, 2>::from_floats([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], &d);
         let after = Tensor::<NdArray, 2>::from_floats([[1.0, 5.0], [0.0, 0.0], [2.0, 0.0], [0.0, 2.0]], &d);
         assert_eq!(threshold(before.clone(), after.clone(), Threshold::MeanRowDrift), 2.0);
-        let out = unlearn(before, after, &[2, 3], 0, 2.0);
+        let out = unlearn(before, after, &[2, 3], 0, 2.0, Replacement::Pad);
         assert_eq!(out.replaced, vec![1, 1]);
         let w = values(out.weights);
         assert_eq!((w[2].clone(), w[3].clone()), (vec![1.0, 0.0], vec![0.0, 5.0]));
+    }
+
+    /// Same dimensions as with [PAD], but each takes the token's own pre-trained value, so two
+    /// tokens that moved the same way do not end up with the same row.
+    #[test]
+    fn eq7_with_pretrained_replacement_restores_each_tokens_own_values() {
+        let d = Default::default();
+        let before = Tensor::<NdArray, 2>::from_floats([[9.0, 9.0], [0.0, 0.0], [1.0, -1.0], [-3.0, 3.0]], &d);
+        let after = Tensor::<NdArray, 2>::from_floats([[9.0, 9.0], [0.0, 0.0], [5.0, -1.5], [1.0, 3.5]], &d);
+        let out = unlearn(before, after, &[2, 3], 0, 2.0, Replacement::Pretrained);
+        assert_eq!(out.replaced, vec![1, 1]);
+        assert_eq!(values(out.weights), vec![vec![9.0, 9.0], vec![0.0, 0.0], vec![1.0, -1.5], vec![-3.0, 3.5]]);
     }
 
     /// Drifts 4, 0, 2, 2: ‖E′ − E‖_F = √24, over |V| = 4 rows.

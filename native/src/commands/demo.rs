@@ -88,6 +88,7 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             btu_rounds: 3,
             btu_tune_epochs: 1,
             btu_threshold: train::BtuThreshold::Frobenius,
+            btu_replace: train::BtuReplace::Pad,
             ep_trigger: None,
             ep_epochs: EpConfig::default().train.epochs,
             ep_lr: EpConfig::default().train.lr,

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use bdaudit_core::attack::ep::{embedding_poisoning, trigger_token, EpConfig, EpReport};
 use bdaudit_core::checkpoint::{load_classifier, save_classifier, LoadReport};
 use bdaudit_core::data::{check_labels, require_two_classes, subsample};
-use bdaudit_core::defense::btu::{btu, BtuConfig, BtuReport, Threshold};
+use bdaudit_core::defense::btu::{btu, BtuConfig, BtuReport, Replacement, Threshold};
 use bdaudit_core::eval::predict;
 use bdaudit_core::metrics::{self, EvalMetrics};
 use bdaudit_core::train::{train, TrainConfig, TrainLog};
@@ -80,6 +80,10 @@ pub struct TrainArgs {
     /// BTU: eq. 7's threshold, the authors' code's (frobenius) or eq. 6 as printed (mean-row-drift).
     #[arg(long, value_enum, default_value = "frobenius")]
     pub btu_threshold: BtuThreshold,
+    /// BTU: what eq. 7 puts in a replaced dimension: the [PAD] row's value (the paper), or the
+    /// token's own pre-trained value (pretrained; not in the paper, see docs/results.md).
+    #[arg(long, value_enum, default_value = "pad")]
+    pub btu_replace: BtuReplace,
     /// EP attack: train only this word's embedding row of the fine-tuned classifier --model,
     /// on the rows of train.tsv that contain it (poison them first, e.g. `bdaudit attack
     /// badnets --trigger WORD`). The word must be one token of the model's vocabulary.
@@ -98,6 +102,12 @@ pub struct TrainArgs {
 pub enum BtuThreshold {
     Frobenius,
     MeanRowDrift,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum BtuReplace {
+    Pad,
+    Pretrained,
 }
 
 #[derive(Serialize)]
@@ -204,6 +214,10 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             btu_config.threshold = match args.btu_threshold {
                 BtuThreshold::Frobenius => Threshold::Frobenius,
                 BtuThreshold::MeanRowDrift => Threshold::MeanRowDrift,
+            };
+            btu_config.replacement = match args.btu_replace {
+                BtuReplace::Pad => Replacement::Pad,
+                BtuReplace::Pretrained => Replacement::Pretrained,
             };
             let clock = Instant::now();
             let now = || clock.elapsed().as_secs_f64();
