@@ -54,3 +54,18 @@ if split:
         for m in (r["metrics_undefended"], r["metrics"]):
             cells += [100 * m["asr"], 100 * m["asr_without_trigger"], 100 * (m["asr"] - m["asr_without_trigger"])]
         print(f"| {ds} | {attack} | {seed} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+
+# Accuracy hides what BTU costs a minority class (OLID is 72% NOT): recall per class of the
+# clean test set, from the confusion matrices `eval` writes.
+recall = [(k, seed, r) for k, rs in runs.items() for seed, r, _ in rs if "confusion" in r["metrics"]]
+if recall:
+    print("\nClean-test recall per class (%), no defense → BTU.\n")
+    print("| data | attack | seed | recall per class |")
+    print("|---|---|---|---|")
+    for (ds, attack), seed, r in recall:
+        labels = os.path.join(work, f"{ds}-{attack}-{seed}", "data", "labels.tsv")
+        names = [l.split("\t")[1] for l in open(labels).read().splitlines()[1:]] if os.path.isfile(labels) else []
+        cells = []
+        for c, (u, b) in enumerate(zip(r["metrics_undefended"]["confusion"]["counts"], r["metrics"]["confusion"]["counts"])):
+            cells.append(f"{names[c] if c < len(names) else c}: {100 * u[c] / max(1, sum(u)):.1f} → {100 * b[c] / max(1, sum(b)):.1f}")
+        print(f"| {ds} | {attack} | {seed} | " + ", ".join(cells) + " |")

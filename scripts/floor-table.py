@@ -25,8 +25,9 @@ for (ds, attack), rs in sorted(runs.items()):
 split = [(k, seed, r) for k, rs in sorted(runs.items()) for seed, r in sorted(rs) if "asr_without_trigger" in r]
 if split:
     print("\nFloor split: the same non-target test rows without the trigger (clean mistakes) and what the trigger adds.\n")
-    print("| data | attack | seed | floor ASR | without trigger | trigger adds |")
-    print("|---|---|---|---|---|---|")
+    print("| data | attack | seed | floor ASR | without trigger | trigger adds | clean recall per class |")
+    print("|---|---|---|---|---|---|---|")
     for (ds, attack), seed, r in split:
         cells = [100 * r["asr"], 100 * r["asr_without_trigger"], 100 * (r["asr"] - r["asr_without_trigger"])]
-        print(f"| {ds} | {attack} | {seed} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        recall = ", ".join(f"{c}: {100 * row[c] / max(1, sum(row)):.1f}" for c, row in enumerate(r["confusion"]["counts"]))
+        print(f"| {ds} | {attack} | {seed} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {recall} |")
