@@ -34,3 +34,31 @@ clean_data_dir() {
 fraction_rows() {
   python3 -c 'import sys; n = sum(1 for _ in open(sys.argv[1])) - 1; print(max(1, int(n * float(sys.argv[2]) + 0.5)))' "$1" "$2"
 }
+
+# Prints a seeded, stratified subset of $2 rows of the data file $1 (header kept, rows in file
+# order): each label keeps its share of the file. The seed is $3.
+stratified_subset() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import random, sys
+path, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+lines = open(path, encoding="utf-8").read().splitlines()
+header, rows = lines[0], lines[1:]
+by_label = {}
+for i, row in enumerate(rows):
+    by_label.setdefault(row.rsplit("\t", 1)[1], []).append(i)
+# Largest-remainder shares, so the labels' counts add up to exactly n.
+n = min(n, len(rows))
+labels = sorted(by_label)
+exact = {l: n * len(by_label[l]) / len(rows) for l in labels}
+count = {l: int(exact[l]) for l in labels}
+for l in sorted(labels, key=lambda l: count[l] - exact[l])[: n - sum(count.values())]:
+    count[l] += 1
+rng = random.Random(seed)
+keep = []
+for label in labels:
+    keep += rng.sample(by_label[label], count[label])
+print(header)
+for i in sorted(keep):
+    print(rows[i])
+PY
+}
