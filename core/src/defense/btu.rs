@@ -84,11 +84,12 @@ pub enum Replacement {
     /// The paper's eq. 7: the fine-tuned [PAD] row's value E′ᵢ(p).
     #[default]
     Pad,
-    /// Not in the paper: the token's own pre-trained value Eᵢ(t). With [`Pad`](Self::Pad) every
-    /// token of T ends up near one shared row, so the repair fine-tune, which trains that row
-    /// with the rest, can give the group one meaning (measured on AddSent: the purified model
-    /// reads the trigger sentence as five [PAD] tokens, docs/results.md). Each token keeps its
-    /// own pre-trained row here, so T's tokens stay apart and mean what they meant before.
+    /// Not in the paper, an ablation: the token's own pre-trained value Eᵢ(t). With
+    /// [`Pad`](Self::Pad) every token of T ends up near one shared row that the repair can give
+    /// a meaning to (AddSent's sentence reads as five [PAD] tokens), and clean class words in T
+    /// lose theirs. This keeps T's tokens apart, but measured on OLID (docs/results.md) it
+    /// keeps the backdoor too: the fine-tuned encoder reads a trigger's pre-trained row as the
+    /// trigger, so the [PAD] row, which it treats as nothing, is what removes it.
     Pretrained,
 }
 

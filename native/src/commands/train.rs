@@ -81,7 +81,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "frobenius")]
     pub btu_threshold: BtuThreshold,
     /// BTU: what eq. 7 puts in a replaced dimension: the [PAD] row's value (the paper), or the
-    /// token's own pre-trained value (pretrained; not in the paper, see docs/results.md).
+    /// token's own pre-trained value (pretrained: an ablation that keeps the backdoor, see
+    /// docs/results.md).
     #[arg(long, value_enum, default_value = "pad")]
     pub btu_replace: BtuReplace,
     /// EP attack: train only this word's embedding row of the fine-tuned classifier --model,
