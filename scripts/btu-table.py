@@ -3,7 +3,7 @@ import json
 import os
 import sys
 
-from tables import machine_line, mean_std as ms
+from tables import machine_line, mean_std as ms, recalls
 
 work = sys.argv[1]
 runs = {}
@@ -65,7 +65,6 @@ if recall:
     for (ds, attack), seed, r in recall:
         labels = os.path.join(work, f"{ds}-{attack}-{seed}", "data", "labels.tsv")
         names = [l.split("\t")[1] for l in open(labels).read().splitlines()[1:]] if os.path.isfile(labels) else []
-        cells = []
-        for c, (u, b) in enumerate(zip(r["metrics_undefended"]["confusion"]["counts"], r["metrics"]["confusion"]["counts"])):
-            cells.append(f"{names[c] if c < len(names) else c}: {100 * u[c] / max(1, sum(u)):.1f} → {100 * b[c] / max(1, sum(b)):.1f}")
+        pairs = zip(recalls(r["metrics_undefended"]["confusion"]["counts"]), recalls(r["metrics"]["confusion"]["counts"]))
+        cells = [f"{names[c] if c < len(names) else c}: {u:.1f} → {b:.1f}" for c, (u, b) in enumerate(pairs)]
         print(f"| {ds} | {attack} | {seed} | " + ", ".join(cells) + " |")

@@ -25,3 +25,8 @@ def machine_line():
     else:
         backend = f"{device} backend"
     return f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; {backend}.\n"
+
+
+def recalls(counts):
+    """Recall per class (%) from a confusion matrix (rows: true class, columns: predicted)."""
+    return [100 * row[c] / max(1, sum(row)) for c, row in enumerate(counts)]
