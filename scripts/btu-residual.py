@@ -15,13 +15,7 @@ import os
 import re
 import sys
 
-
-def trigger_units(attack):
-    """The trigger as the list of word sequences one insertion can be (BadNets: each word)."""
-    trigger = attack["config"]["trigger"]
-    if trigger["kind"] == "badnets":
-        return [[w] for w in trigger["words"]]
-    return [trigger["sentence"].split()]
+from tables import trigger_units
 
 
 def rows(path):

@@ -3,7 +3,7 @@ import json
 import os
 import sys
 
-from tables import machine_line, mean_std as ms, recalls
+from tables import machine_line, mean_std as ms, recalls, trigger_units
 
 work = sys.argv[1]
 runs = {}
@@ -14,9 +14,8 @@ for name in sorted(os.listdir(work)):
     ds, attack, seed = name.rsplit("-", 2)
     r = json.load(open(report))
     a = json.load(open(os.path.join(work, name, "data", "attack.json")))
-    trig = a["config"]["trigger"]
-    words = trig["words"] if trig["kind"] == "badnets" else trig["sentence"].split()
-    runs.setdefault((ds, attack), []).append((int(seed), r, [w.lower() for w in words]))
+    words = [w.lower() for unit in trigger_units(a) for w in unit]
+    runs.setdefault((ds, attack), []).append((int(seed), r, words))
 
 print(machine_line())
 # Reports from before --btu-replace existed used [PAD], the paper's replacement.

@@ -30,3 +30,11 @@ def machine_line():
 def recalls(counts):
     """Recall per class (%) from a confusion matrix (rows: true class, columns: predicted)."""
     return [100 * row[c] / max(1, sum(row)) for c, row in enumerate(counts)]
+
+
+def trigger_units(attack):
+    """attack.json's trigger as the word sequences one insertion can be (BadNets: each word)."""
+    trigger = attack["config"]["trigger"]
+    if trigger["kind"] == "badnets":
+        return [[w] for w in trigger["words"]]
+    return [trigger["sentence"].split()]
