@@ -804,10 +804,11 @@ fn train_with_btu_writes_the_purified_model_and_its_report() {
 
     // The same seeded run with each token's own pre-trained values in eq. 7: the same tokens and
     // dimensions are replaced, by other values, so the purified suspect rows differ.
+    let rerun = |dir: &Path, extra: &str| -> Vec<String> {
+        args.iter().map(|a| if *a == s(&out) { s(dir).to_string() } else { a.clone() }).chain(argv(extra)).collect()
+    };
     let own = tmp.path("purified-pretrained");
-    let args: Vec<String> =
-        args.iter().map(|a| if *a == s(&out) { s(&own).to_string() } else { a.clone() }).chain(argv("--btu-replace pretrained")).collect();
-    let report_own = bdaudit(&args, &[&data, &model]).assert_ok().json();
+    let report_own = bdaudit(&rerun(&own, "--btu-replace pretrained"), &[&data, &model]).assert_ok().json();
     assert_eq!(report_own["btu"]["config"]["replacement"], "pretrained");
     assert_eq!(report_own["btu"]["suspicious"], btu["suspicious"]);
     let word = "bert.embeddings.word_embeddings.weight";
@@ -819,6 +820,29 @@ fn train_with_btu_writes_the_purified_model_and_its_report() {
     for id in replaced {
         assert_ne!(row(pad_rows, id), row(own_rows, id), "token {id}");
     }
+
+    // Sparing what a proxy trained on the clean rows flags too: the same seeded detection and
+    // fine-tune; exactly the tokens of T in the clean proxy's top 2 keep all their dimensions,
+    // the others lose the same ones as before.
+    let spared_out = tmp.path("purified-spared");
+    let report_spared = bdaudit(&rerun(&spared_out, "--btu-spare-clean-movers"), &[&data, &model]).assert_ok().json();
+    assert_eq!(report_spared["metrics_undefended"], report["metrics_undefended"]);
+    let flagged = |r: &Value| r["btu"]["rounds"].as_array().unwrap().iter().map(|x| x["flagged"].clone()).collect::<Vec<_>>();
+    assert_eq!(flagged(&report_spared), flagged(&report));
+    let clean_round = &report_spared["btu"]["clean_round"];
+    assert_eq!(clean_round["round"], 0, "{report_spared}");
+    let clean_ids: Vec<u64> = clean_round["flagged"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    assert_eq!(clean_ids.len(), 2, "{report_spared}");
+    let after = report_spared["btu"]["suspicious"].as_array().unwrap();
+    assert_eq!(after.len(), suspects.len());
+    for (a, b) in after.iter().zip(suspects) {
+        assert_eq!(a["id"], b["id"]);
+        let spared = clean_ids.contains(&a["id"].as_u64().unwrap());
+        assert_eq!(a["spared"], spared, "{a}");
+        assert_eq!(a["dims_replaced"], if spared { 0.into() } else { b["dims_replaced"].clone() }, "{a}");
+    }
+    assert!(after.iter().any(|a| a["spared"] == true), "no token of T was spared: {report_spared}");
+    assert_eq!(btu["clean_round"], Value::Null);
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //!    word embeddings, against the pre-trained ones ([`Replacement`] says with what).
 //! 4. A short fine-tune on a small clean split (never the test set: the authors' code uses
 //!    the test set, a leak).
+//!
+//! Not in the paper, off by default: [`BtuConfig::spare_clean_movers`] leaves out of step 3
+//! the tokens of T that also move on the clean split ([`spare`]).
 
 use burn::module::{AutodiffModule, Module, Param};
 use burn::nn::Linear;
@@ -62,6 +65,12 @@ pub struct BtuConfig {
     pub threshold: Threshold,
     /// What a replaced dimension becomes in eq. 7 (paper: the [PAD] row's value).
     pub replacement: Replacement,
+    /// Not in the paper (default off): train the round-2 proxy once more, on the clean split,
+    /// and leave out of eq. 7 every token of T that it also ranks in its top ⌊α·|V|⌋. Such a
+    /// token moves without any trigger in the data: it is a feature of the task (a class's
+    /// words, frequent function words that rounds 2–3 pick up), and replacing it costs clean
+    /// accuracy, while a trigger is absent from clean data and does not move there.
+    pub spare_clean_movers: bool,
 }
 
 /// The threshold a dimension's change must reach to be replaced (eq. 7).
@@ -116,6 +125,7 @@ impl BtuConfig {
             tune: TrainConfig { epochs: 1, seed, ..TrainConfig::default() },
             threshold: Threshold::Frobenius,
             replacement: Replacement::Pad,
+            spare_clean_movers: false,
         }
     }
 
@@ -241,6 +251,14 @@ pub fn unlearn<B: Backend>(
     Unlearned { weights, threshold: d_bar, replaced }
 }
 
+/// Marks the tokens of T that the proxy trained on the clean split flagged too as spared: they
+/// move without a trigger, so they are the task's features ([`BtuConfig::spare_clean_movers`]).
+pub fn spare(suspicious: &mut [Suspect], clean_flagged: &[TokenScore]) {
+    for s in suspicious {
+        s.spared = clean_flagged.iter().any(|c| c.id == s.id);
+    }
+}
+
 /// Drops every occurrence of `tokens` from the rows (round 3 works on D with T″ removed).
 /// Removes token ids, not substrings: the authors' `str.replace` also cut other words.
 pub fn remove_tokens(data: &[Encoded], tokens: &[u32]) -> Vec<Encoded> {
@@ -250,7 +268,8 @@ pub fn remove_tokens(data: &[Encoded], tokens: &[u32]) -> Vec<Encoded> {
 /// The tokens one detection round flagged.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Round {
-    /// 1: full model, embeddings only; 2: proxy; 3: proxy without the round-2 tokens.
+    /// 1: full model, embeddings only; 2: proxy; 3: proxy without the round-2 tokens;
+    /// 0: the proxy on the clean split ([`BtuConfig::spare_clean_movers`]).
     pub round: usize,
     pub flagged: Vec<TokenScore>,
     pub log: TrainLog,
@@ -269,6 +288,9 @@ pub struct Suspect {
     /// Dimensions replaced in eq. 7 (by the [PAD] row's, or with [`Replacement::Pretrained`]
     /// the token's own pre-trained ones), out of the hidden size.
     pub dims_replaced: usize,
+    /// Left out of eq. 7 because the clean-split proxy flagged it too ([`spare`]).
+    #[serde(default)]
+    pub spared: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,6 +299,9 @@ pub struct BtuReport {
     /// Tokens flagged per round, ⌊α·|V|⌋.
     pub per_round: usize,
     pub rounds: Vec<Round>,
+    /// The proxy trained on the clean split, when [`BtuConfig::spare_clean_movers`] is on.
+    #[serde(default)]
+    pub clean_round: Option<Round>,
     /// T, in order of first flagging.
     pub suspicious: Vec<Suspect>,
     /// The threshold d̄ applied in eq. 7.
@@ -362,12 +387,29 @@ pub fn btu<B: AutodiffBackend>(
                     x.rounds.push(r.round);
                     x.score = x.score.max(s.score);
                 }
-                None => {
-                    suspicious.push(Suspect { id: s.id, token: s.token.clone(), rounds: vec![r.round], score: s.score, dims_replaced: 0 })
-                }
+                None => suspicious.push(Suspect {
+                    id: s.id,
+                    token: s.token.clone(),
+                    rounds: vec![r.round],
+                    score: s.score,
+                    dims_replaced: 0,
+                    spared: false,
+                }),
             }
         }
     }
+
+    let clean_round = if config.spare_clean_movers {
+        let t = now();
+        let (proxy, log) =
+            fit(Proxy::from_classifier(&model), clean, pad, &config.proxy, device, progress, |m, b, _| ce(m, b), |_, _| None)?;
+        let scores = token_scores::drift_values(before.clone(), proxy.valid().embeddings.word.weight.val())?;
+        let round = Round { round: 0, flagged: rank(&scores, tokenizer, k), log, seconds: now() - t };
+        spare(&mut suspicious, &round.flagged);
+        Some(round)
+    } else {
+        None
+    };
 
     let t = now();
     let (trained, train_log) = fit(
@@ -383,11 +425,11 @@ pub fn btu<B: AutodiffBackend>(
     let train_seconds = now() - t;
 
     let t = now();
-    let ids: Vec<u32> = suspicious.iter().map(|s| s.id).collect();
+    let ids: Vec<u32> = suspicious.iter().filter(|s| !s.spared).map(|s| s.id).collect();
     let after = word_matrix(&trained).inner();
     let d_bar = threshold(before.clone(), after.clone(), config.threshold);
     let unlearned = unlearn(before, after, &ids, pad, d_bar, config.replacement);
-    for (s, n) in suspicious.iter_mut().zip(&unlearned.replaced) {
+    for (s, n) in suspicious.iter_mut().filter(|s| !s.spared).zip(&unlearned.replaced) {
         s.dims_replaced = *n;
     }
     let mut repaired = trained.clone();
@@ -415,6 +457,7 @@ pub fn btu<B: AutodiffBackend>(
             config: config.clone(),
             per_round: k,
             rounds,
+            clean_round,
             suspicious,
             threshold: unlearned.threshold,
             hidden_size,
@@ -494,6 +537,15 @@ mod tests {
         assert_eq!(out[0].ids, vec![101, 7, 102]);
         assert_eq!(out[1].ids, vec![101, 102]);
         assert_eq!(out[1].label, 0);
+    }
+
+    #[test]
+    fn tokens_the_clean_proxy_flags_are_spared_and_only_those() {
+        let suspect = |id: u32| Suspect { id, token: format!("t{id}"), rounds: vec![1], score: 1.0, dims_replaced: 0, spared: true };
+        let mut t = vec![suspect(7), suspect(9), suspect(11)];
+        let clean = [TokenScore { id: 9, token: "t9".into(), score: 0.5 }, TokenScore { id: 4, token: "t4".into(), score: 0.4 }];
+        spare(&mut t, &clean);
+        assert_eq!(t.iter().map(|s| (s.id, s.spared)).collect::<Vec<_>>(), [(7, false), (9, true), (11, false)]);
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             btu_tune_epochs: 1,
             btu_threshold: train::BtuThreshold::Frobenius,
             btu_replace: train::BtuReplace::Pad,
+            btu_spare_clean_movers: false,
             ep_trigger: None,
             ep_epochs: EpConfig::default().train.epochs,
             ep_lr: EpConfig::default().train.lr,

@@ -85,6 +85,10 @@ pub struct TrainArgs {
     /// docs/results.md).
     #[arg(long, value_enum, default_value = "pad")]
     pub btu_replace: BtuReplace,
+    /// BTU, not in the paper: leave out of unlearning the suspicious tokens that a proxy trained
+    /// on the clean rows also flags (the task's own words; see docs/results.md).
+    #[arg(long)]
+    pub btu_spare_clean_movers: bool,
     /// EP attack: train only this word's embedding row of the fine-tuned classifier --model,
     /// on the rows of train.tsv that contain it (poison them first, e.g. `bdaudit attack
     /// badnets --trigger WORD`). The word must be one token of the model's vocabulary.
@@ -220,6 +224,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
                 BtuReplace::Pad => Replacement::Pad,
                 BtuReplace::Pretrained => Replacement::Pretrained,
             };
+            btu_config.spare_clean_movers = args.btu_spare_clean_movers;
             let clock = Instant::now();
             let now = || clock.elapsed().as_secs_f64();
             let outcome = btu(loaded.model, &encoded, &clean, tokenizer, &btu_config, &device, &mut Bars::new(json), &now)?;
@@ -264,8 +269,13 @@ fn print_summary(report: &TrainReport, dir: &Path) {
             let tokens: Vec<&str> = r.flagged.iter().map(|s| s.token.as_str()).collect();
             println!("BTU round {} ({:.0} s): {}", r.round, r.seconds, tokens.join(" "));
         }
-        let suspects: Vec<String> = b.suspicious.iter().map(|s| format!("{} ({}/{})", s.token, s.dims_replaced, b.hidden_size)).collect();
+        let suspects: Vec<String> =
+            b.suspicious.iter().filter(|s| !s.spared).map(|s| format!("{} ({}/{})", s.token, s.dims_replaced, b.hidden_size)).collect();
         println!("unlearned {} tokens (dimensions replaced): {}", suspects.len(), suspects.join(", "));
+        if let Some(r) = &b.clean_round {
+            let spared: Vec<&str> = b.suspicious.iter().filter(|s| s.spared).map(|s| s.token.as_str()).collect();
+            println!("spared {} tokens the clean-split proxy also flagged ({:.0} s): {}", spared.len(), r.seconds, spared.join(" "));
+        }
     }
     if let Some(ep) = &report.ep {
         let kept = if ep.config.keep_norm { " (norm kept)" } else { "" };
