@@ -42,6 +42,20 @@ for (ds, attack), rs in runs.items():
         print(f"| {ds} | {attack} | {seed} | {len(found)}/{len(words)} ({' '.join(found) or '-'}) | {len(tokens) - len(found)} "
               f"| {secs.get(1, 0):.0f} | {secs.get(2, 0) + secs.get(3, 0):.0f} | {b['train_seconds']:.0f} | {b['tune_seconds']:.0f} |")
 
+# --btu-spare-clean-movers: which of T's tokens the clean-split proxy spared (a trigger word among
+# them would be left in place).
+spared = [(k, seed, r, words) for k, rs in runs.items() for seed, r, words in rs if r["btu"].get("clean_round")]
+if spared:
+    print("\nSpared from eq. 7 (`--btu-spare-clean-movers`): tokens of T that the proxy trained on the clean split also flags.\n")
+    print("| data | attack | seed | unlearned | spared | trigger words spared | spared tokens | clean proxy (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (ds, attack), seed, r, words in spared:
+        b = r["btu"]
+        kept = [s["token"] for s in b["suspicious"] if s.get("spared")]
+        hit = [w for w in words if w in kept]
+        print(f"| {ds} | {attack} | {seed} | {len(b['suspicious']) - len(kept)} | {len(kept)} | {' '.join(hit) or '-'} "
+              f"| {' '.join(f'`{t}`' for t in kept)} | {b['clean_round']['seconds']:.0f} |")
+
 # Reports from before `eval` measured it have no asr_without_trigger: those runs are left out.
 split = [(k, seed, r) for k, rs in runs.items() for seed, r, _ in rs if "asr_without_trigger" in r["metrics"]]
 if split:
