@@ -67,9 +67,9 @@ pub struct BtuConfig {
     pub replacement: Replacement,
     /// Not in the paper (default off): train the round-2 proxy once more, on the clean split,
     /// and leave out of eq. 7 every token of T that it also ranks in its top ⌊α·|V|⌋. Such a
-    /// token moves without any trigger in the data: it is a feature of the task (a class's
-    /// words, frequent function words that rounds 2–3 pick up), and replacing it costs clean
-    /// accuracy, while a trigger is absent from clean data and does not move there.
+    /// token moves without any trigger in the data, so it belongs to the task (on OLID: `@ user`
+    /// and the frequent function words rounds 2–3 pick up, docs/results.md), and replacing it
+    /// costs clean accuracy, while a trigger is absent from clean data and does not move there.
     pub spare_clean_movers: bool,
 }
 
