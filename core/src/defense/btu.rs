@@ -356,6 +356,14 @@ pub fn btu<B: AutodiffBackend>(
     let k = config.per_round(model.vocab_size());
     let before = word_matrix(&model).inner();
     let mut rounds = Vec::new();
+    // Rounds 2–3, and the clean split's round 0: the proxy trained on `data`, ranked by drift.
+    let proxy_round = |data: &[Encoded], round: usize, progress: &mut dyn Progress| -> Result<Round, BtuError> {
+        let t = now();
+        let (proxy, log) =
+            fit(Proxy::from_classifier(&model), data, pad, &config.proxy, device, progress, |m, b, _| ce(m, b), |_, _| None)?;
+        let scores = token_scores::drift_values(before.clone(), proxy.valid().embeddings.word.weight.val())?;
+        Ok(Round { round, flagged: rank(&scores, tokenizer, k), log, seconds: now() - t })
+    };
 
     let t = now();
     let scores = embedding_only(&model, train, pad, &config.detect, device, progress)?;
@@ -372,11 +380,7 @@ pub fn btu<B: AutodiffBackend>(
                 return Err(BtuError::EmptyAfterRemoval(names.join(" ")));
             }
         }
-        let t = now();
-        let (proxy, log) =
-            fit(Proxy::from_classifier(&model), &round_data, pad, &config.proxy, device, progress, |m, b, _| ce(m, b), |_, _| None)?;
-        let scores = token_scores::drift_values(before.clone(), proxy.valid().embeddings.word.weight.val())?;
-        rounds.push(Round { round, flagged: rank(&scores, tokenizer, k), log, seconds: now() - t });
+        rounds.push(proxy_round(&round_data, round, progress)?);
     }
 
     let mut suspicious: Vec<Suspect> = Vec::new();
@@ -400,11 +404,7 @@ pub fn btu<B: AutodiffBackend>(
     }
 
     let clean_round = if config.spare_clean_movers {
-        let t = now();
-        let (proxy, log) =
-            fit(Proxy::from_classifier(&model), clean, pad, &config.proxy, device, progress, |m, b, _| ce(m, b), |_, _| None)?;
-        let scores = token_scores::drift_values(before.clone(), proxy.valid().embeddings.word.weight.val())?;
-        let round = Round { round: 0, flagged: rank(&scores, tokenizer, k), log, seconds: now() - t };
+        let round = proxy_round(clean, 0, progress)?;
         spare(&mut suspicious, &round.flagged);
         Some(round)
     } else {
