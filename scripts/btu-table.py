@@ -3,7 +3,7 @@ import json
 import os
 import sys
 
-from tables import machine_line, mean_std as ms, recalls, trigger_units
+from tables import label_names, machine_line, mean_std as ms, recall_cells, trigger_units
 
 work = sys.argv[1]
 runs = {}
@@ -76,8 +76,6 @@ if recall:
     print("| data | attack | seed | recall per class |")
     print("|---|---|---|---|")
     for (ds, attack), seed, r in recall:
-        labels = os.path.join(work, f"{ds}-{attack}-{seed}", "data", "labels.tsv")
-        names = [l.split("\t")[1] for l in open(labels).read().splitlines()[1:]] if os.path.isfile(labels) else []
-        pairs = zip(recalls(r["metrics_undefended"]["confusion"]["counts"]), recalls(r["metrics"]["confusion"]["counts"]))
-        cells = [f"{names[c] if c < len(names) else c}: {u:.1f} → {b:.1f}" for c, (u, b) in enumerate(pairs)]
-        print(f"| {ds} | {attack} | {seed} | " + ", ".join(cells) + " |")
+        names = label_names(os.path.join(work, f"{ds}-{attack}-{seed}", "data"))
+        cells = recall_cells(names, r["metrics_undefended"]["confusion"]["counts"], r["metrics"]["confusion"]["counts"])
+        print(f"| {ds} | {attack} | {seed} | {cells} |")

@@ -3,7 +3,7 @@ import json
 import os
 import sys
 
-from tables import machine_line, mean_std as ms, recalls
+from tables import label_names, machine_line, mean_std as ms, recall_cells
 
 work = sys.argv[1]
 runs = {}
@@ -29,5 +29,5 @@ if split:
     print("|---|---|---|---|---|---|---|")
     for (ds, attack), seed, r in split:
         cells = [100 * r["asr"], 100 * r["asr_without_trigger"], 100 * (r["asr"] - r["asr_without_trigger"])]
-        recall = ", ".join(f"{c}: {v:.1f}" for c, v in enumerate(recalls(r["confusion"]["counts"])))
+        recall = recall_cells(label_names(os.path.join(work, f"{ds}-{seed}", f"{attack}-data")), r["confusion"]["counts"])
         print(f"| {ds} | {attack} | {seed} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {recall} |")

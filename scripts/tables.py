@@ -32,6 +32,23 @@ def recalls(counts):
     return [100 * row[c] / max(1, sum(row)) for c, row in enumerate(counts)]
 
 
+def label_names(data_dir):
+    """Class names from a data directory's labels.tsv (index order), or [] when it has none."""
+    path = os.path.join(data_dir, "labels.tsv")
+    if not os.path.isfile(path):
+        return []
+    return [line.split("\t")[1] for line in open(path).read().splitlines()[1:]]
+
+
+def recall_cells(names, *confusions):
+    """"name: a → b" per class, one recall per confusion matrix (class index when unnamed)."""
+    per_matrix = [recalls(c) for c in confusions]
+    return ", ".join(
+        f"{names[c] if c < len(names) else c}: " + " → ".join(f"{r[c]:.1f}" for r in per_matrix)
+        for c in range(len(per_matrix[0]))
+    )
+
+
 def trigger_units(attack):
     """attack.json's trigger as the word sequences one insertion can be (BadNets: each word)."""
     trigger = attack["config"]["trigger"]
