@@ -33,7 +33,7 @@ fn unlearning_by_ga_shifts_the_trigger_and_rga_removes_it() {
     assert!(asr_before >= 0.85, "attack success rate {asr_before} too low: the backdoor was not planted");
 
     // 10 epochs at lr 3e-4 over the 80 poisoned rows (50 steps) make GA shift the trigger as the
-    // paper's 30 epochs at 2e-5 over ~1,800 rows do (measured: GA PACC 0.50, all triggered texts
+    // paper's 30 epochs at 2e-5 over full SST-2's 1,655 do (measured: GA PACC 0.50, all triggered texts
     // sent to the other class; RGA 0.80; ReTrain 0.84; at 1e-4 GA had not shifted yet).
     let (forget, retain) = setup.forget_retain();
     let retrained = fit(&retain);
