@@ -54,12 +54,16 @@ export function serve(root = WWW) {
 }
 
 /**
- * Serves www/ and starts chromium with a fresh profile. `offOrigin` collects every request
- * (pages and their workers) that left the origin; `newPage(path)` opens a page there, with its
- * console in `consoleLines`; `close()` tears it all down.
+ * Serves www/ (or uses the server already at BDAUDIT_WEB_ORIGIN: scripts/test-web starts the
+ * README's scripts/serve-web and tests the page through it) and starts chromium with a fresh
+ * profile. `offOrigin` collects every request (pages and their workers) that left the origin;
+ * `newPage(path)` opens a page there, with its console in `consoleLines`; `close()` tears it
+ * all down.
  */
 export async function startBrowser() {
-  const { server, origin } = await serve();
+  const { server, origin } = process.env.BDAUDIT_WEB_ORIGIN
+    ? { server: null, origin: process.env.BDAUDIT_WEB_ORIGIN.replace(/\/+$/, "") }
+    : await serve();
   const userDataDir = mkdtempSync(join(tmpdir(), "bdaudit-chromium-"));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
@@ -90,7 +94,7 @@ export async function startBrowser() {
     },
     async close() {
       await context.close();
-      server.close();
+      server?.close();
       rmSync(userDataDir, { recursive: true, force: true });
     },
   };

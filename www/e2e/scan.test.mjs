@@ -2,9 +2,10 @@
 // in headless Debian chromium, driven by playwright-core. scripts/test-web builds www/pkg and
 // the tiny checkpoints (make-fixtures.mjs) first, then runs `node --test` on this file.
 //
-// The test serves www/ itself (harness.mjs: a small node http server on 127.0.0.1) so the
-// page, the wasm, the worker and the fixtures share one origin, and fails if any request
-// leaves that origin.
+// The page, the wasm, the worker and the fixtures share one origin: scripts/test-web serves
+// www/ with the README's scripts/serve-web (BDAUDIT_WEB_ORIGIN); run alone, the test serves it
+// itself (harness.mjs: a small node http server on 127.0.0.1). It fails if any request leaves
+// that origin.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, mkdirSync, existsSync } from "node:fs";
