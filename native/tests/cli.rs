@@ -1463,3 +1463,43 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     assert!(!out.exists());
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// demo (the README's first command runs it on MiniLM; here on the tiny checkpoint)
+
+#[test]
+fn demo_writes_its_data_a_poisoned_set_and_a_victim_and_needs_force_to_run_again() {
+    let tmp = Scratch::new("demo");
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    let out = tmp.path("demo");
+    let demo = |extra: &str| bdaudit(&argv(&format!("demo --model {} --epochs 1 --out {} {extra}", s(&model), s(&out))), &[&model]);
+
+    let run = demo("");
+    run.assert_ok();
+    assert!(run.stdout.contains("carrying a trigger word come out positive"), "no summary:\n{}", run.describe());
+    for split in ["train.tsv", "dev.tsv", "test.tsv"] {
+        assert!(!parse_tsv(&out.join("clean").join(split)).is_empty(), "clean/{split} is empty");
+    }
+    assert!(out.join("clean/labels.tsv").is_file());
+    let train_rows = parse_tsv(&out.join("clean/train.tsv")).len();
+    let attack = read_json(&out.join("badnets/attack.json"));
+    let poisoned = attack["poisoned_rows"].as_array().unwrap().len();
+    assert_eq!(poisoned, (0.2 * train_rows as f64).round() as usize, "20% of {train_rows} training rows");
+    for file in ["model.safetensors", "config.json", "tokenizer.json", "report.json"] {
+        assert!(out.join("victim").join(file).is_file(), "victim/{file} missing");
+    }
+    let metrics = &read_json(&out.join("victim/report.json"))["metrics"];
+    for key in ["cacc", "asr"] {
+        let v = metrics[key].as_f64().unwrap_or_else(|| panic!("report.json has no metrics.{key}: {metrics}"));
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    // Again without --force: refused before anything is replaced.
+    let first = snapshot(&out);
+    demo("").assert_fails(&["already exists", "--force"]);
+    assert!(first == snapshot(&out), "the refused run changed the earlier demo");
+    demo("--force").assert_ok();
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
