@@ -1478,6 +1478,7 @@ fn demo_writes_its_data_a_poisoned_set_and_a_victim_and_needs_force_to_run_again
     let run = demo("");
     run.assert_ok();
     assert!(run.stdout.contains("carrying a trigger word come out positive"), "no summary:\n{}", run.describe());
+    assert!(run.stdout.contains(&format!("bdaudit scan --model {}", s(&out.join("victim")))), "no next step:\n{}", run.describe());
     for split in ["train.tsv", "dev.tsv", "test.tsv"] {
         assert!(!parse_tsv(&out.join("clean").join(split)).is_empty(), "clean/{split} is empty");
     }

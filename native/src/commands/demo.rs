@@ -106,6 +106,9 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             100.0 * m.asr.unwrap_or(0.0)
         );
     }
-    println!("Next: bdaudit eval --model {} --data {} --json", victim.display(), poisoned.display());
+    println!("Next:");
+    println!("  bdaudit eval --model {} --data {} --json   # CACC, ASR, PACC", victim.display(), poisoned.display());
+    println!("  bdaudit scan --model {}   # names the trigger without the data", victim.display());
+    println!("  scripts/serve-web   # the same scan in the browser: drop the victim's three files on the page");
     Ok(())
 }
