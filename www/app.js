@@ -1,6 +1,6 @@
 // The scan page over the bdaudit-web wasm package (scripts/build-web builds it into ./pkg).
 // The model is loaded and scanned in a module worker (worker.js) so the page stays responsive.
-import { BdauditClient, parseProbeTexts, parseTriggers, triggerText } from "./bdaudit-scan.js";
+import { BdauditClient, parseNumLabels, parseProbeTexts, parseSentences, parseTriggers, triggerText } from "./bdaudit-scan.js";
 
 const $ = (id) => document.getElementById(id);
 const client = new BdauditClient();
@@ -98,7 +98,7 @@ async function load() {
   if (base.missing.length && base.missing.length < 3) throw new Error(`base checkpoint: choose ${base.missing.join(", ")} too, or none`);
   const useBase = base.missing.length === 0;
   const backend = $("backend-choice").value;
-  const numLabels = $("num-labels").value.trim() === "" ? null : Number($("num-labels").value);
+  const numLabels = parseNumLabels($("num-labels").value);
   const key = JSON.stringify([client.spawns, fileKey(files), useBase && fileKey(base.files), backend, numLabels]);
   if (loaded && key === loadedKey) return loaded;
   loaded = null;
@@ -107,6 +107,9 @@ async function load() {
   show("backend-reason", "");
   show("progress", "loading the model…");
   const t0 = performance.now();
+  // The budget is checked on the file's size, before the file is read into memory.
+  await client.checkSize(files[0].size);
+  if (useBase) await client.checkSize(base.files[0].size);
   loaded = await client.load(await buffers(files), {
     backend,
     numLabels,
@@ -142,7 +145,7 @@ async function scan() {
     const options = {
       probeTexts: await probeTexts(),
       triggers: parseTriggers($("triggers").value),
-      sentences: $("sentences").value.split("\n").map((s) => s.trim()).filter((s) => s),
+      sentences: parseSentences($("sentences").value),
     };
     const t0 = performance.now();
     show("progress", "scanning…");

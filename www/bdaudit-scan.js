@@ -8,7 +8,8 @@
 //
 // Optional attributes: probes (URL of probe texts, one per line or TSV with the text in the
 // longest column; default: the built-in English movie-review sentences), triggers (extra
-// candidate words, space- or comma-separated), backend ("auto", the default: WebGPU on a
+// candidate words, space- or comma-separated), sentences (extra candidate sentences,
+// separated by "|"), backend ("auto", the default: WebGPU on a
 // hardware adapter, else the CPU; "webgpu": even a software adapter; "cpu"), num-labels.
 // The URLs are fetched with fetch(): keep them on the page's origin.
 // State is reflected in the `state` attribute (loading, scanning, done, error); the element
@@ -79,6 +80,28 @@ export class BdauditClient {
     return this.call({ type: "scan", options }, [], onProgress);
   }
 
+  /** The attention-variance probe alone; resolves to { variance: { layers, heads, scores } }. */
+  attentionVariance(options = {}, onProgress = null) {
+    return this.call({ type: "attentionVariance", options }, [], onProgress);
+  }
+
+  /** The trigger-shift probe alone (options: { trigger } or { sentence }, probeTexts, seed);
+   *  resolves to { shift }. */
+  triggerShift(options, onProgress = null) {
+    return this.call({ type: "triggerShift", options }, [], onProgress);
+  }
+
+  /** Token scores against the base given at load; resolves to { tokens: [{ id, token, score }] }. */
+  tokenScores(top = 20) {
+    return this.call({ type: "tokenScores", top });
+  }
+
+  /** Rejects with the page's budget message when a model.safetensors of `bytes` is too large
+   *  to load: ask before reading the file. */
+  checkSize(bytes) {
+    return this.call({ type: "checkSize", bytes });
+  }
+
   /** Resolves to { predictions }. */
   classify(texts) {
     return this.call({ type: "classify", texts });
@@ -111,6 +134,20 @@ export function parseTriggers(text) {
   return (text || "").split(/[\s,]+/).map((t) => t.trim()).filter((t) => t);
 }
 
+/** Extra trigger sentences, one per line, or separated by "|" (an attribute is one line). */
+export function parseSentences(text) {
+  return (text || "").split(/[\n|]/).map((t) => t.trim()).filter((t) => t);
+}
+
+/** The class count a user typed for a bare encoder: empty means "from the checkpoint". */
+export function parseNumLabels(text) {
+  const t = (text ?? "").trim();
+  if (t === "") return null;
+  const n = Number(t);
+  if (!Number.isInteger(n) || n < 2) throw new Error(`number of classes: ${JSON.stringify(t)} is not a whole number of at least 2`);
+  return n;
+}
+
 /** A trigger as a person would write it (core's `trigger_text`). */
 export function triggerText(t) {
   if (t.kind === "badnets") return t.words.join(" | ");
@@ -134,7 +171,7 @@ const STYLE = `
 
 class BdauditScanElement extends HTMLElement {
   static get observedAttributes() {
-    return ["model", "config", "tokenizer", "probes", "triggers", "backend", "num-labels"];
+    return ["model", "config", "tokenizer", "probes", "triggers", "sentences", "backend", "num-labels"];
   }
 
   constructor() {
@@ -197,17 +234,18 @@ class BdauditScanElement extends HTMLElement {
     this.$(".error").hidden = true;
     try {
       this.setState("loading", "fetching the checkpoint…");
-      const [model, config, tokenizer] = await Promise.all(urls.map((u) => fetchBytes(u)));
-      const options = { triggers: parseTriggers(this.getAttribute("triggers")) };
+      this.client ??= new BdauditClient();
+      // The model's size (Content-Length) is checked against the budget before its body is read.
+      const checkSize = (bytes) => this.client.checkSize(bytes);
+      const [model, config, tokenizer] = await Promise.all(urls.map((u, i) => fetchBytes(u, i === 0 ? checkSize : null)));
+      const options = { triggers: parseTriggers(this.getAttribute("triggers")), sentences: parseSentences(this.getAttribute("sentences")) };
       const probes = this.getAttribute("probes");
       if (probes) options.probeTexts = parseProbeTexts(new TextDecoder().decode(await fetchBytes(probes)));
       if (!current()) return;
-      this.client ??= new BdauditClient();
       this.setState("loading", "loading the model…");
-      const numLabels = this.getAttribute("num-labels");
       const loaded = await this.client.load(
         { model, config, tokenizer },
-        { backend: this.getAttribute("backend") ?? "auto", numLabels: numLabels ? Number(numLabels) : null },
+        { backend: this.getAttribute("backend") ?? "auto", numLabels: parseNumLabels(this.getAttribute("num-labels")) },
       );
       if (!current()) return;
       this.setState("scanning", `scanning on ${loaded.backend}…`);
@@ -243,9 +281,20 @@ class BdauditScanElement extends HTMLElement {
   }
 }
 
-async function fetchBytes(url) {
+// `checkSize(bytes)`, when given, sees the Content-Length (if the server sends one) before the
+// body is read; when it rejects, the download is cancelled.
+async function fetchBytes(url, checkSize = null) {
   const response = await fetch(url, { credentials: "same-origin" });
   if (!response.ok) throw new Error(`fetching ${url}: HTTP ${response.status} ${response.statusText}`);
+  const length = Number(response.headers.get("content-length"));
+  if (checkSize && length > 0) {
+    try {
+      await checkSize(length);
+    } catch (e) {
+      response.body?.cancel();
+      throw e;
+    }
+  }
   return response.arrayBuffer();
 }
 

@@ -11,8 +11,15 @@
 //   { id, type: "scan", options }   options: { probeTexts, triggers, sentences, seed }
 //       → { id, progress: { stage, done, total } } … then { id, ok: true, report, seconds }
 //   { id, type: "classify", texts } → { id, ok: true, predictions }
+//   The three probes alone (options as for scan, progress as for scan):
+//   { id, type: "attentionVariance", options } → { id, ok: true, variance: { layers, heads, scores } }
+//   { id, type: "triggerShift", options }  options: { trigger | sentence, probeTexts, seed }
+//       → { id, ok: true, shift: { target, asr, pacc, confusion, … } }
+//   { id, type: "tokenScores", top }  (needs a base, given at load) → { id, ok: true, tokens: [{ id, token, score }] }
+//   { id, type: "checkSize", bytes } → { id, ok: true } when a model.safetensors of that size
+//       fits the memory budget (asked before the file is read)
 // A failure answers { id, ok: false, error: message } (the core's message).
-import init, { Auditor } from "./pkg/bdaudit_web.js";
+import init, { Auditor, checkModelSize } from "./pkg/bdaudit_web.js";
 
 const ready = init();
 let auditor = null;
@@ -59,16 +66,7 @@ const handlers = {
     if (!auditor) throw new Error("load a checkpoint first");
     const t0 = performance.now();
     const b = base ? await loadAuditor(base.files, base.backend, base.numLabels) : null;
-    let last = 0;
-    const progress = (stage, done, total) => {
-      // Throttle: one message per 50 ms, plus every stage's start and end.
-      const now = performance.now();
-      if (done === 0 || done === total || now - last > 50) {
-        last = now;
-        reply({ progress: { stage, done, total } });
-      }
-    };
-    const report = JSON.parse(await auditor.scan(JSON.stringify(msg.options ?? {}), b, progress));
+    const report = JSON.parse(await auditor.scan(JSON.stringify(msg.options ?? {}), b, progressTo(reply)));
     const seconds = (performance.now() - t0) / 1000;
     if (report.seconds == null) report.seconds = seconds;
     return { report };
@@ -78,7 +76,43 @@ const handlers = {
     if (!auditor) throw new Error("load a checkpoint first");
     return { predictions: JSON.parse(await auditor.classify(JSON.stringify(msg.texts))) };
   },
+
+  async attentionVariance(msg, reply) {
+    if (!auditor) throw new Error("load a checkpoint first");
+    return { variance: JSON.parse(await auditor.attentionVariance(JSON.stringify(msg.options ?? {}), progressTo(reply))) };
+  },
+
+  async triggerShift(msg, reply) {
+    if (!auditor) throw new Error("load a checkpoint first");
+    return { shift: JSON.parse(await auditor.triggerShift(JSON.stringify(msg.options ?? {}), progressTo(reply))) };
+  },
+
+  async tokenScores(msg) {
+    if (!auditor) throw new Error("load a checkpoint first");
+    if (!base) throw new Error("token scores need the base checkpoint the model was fine-tuned from: load it with the model");
+    const b = await loadAuditor(base.files, base.backend, base.numLabels);
+    return { tokens: JSON.parse(await auditor.tokenScores(b, msg.top ?? undefined)) };
+  },
+
+  async checkSize(msg) {
+    await ready;
+    checkModelSize(msg.bytes);
+    return {};
+  },
 };
+
+// Progress callback for the wasm calls, throttled to one message per 50 ms plus every stage's
+// start and end.
+function progressTo(reply) {
+  let last = 0;
+  return (stage, done, total) => {
+    const now = performance.now();
+    if (done === 0 || done === total || now - last > 50) {
+      last = now;
+      reply({ progress: { stage, done, total } });
+    }
+  };
+}
 
 // One request at a time, in order: the wasm module is single-threaded anyway.
 let queue = Promise.resolve();

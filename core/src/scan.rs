@@ -109,6 +109,13 @@ impl ScanConfig {
     }
 }
 
+/// Longest probe input in tokens, [CLS] and [SEP] included (loading clamps it to the model's
+/// `max_position_embeddings`). The page and `bdaudit scan` both load with it, as with the
+/// defaults of [`ScanConfig`], so that their verdicts on one checkpoint agree.
+pub const SCAN_MAX_LEN: usize = 512;
+/// Seed of the new classifier head a bare encoder (a checkpoint without one) gets for a scan.
+pub const SCAN_HEAD_SEED: u64 = 0;
+
 /// Triggers of the published attacks: the rare words of BadNets / Add-Word (Kurita et al.,
 /// Chen et al.), RIPPLe's, and the AddSent sentence (Dai et al.).
 pub fn known_triggers() -> Vec<Trigger> {

@@ -11,6 +11,10 @@
 //! const report = JSON.parse(await auditor.scan(JSON.stringify({ triggers: ["cf"] }), null,
 //!     (stage, done, total) => console.log(stage, done, total)));
 //! report.verdict.level;                        // "clean" | "inconclusive" | "suspicious"
+//! // The three probes alone:
+//! JSON.parse(await auditor.triggerShift(JSON.stringify({ trigger: "cf" }))).asr;
+//! JSON.parse(await auditor.attentionVariance("{}")).scores;     // [layer][head]
+//! JSON.parse(await auditor.tokenScores(baseAuditor, 10));       // [{ id, token, score }]
 //! ```
 //!
 //! The backend is chosen once, at load (see [`BackendChoice`]): WebGPU (burn-wgpu) on a
@@ -25,6 +29,9 @@ use std::str::FromStr;
 use bdaudit_core::attack::Trigger;
 use bdaudit_core::checkpoint::{CheckpointError, CheckpointFiles, TokenizerError};
 use bdaudit_core::data::demo;
+use bdaudit_core::probe::attention::AttentionError;
+use bdaudit_core::probe::token_scores::TokenScoreError;
+use bdaudit_core::probe::trigger_shift::TriggerShiftError;
 use bdaudit_core::progress::Progress;
 use bdaudit_core::scan::{ScanConfig, ScanError};
 use burn::backend::{NdArray, Wgpu};
@@ -46,7 +53,15 @@ pub enum WebError {
     Execution(String),
     #[error(transparent)]
     Scan(#[from] ScanError),
-    #[error("model.safetensors is {size} MB, more than this page's {budget} MB budget: scan a smaller model (MiniLM-L6 is 90 MB), or use the bdaudit CLI")]
+    #[error(transparent)]
+    Attention(#[from] AttentionError),
+    #[error(transparent)]
+    TriggerShift(#[from] TriggerShiftError),
+    #[error(transparent)]
+    TokenScores(#[from] TokenScoreError),
+    #[error("options: {0}")]
+    Options(String),
+    #[error("model.safetensors is {size} MB, more than this page's {budget} MB budget: scan a smaller model (MiniLM-L6 is 91 MB), or use the bdaudit CLI")]
     TooLarge { size: u64, budget: u64 },
     #[error("the base checkpoint runs on {base} but the model on {model}: load both with the same preference")]
     BaseBackend { base: &'static str, model: &'static str },
@@ -101,10 +116,35 @@ fn choose(choice: BackendChoice, probe: &Probe) -> (bool, String) {
     }
 }
 
-/// Largest `model.safetensors` the page loads. A float32 model needs its weights about three
-/// times over while loading (file bytes, parsed tensors, device copy); 400 MB keeps that well
-/// inside the 4 GB a wasm32 module can address.
+/// Largest `model.safetensors` the page loads, in MB (10⁶ bytes). A float32 model needs its
+/// weights about three times over while loading (file bytes, parsed tensors, device copy);
+/// 400 MB keeps that well inside the 4 GB a wasm32 module can address.
 pub const MEMORY_BUDGET_MB: u64 = 400;
+
+/// Refuses a `model.safetensors` of `bytes` over [`MEMORY_BUDGET_MB`].
+fn check_size(bytes: u64) -> Result<(), WebError> {
+    if bytes > MEMORY_BUDGET_MB * 1_000_000 {
+        return Err(WebError::TooLarge { size: bytes.div_ceil(1_000_000), budget: MEMORY_BUDGET_MB });
+    }
+    Ok(())
+}
+
+/// The memory budget's check alone, for a file's size before it is read: the page asks with
+/// `File.size` and the widget with the server's `Content-Length`, so that a model of several GB
+/// is refused with this message instead of failing to fit in memory on the way in.
+#[wasm_bindgen(js_name = checkModelSize)]
+pub fn check_model_size(bytes: f64) -> Result<(), JsError> {
+    // A JS number: sizes are integers far below 2⁵³; NaN or a negative size reads as 0.
+    Ok(check_size(bytes as u64)?)
+}
+
+/// Parses an options object; an empty string means all defaults.
+fn options<T: Default + serde::de::DeserializeOwned>(json: &str) -> Result<T, WebError> {
+    if json.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(json).map_err(|e| WebError::Options(e.to_string()))
+}
 
 /// Options of [`Auditor::scan`], from JSON (all optional).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -119,6 +159,37 @@ struct ScanOptions {
     seed: Option<u64>,
 }
 
+impl ScanOptions {
+    /// The scan settings: the defaults shared with `bdaudit scan`, the seed and extra triggers
+    /// from here.
+    fn config(&self) -> ScanConfig {
+        let defaults = ScanConfig::default();
+        let mut config = ScanConfig { seed: self.seed.unwrap_or(defaults.seed), ..defaults };
+        config.extra_triggers.extend(self.triggers.iter().map(|w| Trigger::BadNets { words: vec![w.clone()], insertions: 1 }));
+        config.extra_triggers.extend(self.sentences.iter().map(|sentence| Trigger::AddSent { sentence: sentence.clone() }));
+        config
+    }
+
+    /// The given probe texts without blank ones, or the scan's built-in ones.
+    fn probe_texts(&self, config: &ScanConfig) -> Vec<String> {
+        match &self.probe_texts {
+            Some(texts) => texts.iter().filter(|t| !t.trim().is_empty()).cloned().collect(),
+            None => demo::sentiment(config.max_probe_texts, config.seed).into_iter().map(|e| e.text).collect(),
+        }
+    }
+}
+
+/// Options of [`Auditor::trigger_shift`]: [`ScanOptions`]' `probeTexts` and `seed`, and the one
+/// trigger, a word (`trigger`) or a sentence (`sentence`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ShiftOptions {
+    #[serde(flatten)]
+    scan: ScanOptions,
+    trigger: Option<String>,
+    sentence: Option<String>,
+}
+
 /// Forwards progress events to a JS callback `(stage, done, total)`.
 struct JsProgress {
     callback: Option<js_sys::Function>,
@@ -128,6 +199,10 @@ struct JsProgress {
 }
 
 impl JsProgress {
+    fn new(callback: Option<js_sys::Function>) -> Self {
+        JsProgress { callback, stage: String::new(), done: 0, total: 0 }
+    }
+
     fn emit(&self) {
         if let Some(f) = &self.callback {
             // A throwing callback must not abort the scan.
@@ -202,10 +277,7 @@ impl Auditor {
     ) -> Result<Auditor, JsError> {
         install_panic_logger();
         let choice: BackendChoice = backend.parse()?;
-        let size = model.len() as u64 >> 20;
-        if size > MEMORY_BUDGET_MB {
-            return Err(WebError::TooLarge { size, budget: MEMORY_BUDGET_MB }.into());
-        }
+        check_size(model.len() as u64)?;
         let files = CheckpointFiles { model, config, tokenizer };
         let num_labels = num_labels.map(|n| n as usize);
         let probe = match choice {
@@ -264,32 +336,70 @@ impl Auditor {
     /// `bdaudit scan --json` prints). `options_json`: `{"probeTexts": [...], "triggers":
     /// [...], "sentences": [...], "seed": 1}`, all optional. `base`: the clean checkpoint the
     /// model was fine-tuned from, loaded on the same backend, for token scores (the call
-    /// takes it over: load it again to reuse it). `progress`
-    /// is called as `(stage, done, total)`.
+    /// takes it over: load it again to reuse it). `progress` is called as `(stage, done, total)`.
     pub async fn scan(&self, options_json: String, base: Option<Auditor>, progress: Option<js_sys::Function>) -> Result<String, JsError> {
-        let options: ScanOptions = if options_json.trim().is_empty() {
-            ScanOptions::default()
-        } else {
-            serde_json::from_str(&options_json).map_err(|e| WebError::Input(e.to_string()))?
-        };
-        let mut config = ScanConfig { seed: options.seed.unwrap_or(1), ..ScanConfig::default() };
-        config.extra_triggers.extend(options.triggers.into_iter().map(|w| Trigger::BadNets { words: vec![w], insertions: 1 }));
-        config.extra_triggers.extend(options.sentences.into_iter().map(|sentence| Trigger::AddSent { sentence }));
-        let probe = options.probe_texts.unwrap_or_else(|| demo::sentiment(200, config.seed).into_iter().map(|e| e.text).collect());
-        let mut progress = JsProgress { callback: progress, stage: String::new(), done: 0, total: 0 };
+        let options: ScanOptions = options(&options_json)?;
+        let config = options.config();
+        let probe = options.probe_texts(&config);
+        let mut progress = JsProgress::new(progress);
         let mut report = match (&self.engine, base.as_ref().map(|b| &b.engine)) {
             (Engine::WebGpu(s), None) => s.scan(&probe, None, &config, &mut progress).await?,
             (Engine::Cpu(s), None) => s.scan(&probe, None, &config, &mut progress).await?,
             (Engine::WebGpu(s), Some(Engine::WebGpu(b))) => s.scan(&probe, Some(b), &config, &mut progress).await?,
             (Engine::Cpu(s), Some(Engine::Cpu(b))) => s.scan(&probe, Some(b), &config, &mut progress).await?,
-            (_, Some(b)) => {
-                let name = |e: &Engine| if matches!(e, Engine::WebGpu(_)) { "webgpu" } else { "cpu" };
-                return Err(WebError::BaseBackend { base: name(b), model: name(&self.engine) }.into());
-            }
+            (model, Some(base)) => return Err(base_backend(model, base).into()),
         };
         report.backend = self.backend();
         report.backend_reason = Some(self.backend_reason.clone());
         Ok(to_json(&report))
+    }
+
+    /// PURE's attention-variance probe alone: the [CLS] attention variance (eq. 2) of every
+    /// head over the probe texts; resolves to JSON `{layers, heads, scores}` (`scores[layer]
+    /// [head]`; low means a head attends almost uniformly, which a trigger's heads do on clean
+    /// text). `options_json`: `{"probeTexts": [...], "seed": 1}`, all optional.
+    #[wasm_bindgen(js_name = attentionVariance)]
+    pub async fn attention_variance(&self, options_json: String, progress: Option<js_sys::Function>) -> Result<String, JsError> {
+        let options: ScanOptions = options(&options_json)?;
+        let probe = options.probe_texts(&options.config());
+        let mut progress = JsProgress::new(progress);
+        let scores = with_session!(&self.engine, s => s.attention_variance(&probe, &mut progress).await)?;
+        Ok(to_json(&scores))
+    }
+
+    /// The trigger-shift probe alone: each probe text, labelled with the model's own
+    /// prediction, once clean and once with the trigger inserted; resolves to JSON as a scan
+    /// candidate's `shift` (`target`, `asr`, `pacc`, both confusion matrices, per-class flips).
+    /// `options_json`: `{"trigger": "cf"}` or `{"sentence": "I watch this 3D movie"}`, with
+    /// optional `probeTexts` and `seed`.
+    #[wasm_bindgen(js_name = triggerShift)]
+    pub async fn trigger_shift(&self, options_json: String, progress: Option<js_sys::Function>) -> Result<String, JsError> {
+        let options: ShiftOptions = options(&options_json)?;
+        let trigger = match (options.trigger, options.sentence) {
+            (Some(word), None) if !word.trim().is_empty() => Trigger::BadNets { words: vec![word.trim().to_string()], insertions: 1 },
+            (None, Some(sentence)) if !sentence.trim().is_empty() => Trigger::AddSent { sentence: sentence.trim().to_string() },
+            _ => return Err(WebError::Options("give one trigger: a word (\"trigger\") or a sentence (\"sentence\")".into()).into()),
+        };
+        let config = options.scan.config();
+        let probe = options.scan.probe_texts(&config);
+        let mut progress = JsProgress::new(progress);
+        let shift = with_session!(&self.engine, s => s.trigger_shift(&probe, &trigger, config.seed, &mut progress).await)?;
+        Ok(to_json(&shift))
+    }
+
+    /// BTU's token scores alone: the `top` tokens (default 20) whose embedding rows moved most
+    /// between `base`, the clean checkpoint the model was fine-tuned from, and the model;
+    /// resolves to JSON `[{id, token, score}]`, highest first. Takes `base` over, as
+    /// [`Auditor::scan`] does.
+    #[wasm_bindgen(js_name = tokenScores)]
+    pub async fn token_scores(&self, base: Auditor, top: Option<u32>) -> Result<String, JsError> {
+        let top = top.map_or(20, |t| t as usize);
+        let tokens = match (&self.engine, &base.engine) {
+            (Engine::WebGpu(s), Engine::WebGpu(b)) => s.token_scores(b, top).await?,
+            (Engine::Cpu(s), Engine::Cpu(b)) => s.token_scores(b, top).await?,
+            (model, base) => return Err(base_backend(model, base).into()),
+        };
+        Ok(to_json(&tokens))
     }
 
     /// Classifies a JSON array of strings; resolves to a JSON array of
@@ -299,6 +409,11 @@ impl Auditor {
         let predictions = with_session!(&self.engine, s => s.classify(texts).await)?;
         Ok(to_json(&predictions))
     }
+}
+
+fn base_backend(model: &Engine, base: &Engine) -> WebError {
+    let name = |e: &Engine| if matches!(e, Engine::WebGpu(_)) { "webgpu" } else { "cpu" };
+    WebError::BaseBackend { base: name(base), model: name(model) }
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {

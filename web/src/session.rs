@@ -1,24 +1,24 @@
 //! One loaded checkpoint on one backend. Everything here is generic over `B: Backend`: the
 //! WebGPU and CPU paths are the same code with a different type parameter.
 
+use bdaudit_core::attack::Trigger;
 use bdaudit_core::checkpoint::{load_classifier, CheckpointFiles, Loaded};
 use bdaudit_core::data::batch::Encoded;
+use bdaudit_core::data::Example;
 use bdaudit_core::eval::{argmax, logits_async};
+use bdaudit_core::probe::attention::{variance_scores_async, HeadScores};
+use bdaudit_core::probe::token_scores::{against_base_async, rank, TokenScore};
+use bdaudit_core::probe::trigger_shift::{trigger_shift_async, TriggerShift};
 use bdaudit_core::progress::{Progress, Silent};
 use bdaudit_core::report::ScanReport;
-use bdaudit_core::scan::{scan_async, ScanConfig};
+use bdaudit_core::scan::{scan_async, ScanConfig, SCAN_HEAD_SEED, SCAN_MAX_LEN};
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
 use crate::WebError;
 
-/// Longest input in tokens, [CLS] and [SEP] included; loading clamps it to the model's
-/// `max_position_embeddings`.
-pub const MAX_LEN: usize = 512;
 /// Rows per forward pass. Rows are length-sorted first, so padding stays small.
 pub const BATCH_SIZE: usize = 16;
-/// Seed of the new classifier head of a checkpoint that has none (a bare pre-trained encoder).
-pub const HEAD_SEED: u64 = 0;
 
 /// One classified text, as `classify` returns it to JS.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -37,20 +37,57 @@ pub struct Session<B: Backend> {
 
 impl<B: Backend> Session<B> {
     pub fn load(files: &CheckpointFiles, num_labels: Option<usize>, device: B::Device) -> Result<Self, WebError> {
-        let loaded = load_classifier::<B>(files, num_labels, MAX_LEN, HEAD_SEED, &device)?;
+        let loaded = load_classifier::<B>(files, num_labels, SCAN_MAX_LEN, SCAN_HEAD_SEED, &device)?;
         Ok(Session { loaded, device })
     }
 
     /// Class probabilities of every text, in input order (core's async inference: the only
     /// way to read a WebGPU buffer in the browser).
     pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<Prediction>, WebError> {
-        let Loaded { model, tokenizer, labels, .. } = &self.loaded;
-        let rows = texts.iter().map(|text| Ok(Encoded { ids: tokenizer.encode(text)?, label: 0 })).collect::<Result<Vec<_>, WebError>>()?;
-        let logits = logits_async(model, &rows, tokenizer.pad_id(), BATCH_SIZE, &self.device, &mut Silent)
-            .await
-            .map_err(|e| WebError::Execution(e.to_string()))?;
+        let logits = self.logits(&texts, &mut Silent).await?;
+        let labels = &self.loaded.labels;
         let probs = logits.iter().map(|row| softmax(row));
         Ok(texts.into_iter().zip(probs).map(|(text, probs)| Prediction { label: labels[argmax(&probs)].clone(), text, probs }).collect())
+    }
+
+    /// PURE's attention-variance probe alone: the [CLS] attention variance (eq. 2) of every
+    /// head, averaged over `texts`.
+    pub async fn attention_variance(&self, texts: &[String], progress: &mut dyn Progress) -> Result<HeadScores, WebError> {
+        let rows = self.encode(texts)?;
+        Ok(variance_scores_async(&self.loaded.model, &rows, self.loaded.tokenizer.pad_id(), BATCH_SIZE, &self.device, progress).await?)
+    }
+
+    /// The trigger-shift probe alone: where inserting `trigger` sends `texts`, each labelled
+    /// with the model's own clean prediction, as the scan labels its probe texts.
+    pub async fn trigger_shift(
+        &self,
+        texts: &[String],
+        trigger: &Trigger,
+        seed: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<TriggerShift, WebError> {
+        let predicted = self.logits(texts, progress).await?;
+        let labelled: Vec<Example> = texts.iter().zip(&predicted).map(|(t, l)| Example { text: t.clone(), label: argmax(l) }).collect();
+        let Loaded { model, tokenizer, .. } = &self.loaded;
+        Ok(trigger_shift_async(model, tokenizer, &labelled, trigger, seed, &self.device, progress).await?)
+    }
+
+    /// BTU's token scores alone: the `top` tokens whose embedding rows moved most from `base`.
+    pub async fn token_scores(&self, base: &Session<B>, top: usize) -> Result<Vec<TokenScore>, WebError> {
+        let scores = against_base_async(&self.loaded.model, &base.loaded.model).await?;
+        Ok(rank(&scores, &self.loaded.tokenizer, top))
+    }
+
+    fn encode(&self, texts: &[String]) -> Result<Vec<Encoded>, WebError> {
+        let tokenizer = &self.loaded.tokenizer;
+        texts.iter().map(|text| Ok(Encoded { ids: tokenizer.encode(text)?, label: 0 })).collect()
+    }
+
+    async fn logits(&self, texts: &[String], progress: &mut dyn Progress) -> Result<Vec<Vec<f32>>, WebError> {
+        let rows = self.encode(texts)?;
+        logits_async(&self.loaded.model, &rows, self.loaded.tokenizer.pad_id(), BATCH_SIZE, &self.device, progress)
+            .await
+            .map_err(|e| WebError::Execution(e.to_string()))
     }
 }
 

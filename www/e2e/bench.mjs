@@ -51,13 +51,10 @@ const topTrigger = (report) => {
   return `${t} (ASR ${(100 * c.shift.asr).toFixed(1)}%)`;
 };
 
-// The page's scan defaults (web/src/lib.rs, session.rs): ScanConfig's seed 1 (it picks the
-// 200 built-in probe texts and where triggers go), no base (so top_tokens is unused, 10 as
-// the page has it), inputs up to 512 tokens.
-const NATIVE_FLAGS = ["--seed", "1", "--top", "10", "--max-len", "512"];
-
+// No flags: `bdaudit scan` and the page share their defaults (core ScanConfig, SCAN_MAX_LEN),
+// so the same 200 probe texts, trigger positions and candidates.
 function runNative() {
-  const argv = ["scan", "--model", args.model, ...NATIVE_FLAGS, "--json"];
+  const argv = ["scan", "--model", args.model, "--json"];
   log(`${args.native} ${argv.join(" ")}`);
   const loadStart = load1();
   const t0 = performance.now();

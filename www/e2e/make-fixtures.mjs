@@ -6,7 +6,7 @@
 //
 //   node make-fixtures.mjs <bdaudit binary> <out dir>
 //
-// Writes <out>/{encoder,clean-data,poisoned,victim,clean,corrupt}/ and <out>/probe.txt.
+// Writes <out>/{encoder,clean-data,poisoned,victim,clean,corrupt}/ and <out>/probe.tsv.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync, copyFileSync } from "node:fs";
 import { dirname, join } from "node:path";

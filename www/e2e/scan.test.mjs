@@ -8,7 +8,8 @@
 // that origin.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { readFileSync, mkdirSync, existsSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, truncateSync } from "node:fs";
 import { dirname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { WWW, adapterInfo, startBrowser } from "./harness.mjs";
@@ -225,6 +226,105 @@ test("<bdaudit-scan> on widget-demo.html renders a verdict card", async () => {
   await page.screenshot({ path: join(OUT, "widget.png") });
   console.log(`# screenshot: ${join(OUT, "widget.png")}`);
   await page.close();
+});
+
+// Loads a fixture checkpoint through the page's own client (bdaudit-scan.js) on the CPU and
+// makes `calls` on it in order, each [method, ...args]; resolves to their results, a rejected
+// call as { error: message }.
+async function withClient(page, dirs, calls) {
+  return page.evaluate(
+    async ({ dirs, calls }) => {
+      const { BdauditClient } = await import("/bdaudit-scan.js");
+      const files = async (dir) => {
+        const get = async (f) => (await fetch(`/${dir}/${f}`)).arrayBuffer();
+        return { model: await get("model.safetensors"), config: await get("config.json"), tokenizer: await get("tokenizer.json") };
+      };
+      const client = new BdauditClient();
+      try {
+        await client.load(await files(dirs.model), { backend: "cpu", base: dirs.base ? await files(dirs.base) : null });
+        const results = [];
+        for (const [method, ...args] of calls) {
+          results.push(await client[method](...args).catch((e) => ({ error: e.message })));
+        }
+        return results;
+      } finally {
+        client.terminate();
+      }
+    },
+    { dirs, calls },
+  );
+}
+
+test("the three probes answer on their own through the page's client", async () => {
+  const page = await newPage("index.html");
+  const probeTexts = probeTsv().split("\n").slice(1).map((l) => l.split("\t")[0]).filter((t) => t);
+  const [cf, attention, scores, none] = await withClient(page, { model: `${FIXTURES_URL}/victim`, base: `${FIXTURES_URL}/encoder` }, [
+    ["triggerShift", { trigger: "cf", probeTexts }],
+    ["attentionVariance", { probeTexts }],
+    ["tokenScores", 10],
+    ["triggerShift", { probeTexts }],
+  ]);
+  // The same probe on the clean model: the word moves little there.
+  const [onClean] = await withClient(page, { model: `${FIXTURES_URL}/clean` }, [["triggerShift", { trigger: "cf", probeTexts }]]);
+  const r = { shift: cf.shift, calm: onClean.shift, variance: attention.variance, tokens: scores.tokens, noTrigger: none.error };
+  console.log(`# probes: cf ASR ${r.shift.asr} to ${r.shift.target}, on the clean model ${r.calm.asr}; variance heads ${JSON.stringify(r.variance.heads)}; tokens ${r.tokens.map((t) => t.token).join(" ")}`);
+  // The planted word sends the victim's negative texts to positive, not the clean model's.
+  assert.equal(r.shift.target, 1);
+  assert.ok(r.shift.asr >= 0.9, `cf moves ${r.shift.asr}`);
+  assert.ok(r.calm.asr < 0.5, `cf moves ${r.calm.asr} on the clean model`);
+  assert.equal(r.shift.classes.length, 2);
+  // One variance per head of each of the tiny model's 2 layers × 4 heads, all finite.
+  assert.deepEqual(r.variance.heads, [4, 4]);
+  assert.ok(r.variance.scores.flat().length === 8 && r.variance.scores.flat().every((v) => Number.isFinite(v) && v >= 0), JSON.stringify(r.variance));
+  // The trigger's row moved from the base's among the top 10 (the page's ranking shows the same).
+  assert.equal(r.tokens.length, 10);
+  assert.ok(r.tokens.some((t) => t.token === "cf"), r.tokens.map((t) => t.token).join(" "));
+  assert.match(r.noTrigger, /give one trigger/);
+  await page.close();
+});
+
+test("bdaudit scan and the page give the same report on the victim", async () => {
+  const bin = process.env.BDAUDIT_BIN;
+  assert.ok(bin && existsSync(bin), "BDAUDIT_BIN (the CLI) is not set: run scripts/test-web");
+  const run = spawnSync(bin, ["scan", "--model", fixture("victim"), "--probe", fixture("probe.tsv"), "--json"], { encoding: "utf8" });
+  assert.equal(run.status, 2, `bdaudit scan exits 2 on a suspicious model: ${run.stderr}`);
+  const native = JSON.parse(run.stdout.trim().split("\n").pop());
+  const page = await newPage("index.html");
+  const probeTexts = native.probe_texts;
+  const [{ report: web }] = await withClient(page, { model: `${FIXTURES_URL}/victim` }, [["scan", { probeTexts }]]);
+  const summary = (r) => r.candidates.map((c) => `${JSON.stringify(c.trigger)} ${c.shift.asr.toFixed(3)} ${c.screened_out}`);
+  console.log(`# native and page: ${native.verdict.level} / ${web.verdict.level}; ${native.verdict.triggers.join(" ")} / ${web.verdict.triggers.join(" ")}`);
+  assert.equal(web.verdict.level, native.verdict.level);
+  assert.deepEqual(web.verdict.triggers, native.verdict.triggers);
+  assert.deepEqual(summary(web), summary(native));
+  await page.close();
+});
+
+test("a model over the memory budget is refused before it is read", async () => {
+  // A sparse 401 MB file: it takes no disk, and neither the page nor the widget may read it.
+  const dir = fixture("huge");
+  mkdirSync(dir, { recursive: true });
+  for (const f of ["config.json", "tokenizer.json"]) copyFileSync(fixture("victim", f), join(dir, f));
+  const huge = join(dir, "model.safetensors");
+  closeSync(openSync(huge, "w"));
+  truncateSync(huge, 401_000_000);
+  try {
+    const page = await newPage("index.html");
+    const r = await scanOnPage(page, "huge");
+    console.log(`# huge file on the page: ${r.error}`);
+    assert.match(r.error, /model\.safetensors is 401 MB, more than this page's 400 MB budget/);
+    await page.close();
+
+    const q = new URLSearchParams({ dir: `${FIXTURES_URL}/huge` });
+    const widget = await newPage(`widget-demo.html?${q}`);
+    await widget.waitForFunction(() => ["done", "error"].includes(document.getElementById("scan").getAttribute("state")), null, { timeout: SCAN_TIMEOUT });
+    const error = await widget.evaluate(() => document.getElementById("scan").shadowRoot.querySelector(".error").textContent);
+    console.log(`# huge file in the widget: ${error}`);
+    assert.match(error, /401 MB, more than this page's 400 MB budget/);
+    await widget.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("no request left the page's origin", () => {

@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
-use super::{export_safetensors, CheckpointError, RandomInit, SafetensorsSource, TextTokenizer};
+use super::{export_safetensors, CheckpointError, RandomInit, SafetensorsSource, TextTokenizer, MAX_CLASSES};
 use crate::model::{BertClassifier, BertConfig};
 
 /// The files of a Hugging Face checkpoint directory bdaudit reads and writes.
@@ -45,11 +45,12 @@ pub fn load_classifier<B: Backend>(
     seed: u64,
     device: &B::Device,
 ) -> Result<Loaded<B>, CheckpointError> {
+    let num_labels = num_labels.map(check_classes).transpose()?;
     let config = BertConfig::from_json_bytes(&files.config)?;
     let tokenizer = TextTokenizer::from_bytes(&files.tokenizer, max_len.min(config.max_position_embeddings))?;
     tokenizer.check_vocab(config.vocab_size)?;
     let mut source = SafetensorsSource::new(&files.model, device)?.with_fallback(RandomInit::new(seed, config.initializer_range, device));
-    let labels_count = match (source.classifier_labels(), num_labels) {
+    let labels_count = match (source.classifier_labels().map(check_classes).transpose()?, num_labels) {
         (Some(found), Some(expected)) if found != expected => return Err(CheckpointError::Labels { expected, found }),
         (Some(found), _) => found,
         (None, Some(expected)) => expected,
@@ -73,6 +74,15 @@ pub fn load_classifier<B: Backend>(
     Ok(Loaded { model, config, tokenizer, labels, report })
 }
 
+/// Downstream code takes an argmax over the classes and names it: fewer than 2 cannot work.
+fn check_classes(count: usize) -> Result<usize, CheckpointError> {
+    match count {
+        0 | 1 => Err(CheckpointError::TooFewClasses(count)),
+        n if n > MAX_CLASSES => Err(CheckpointError::TooManyClasses(n)),
+        n => Ok(n),
+    }
+}
+
 /// The three files of a `BertForSequenceClassification` checkpoint that `transformers` loads.
 pub fn save_classifier<B: Backend>(
     model: &BertClassifier<B>,
@@ -89,4 +99,100 @@ pub fn save_classifier<B: Backend>(
         config: serde_json::to_vec_pretty(&config_json).map_err(|e| CheckpointError::Serialize(e.to_string()))?,
         tokenizer: tokenizer.json_bytes().to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use burn::backend::NdArray;
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+
+    use super::*;
+    use crate::checkpoint::word_level_for_tests;
+    use crate::model::ConfigError;
+
+    type B = NdArray;
+
+    /// A saved tiny `BertForSequenceClassification` (hidden 32) with `classes` classes.
+    fn tiny_files(classes: usize) -> CheckpointFiles {
+        let config = BertConfig::tiny(30);
+        let model = BertClassifier::<B>::from_source(&config, classes, &mut RandomInit::new(1, 0.2, &Default::default())).unwrap();
+        let labels: Vec<String> = (0..classes).map(|i| format!("c{i}")).collect();
+        save_classifier(&model, &config, &word_level_for_tests(&["good", "bad"], 16), &labels).unwrap()
+    }
+
+    /// `files` with its F32 tensors edited: `(shape, little-endian bytes)` by name.
+    fn edit_tensors(files: &CheckpointFiles, edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<u8>)>)) -> CheckpointFiles {
+        let read = SafeTensors::deserialize(&files.model).unwrap();
+        let mut tensors: BTreeMap<_, _> = read.tensors().into_iter().map(|(n, v)| (n, (v.shape().to_vec(), v.data().to_vec()))).collect();
+        edit(&mut tensors);
+        let views = tensors.iter().map(|(n, (shape, bytes))| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap()));
+        CheckpointFiles { model: safetensors::serialize(views, None).unwrap(), ..files.clone() }
+    }
+
+    fn load_err(files: &CheckpointFiles, num_labels: Option<usize>) -> CheckpointError {
+        match load_classifier::<B>(files, num_labels, 16, 0, &Default::default()) {
+            Ok(_) => panic!("loading succeeded but should have failed"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_new_head_needs_two_to_max_classes() {
+        let headless = edit_tensors(&tiny_files(2), |t| {
+            t.retain(|name, _| !name.starts_with("classifier."));
+        });
+        for classes in [0, 1] {
+            let err = load_err(&headless, Some(classes));
+            assert!(matches!(err, CheckpointError::TooFewClasses(n) if n == classes), "{err:?}");
+            assert_eq!(err.to_string(), format!("a classifier needs at least 2 classes, got {classes}"));
+        }
+        // A negative number from JavaScript, wrapped to u32.
+        let err = load_err(&headless, Some(u32::MAX as usize));
+        assert!(matches!(err, CheckpointError::TooManyClasses(4_294_967_295)), "{err:?}");
+        assert_eq!(err.to_string(), "a classifier may have at most 10000 classes, got 4294967295");
+        let loaded = load_classifier::<B>(&headless, Some(2), 16, 0, &Default::default()).unwrap();
+        assert_eq!(loaded.report.initialised, ["classifier.weight", "classifier.bias"]);
+    }
+
+    #[test]
+    fn a_stored_head_needs_two_classes() {
+        let empty = edit_tensors(&tiny_files(2), |t| {
+            t.insert("classifier.weight".into(), (vec![0, 32], vec![]));
+            t.insert("classifier.bias".into(), (vec![0], vec![]));
+        });
+        for asked in [None, Some(2)] {
+            let err = load_err(&empty, asked);
+            assert!(matches!(err, CheckpointError::TooFewClasses(0)), "{asked:?}: {err:?}");
+            assert_eq!(err.to_string(), "a classifier needs at least 2 classes, got 0");
+        }
+        let err = load_err(&tiny_files(1), None);
+        assert!(matches!(err, CheckpointError::TooFewClasses(1)), "{err:?}");
+    }
+
+    #[test]
+    fn empty_id2label_falls_back_to_numbered_labels() {
+        let mut files = tiny_files(2);
+        let mut config: serde_json::Value = serde_json::from_slice(&files.config).unwrap();
+        config["id2label"] = serde_json::json!({});
+        files.config = serde_json::to_vec(&config).unwrap();
+        let loaded = load_classifier::<B>(&files, None, 16, 0, &Default::default()).unwrap();
+        assert_eq!(loaded.labels, ["0", "1"]);
+    }
+
+    #[test]
+    fn huge_config_sizes_are_refused_before_the_weights_are_read() {
+        let mut files = tiny_files(2);
+        let mut config: serde_json::Value = serde_json::from_slice(&files.config).unwrap();
+        config["hidden_size"] = (1u64 << 31).into();
+        config["num_attention_heads"] = (1u64 << 31).into();
+        files.config = serde_json::to_vec(&config).unwrap();
+        let err = load_err(&files, None);
+        assert!(
+            matches!(err, CheckpointError::Config(ConfigError::TooLarge { field: "hidden_size", value: 2_147_483_648, max: 8192 })),
+            "{err:?}"
+        );
+        assert_eq!(err.to_string(), "config.json: hidden_size = 2147483648 is larger than bdaudit's limit of 8192");
+    }
 }

@@ -19,6 +19,10 @@ use burn::tensor::{backend::Backend, Tensor};
 
 use crate::model::ConfigError;
 
+/// Most classes a classifier may have: far above real tasks, low enough to refuse a wrapped
+/// negative count (4294967295 from JavaScript) before its `[hidden, classes]` head is allocated.
+const MAX_CLASSES: usize = 10_000;
+
 /// Why a checkpoint could not be read or written. Each variant names the offending tensor or file.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -42,6 +46,10 @@ pub enum CheckpointError {
     Tokenizer(#[from] TokenizerError),
     #[error("the checkpoint has {found} labels, but {expected} were asked for")]
     Labels { expected: usize, found: usize },
+    #[error("a classifier needs at least 2 classes, got {0}")]
+    TooFewClasses(usize),
+    #[error("a classifier may have at most {max} classes, got {0}", max = MAX_CLASSES)]
+    TooManyClasses(usize),
     #[error("the model has NaN or Inf in {name:?}; refusing to write it")]
     NonFiniteExport { name: String },
     #[error("could not serialise model.safetensors: {0}")]

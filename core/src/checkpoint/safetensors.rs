@@ -45,10 +45,6 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
         self
     }
 
-    pub fn has_classifier(&self) -> bool {
-        self.tensors.tensor("classifier.weight").is_ok()
-    }
-
     /// `[num_labels, hidden]` of the stored classifier, if any.
     pub fn classifier_labels(&self) -> Option<usize> {
         self.tensors.tensor("classifier.weight").ok().and_then(|t| t.shape().first().copied())

@@ -10,8 +10,11 @@ pub enum TokenizerError {
     Parse(String),
     #[error("tokenizer.json has no {0} token")]
     MissingSpecial(&'static str),
+    /// `tokenizer` is the largest id plus one: a u64, as u32::MAX + 1 overflows a wasm32 usize.
     #[error("tokenizer ids go up to {tokenizer} but the model's vocab_size is {model}: they do not belong together")]
-    VocabMismatch { tokenizer: usize, model: usize },
+    VocabMismatch { tokenizer: u64, model: usize },
+    #[error("tokenizer.json's post-processor adds token id {id}, past the model's vocab_size of {model}")]
+    PostProcessorId { id: u32, model: usize },
     #[error("could not tokenise {text:?}: {message}")]
     Encode { text: String, message: String },
     #[error("max length {0} is too small: it must hold [CLS], [SEP] and one token")]
@@ -72,9 +75,14 @@ impl TextTokenizer {
     /// Fails when the tokenizer can produce ids the model has no embedding for. The largest
     /// id counts, not the number of tokens: vocabularies may have gaps.
     pub fn check_vocab(&self, model_vocab: usize) -> Result<(), TokenizerError> {
-        let needed = self.inner.get_vocab(true).into_values().max().map_or(0, |id| id as usize + 1);
-        if needed > model_vocab {
+        let needed = self.inner.get_vocab(true).into_values().max().map_or(0, |id| u64::from(id) + 1);
+        if needed > model_vocab as u64 {
             return Err(TokenizerError::VocabMismatch { tokenizer: needed, model: model_vocab });
+        }
+        // The post-processor adds [CLS] and [SEP] by ids of its own, not the vocabulary's: an
+        // empty text yields them.
+        if let Some(&id) = self.encode("")?.iter().find(|&&id| id as usize >= model_vocab) {
+            return Err(TokenizerError::PostProcessorId { id, model: model_vocab });
         }
         Ok(())
     }
@@ -112,14 +120,47 @@ impl TextTokenizer {
 /// then `words` in order; texts split on whitespace and get [CLS] … [SEP].
 #[cfg(test)]
 pub(crate) fn word_level_for_tests(words: &[&str], max_len: usize) -> TextTokenizer {
+    TextTokenizer::from_bytes(word_level_json(words).to_string().as_bytes(), max_len).expect("a valid tokenizer.json")
+}
+
+/// The `tokenizer.json` of [`word_level_for_tests`].
+#[cfg(test)]
+fn word_level_json(words: &[&str]) -> serde_json::Value {
     let vocab: serde_json::Map<String, serde_json::Value> =
         ["[PAD]", "[UNK]", "[CLS]", "[SEP]"].iter().chain(words).enumerate().map(|(i, w)| (w.to_string(), i.into())).collect();
-    let json = serde_json::json!({
+    serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
         "pre_tokenizer": {"type": "WhitespaceSplit"},
         "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
         "decoder": null,
         "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    });
-    TextTokenizer::from_bytes(json.to_string().as_bytes(), max_len).expect("a valid tokenizer.json")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab_err(json: &serde_json::Value, model_vocab: usize) -> TokenizerError {
+        let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
+        tokenizer.check_vocab(model_vocab).unwrap_err()
+    }
+
+    #[test]
+    fn post_processor_ids_must_fit_the_model() {
+        let mut json = word_level_json(&["good", "bad"]);
+        assert!(TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap().check_vocab(6).is_ok());
+        json["post_processor"]["cls"] = serde_json::json!(["[CLS]", 500]);
+        let err = vocab_err(&json, 6);
+        assert!(matches!(err, TokenizerError::PostProcessorId { id: 500, model: 6 }), "{err:?}");
+        assert_eq!(err.to_string(), "tokenizer.json's post-processor adds token id 500, past the model's vocab_size of 6");
+    }
+
+    #[test]
+    fn the_largest_u32_id_does_not_overflow() {
+        let mut json = word_level_json(&["good"]);
+        json["model"]["vocab"]["good"] = u32::MAX.into();
+        let err = vocab_err(&json, 6);
+        assert!(matches!(err, TokenizerError::VocabMismatch { tokenizer: 4_294_967_296, model: 6 }), "{err:?}");
+    }
 }

@@ -13,6 +13,8 @@ pub enum ConfigError {
     Invalid { field: &'static str, value: String, reason: &'static str },
     #[error("config.json: unsupported {field} {value:?} (bdaudit supports {supported})")]
     Unsupported { field: &'static str, value: String, supported: &'static str },
+    #[error("config.json: {field} = {value} is larger than bdaudit's limit of {max}")]
+    TooLarge { field: &'static str, value: usize, max: usize },
 }
 
 /// A BERT-family encoder configuration, field names as in Hugging Face `BertConfig`.
@@ -120,18 +122,25 @@ impl BertConfig {
 
     /// Checks the sizes and options this implementation supports.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
+        // Upper bounds far above real BERT-family encoders (XLM-R XXL: hidden 4096, 48 layers,
+        // 32 heads, 16384 inner; 250k vocabularies; ModernBERT: 8192 positions). They must hold before
+        // anything is sized from the config alone, ahead of the weights' shape checks: the head
+        // lists below, LayerNorms, a seeded pooler of hidden² values.
+        let sizes = [
+            ("vocab_size", self.vocab_size, 1 << 20),
+            ("hidden_size", self.hidden_size, 8192),
+            ("num_hidden_layers", self.num_hidden_layers, 256),
+            ("num_attention_heads", self.num_attention_heads, 256),
+            ("intermediate_size", self.intermediate_size, 65_536),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 17),
+            ("type_vocab_size", self.type_vocab_size, 1024),
         ];
-        for (field, value) in positive {
+        for (field, value, max) in sizes {
             if value == 0 {
                 return Err(ConfigError::Invalid { field, value: "0".into(), reason: "must be positive" });
+            }
+            if value > max {
+                return Err(ConfigError::TooLarge { field, value, max });
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
@@ -180,11 +189,6 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Number of labels recorded in `id2label`, if any.
-    pub fn num_labels(&self) -> Option<usize> {
-        self.id2label.as_ref().map(|m| m.len()).filter(|&n| n > 0)
-    }
-
     /// Class names in id order, when `id2label` is complete.
     pub fn label_names(&self) -> Option<Vec<String>> {
         let map = self.id2label.as_ref()?;
@@ -194,14 +198,19 @@ impl BertConfig {
     /// Indices of the heads a layer still has (those not listed in `pruned_heads`).
     pub fn heads_in_layer(&self, layer: usize) -> Result<Vec<usize>, ConfigError> {
         let pruned = self.pruned_heads.get(&layer.to_string()).map(Vec::as_slice).unwrap_or(&[]);
-        if let Some(&bad) = pruned.iter().find(|&&h| h >= self.num_attention_heads) {
-            return Err(ConfigError::Invalid {
-                field: "pruned_heads",
-                value: format!("layer {layer} head {bad}"),
-                reason: "head index out of range",
-            });
+        // A mask, not `pruned.contains`: a long pruned list stays linear, not heads × list.
+        let mut keep = vec![true; self.num_attention_heads];
+        for &head in pruned {
+            let Some(slot) = keep.get_mut(head) else {
+                return Err(ConfigError::Invalid {
+                    field: "pruned_heads",
+                    value: format!("layer {layer} head {head}"),
+                    reason: "head index out of range",
+                });
+            };
+            *slot = false;
         }
-        let kept: Vec<usize> = (0..self.num_attention_heads).filter(|h| !pruned.contains(h)).collect();
+        let kept: Vec<usize> = keep.iter().enumerate().filter(|(_, &k)| k).map(|(h, _)| h).collect();
         if kept.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "pruned_heads",
@@ -265,5 +274,33 @@ mod tests {
         assert_eq!(c.heads_in_layer(1).unwrap(), vec![1, 3]);
         c.pruned_heads.insert("0".into(), vec![0, 1, 2, 3]);
         assert!(c.validate().is_err());
+        c.pruned_heads.insert("0".into(), vec![1, 4]);
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.to_string(), "config.json: pruned_heads = layer 0 head 4 is invalid: head index out of range");
+    }
+
+    #[test]
+    fn sizes_above_the_limits_are_refused() {
+        let fields = [
+            ("vocab_size", 1 << 20),
+            ("hidden_size", 8192),
+            ("num_hidden_layers", 256),
+            ("num_attention_heads", 256),
+            ("intermediate_size", 65_536),
+            ("max_position_embeddings", 1 << 17),
+            ("type_vocab_size", 1024),
+        ];
+        for (field, max) in fields {
+            for value in [max + 1, u64::MAX as usize] {
+                let mut v = serde_json::to_value(BertConfig::tiny(50)).unwrap();
+                v[field] = value.into();
+                let err = BertConfig::from_json_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+                assert!(
+                    matches!(err, ConfigError::TooLarge { field: f, value: n, max: m } if f == field && n == value && m == max),
+                    "{err:?}"
+                );
+                assert_eq!(err.to_string(), format!("config.json: {field} = {value} is larger than bdaudit's limit of {max}"));
+            }
+        }
     }
 }

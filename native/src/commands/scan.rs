@@ -10,7 +10,7 @@ use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::{check_labels, demo, require_two_classes};
 use bdaudit_core::probe::token_scores::{against_base, embedding_only, embedding_only_config, rank, TokenScore};
 use bdaudit_core::report::Level;
-use bdaudit_core::scan::{scan, ScanConfig};
+use bdaudit_core::scan::{scan, ScanConfig, SCAN_HEAD_SEED, SCAN_MAX_LEN};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 use serde::Serialize;
@@ -45,17 +45,27 @@ pub struct ScanArgs {
     /// An extra candidate trigger sentence (repeatable).
     #[arg(long = "trigger-sentence")]
     pub sentences: Vec<String>,
-    /// How many tokens to list.
-    #[arg(long, default_value_t = 20)]
-    pub top: usize,
+    /// The scan: how many most-drifted tokens become candidates (default 10, at most 20);
+    /// with --token-scores: how many tokens to list (default 20).
+    #[arg(long)]
+    pub top: Option<usize>,
     /// Probe texts each candidate is screened on before it gets all of them (0: no screening).
     #[arg(long, default_value_t = ScanConfig::default().screen_texts)]
     pub screen_texts: usize,
-    #[arg(long, default_value_t = 128)]
-    pub max_len: usize,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Longest input in tokens. The scan: 512, as in the browser; with --token-scores: 128,
+    /// as `train`.
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// The scan: which built-in probe texts and trigger positions (default 1, as in the
+    /// browser); with --token-scores --data: the training seed (default 42, BTU's).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
+
+/// `--token-scores` defaults: BTU's round 1 as `train --defense btu` runs it.
+const TOKEN_SCORES_TOP: usize = 20;
+const TOKEN_SCORES_MAX_LEN: usize = 128;
+const TOKEN_SCORES_SEED: u64 = 42;
 
 #[derive(Serialize)]
 struct TokenScanReport {
@@ -74,21 +84,27 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
         return Ok(ExitCode::SUCCESS);
     }
     let start = Instant::now();
+    // The page's defaults (ScanConfig, SCAN_MAX_LEN, SCAN_HEAD_SEED): the same checkpoint
+    // gets the same probe texts, candidates and verdict here and in the browser.
+    let defaults = ScanConfig::default();
+    let seed = args.seed.unwrap_or(defaults.seed);
+    let max_len = args.max_len.unwrap_or(SCAN_MAX_LEN);
     let model_dir = resolve_model(&args.model)?;
-    let loaded = load_classifier::<B::InnerBackend>(&read_checkpoint(&model_dir)?, None, args.max_len, args.seed, &device)?;
+    let loaded = load_classifier::<B::InnerBackend>(&read_checkpoint(&model_dir)?, None, max_len, SCAN_HEAD_SEED, &device)?;
     let base = args
         .base
         .as_deref()
         .map(|b| -> Result<_> {
             let files = read_checkpoint(&resolve_model(b)?)?;
-            Ok(load_classifier::<B::InnerBackend>(&files, Some(loaded.model.num_labels()), args.max_len, args.seed, &device)?.model)
+            Ok(load_classifier::<B::InnerBackend>(&files, Some(loaded.model.num_labels()), max_len, SCAN_HEAD_SEED, &device)?.model)
         })
         .transpose()?;
     let probe: Vec<String> = match &args.probe {
         Some(path) => read_examples(path)?.into_iter().map(|e| e.text).collect(),
-        None => demo::sentiment(200, args.seed).into_iter().map(|e| e.text).collect(),
+        None => demo::sentiment(defaults.max_probe_texts, seed).into_iter().map(|e| e.text).collect(),
     };
-    let mut config = ScanConfig { seed: args.seed, top_tokens: args.top.min(20), screen_texts: args.screen_texts, ..ScanConfig::default() };
+    let mut config =
+        ScanConfig { seed, top_tokens: args.top.unwrap_or(defaults.top_tokens).min(20), screen_texts: args.screen_texts, ..defaults };
     config.extra_triggers.extend(args.triggers.iter().map(|w| Trigger::BadNets { words: vec![w.clone()], insertions: 1 }));
     config.extra_triggers.extend(args.sentences.iter().map(|s| Trigger::AddSent { sentence: s.clone() }));
     let mut report = scan(&loaded.model, &loaded.tokenizer, &loaded.labels, &probe, base.as_ref(), &config, &device, &mut Bars::new(json))?;
@@ -123,19 +139,16 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
 
 fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) -> Result<()> {
     let start = Instant::now();
+    let max_len = args.max_len.unwrap_or(TOKEN_SCORES_MAX_LEN);
+    let seed = args.seed.unwrap_or(TOKEN_SCORES_SEED);
     let model_dir = resolve_model(&args.model)?;
     let files = read_checkpoint(&model_dir)?;
     let (method, reference, tokenizer, scores) = match (&args.base, &args.data) {
         (Some(base), _) => {
             let base_dir = resolve_model(base)?;
-            let loaded = load_classifier::<B::InnerBackend>(&files, None, args.max_len, args.seed, &device)?;
-            let base = load_classifier::<B::InnerBackend>(
-                &read_checkpoint(&base_dir)?,
-                Some(loaded.model.num_labels()),
-                args.max_len,
-                args.seed,
-                &device,
-            )?;
+            let loaded = load_classifier::<B::InnerBackend>(&files, None, max_len, seed, &device)?;
+            let base =
+                load_classifier::<B::InnerBackend>(&read_checkpoint(&base_dir)?, Some(loaded.model.num_labels()), max_len, seed, &device)?;
             let scores = against_base(&loaded.model, &base.model)?;
             ("base", base_dir.display().to_string(), loaded.tokenizer, scores)
         }
@@ -144,10 +157,10 @@ fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: boo
             let source = path.display().to_string();
             require_two_classes(&rows, &source)?;
             let num_labels = rows.iter().map(|r| r.label).max().unwrap_or(0) + 1;
-            let loaded = load_classifier::<B>(&files, Some(num_labels), args.max_len, args.seed, &device)?;
+            let loaded = load_classifier::<B>(&files, Some(num_labels), max_len, seed, &device)?;
             check_labels(&rows, loaded.model.num_labels(), &source)?;
             let encoded = loaded.tokenizer.encode_all(&rows)?;
-            let config = embedding_only_config(args.seed);
+            let config = embedding_only_config(seed);
             let scores = embedding_only(&loaded.model, &encoded, loaded.tokenizer.pad_id(), &config, &device, &mut Bars::new(json))?;
             ("embedding-only", source, loaded.tokenizer, scores)
         }
@@ -157,7 +170,7 @@ fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: boo
         model: model_dir.display().to_string(),
         method,
         reference,
-        tokens: rank(&scores, &tokenizer, args.top),
+        tokens: rank(&scores, &tokenizer, args.top.unwrap_or(TOKEN_SCORES_TOP)),
         seconds: start.elapsed().as_secs_f64(),
     };
     if json {
