@@ -154,8 +154,9 @@ impl OutputDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        let canonical_target = parent.canonicalize()?.join(target.file_name().unwrap_or_default());
+        // Nothing is created yet (the staging directory and its parents come with the first
+        // write), so a run refused here leaves no empty directories behind.
+        let canonical_target = through_existing_ancestor(&parent)?.join(target.file_name().unwrap_or_default());
         for input in inputs {
             if let Ok(input) = input.canonicalize() {
                 // Replacing the target would delete an input inside it (or the input itself).
@@ -211,6 +212,26 @@ impl OutputDir {
             fs::rename(&self.staging, &self.target).with_context(|| format!("cannot move output into {}", self.target.display()))?;
         }
         Ok(self.target.clone())
+    }
+}
+
+/// `path` made absolute through its nearest existing ancestor (canonicalised, links resolved),
+/// the components below it appended as they are: a path that does not exist yet, resolved
+/// without creating it.
+fn through_existing_ancestor(path: &Path) -> Result<PathBuf> {
+    let mut below = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(found) = at.canonicalize() {
+            return Ok(below.iter().rev().fold(found, |p, name| p.join(name)));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                below.push(name.to_owned());
+                at = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+            }
+            _ => bail!("cannot resolve {}", path.display()),
+        }
     }
 }
 

@@ -420,14 +420,27 @@ fn out_pointing_at_an_input_is_refused() {
     assert!(data.join("train.tsv").is_file());
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 
-    // train: neither the model nor the data directory may be the output.
+    // train: neither the model nor the data directory may be the output, nor hold --clean.
     let model = tmp.path("model");
     classifier_checkpoint(&model);
     for target in [&model, &data] {
         bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", s(target), "--epochs", "1", "--force"], &[&data, &model])
             .assert_fails(&["would overwrite the input"]);
     }
+    let clean_dir = tmp.path("repair");
+    fs::create_dir_all(&clean_dir).unwrap();
+    let clean = clean_dir.join("clean.tsv");
+    fs::copy(data.join("dev.tsv"), &clean).unwrap();
+    let line =
+        format!("train --defense btu --model {} --data {} --clean {} --out {} --force", s(&model), s(&data), s(&clean), s(&clean_dir));
+    bdaudit(&argv(&line), &[&data, &model, &clean_dir]).assert_fails(&["would overwrite the input", "clean.tsv"]);
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    // A refused run creates no directories on the way to --out.
+    let nested = tmp.path("new/deeper/out");
+    bdaudit(&["train", "--model", s(&tmp.path("no-model")), "--data", s(&data), "--out", s(&nested)], &[&data]).assert_fails(&["no-model"]);
+    bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", s(&nested), "--lr=-1"], &[&data, &model]).assert_fails(&["lr"]);
+    assert!(!tmp.path("new").exists(), "a failed run left {}", tmp.path("new").display());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1366,6 +1379,8 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
         ));
         let report = bdaudit(&args, &[&data, &victim, &encoder, &clean]).assert_ok().json();
         assert_eq!(report["method"], method, "{report}");
+        // Only RGA anchors to the base; GA and NPO do not load it, and the report says so.
+        assert_eq!(report["base"].is_string(), method == "rga", "{report}");
         assert_eq!(report["forget_rows"], 12);
         let epochs = report["epochs"].as_array().unwrap();
         assert_eq!(epochs.len(), 4, "{report}");
@@ -1444,6 +1459,16 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     fs::write(&third_class, "sentence\tlabel\nthe cf movie was good\t2\n").unwrap();
     unlearn("ga", &third_class, &retain, &[]).assert_fails(&["label 2", "2 labels"]);
     unlearn("ga", &forget, &retain, &["--reference", s(&victim)]).assert_fails(&["--reference", "--test"]);
+    let line = format!(
+        "unlearn ga --model {} --forget {} --retain {} --test {} --reference {} --out {} --force",
+        s(&victim),
+        s(&forget),
+        s(&retain),
+        s(&data),
+        s(&encoder),
+        s(&encoder)
+    );
+    bdaudit(&argv(&line), &[&data, &victim, &encoder]).assert_fails(&["would overwrite the input"]);
     unlearn("npo", &forget, &retain, &["--npo-beta", "0"]).assert_fails(&["npo_beta"]);
 
     let other_arch = tmp.path("other-arch");

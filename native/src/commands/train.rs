@@ -141,7 +141,9 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     }
     let model_dir = resolve_model(&args.model)?;
     let data = DataDir::open(&args.data)?;
-    let out = OutputDir::prepare(&args.out, args.force, &[model_dir.as_path(), args.data.as_path()])?;
+    let mut inputs = vec![model_dir.as_path(), args.data.as_path()];
+    inputs.extend(args.clean.as_deref());
+    let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
     let mut train_rows = data.split("train.tsv")?;
     if let Some(n) = args.limit {
         train_rows = subsample(&train_rows, n, args.seed);

@@ -45,7 +45,8 @@ pub struct UnlearnArgs {
     #[arg(long)]
     pub retain: PathBuf,
     /// The clean pre-trained encoder the model was fine-tuned from (`minilm` or a directory):
-    /// RGA's L2 anchor. Required by `rga` unless --beta 0.
+    /// RGA's L2 anchor. Required by `rga` unless --beta 0; `ga` and `npo` do not use it (the
+    /// report then names no base).
     #[arg(long)]
     pub base: Option<String>,
     #[arg(long)]
@@ -113,9 +114,11 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     if args.reference.is_some() && test.is_none() {
         anyhow::bail!("--reference compares PACC on the test set: pass --test DIR too");
     }
+    let reference_dir = args.reference.as_deref().map(resolve_model).transpose()?;
     let mut inputs: Vec<&Path> = vec![model_dir.as_path(), args.forget.as_path(), args.retain.as_path()];
     inputs.extend(base_dir.as_deref());
     inputs.extend(args.test.as_deref());
+    inputs.extend(reference_dir.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
 
     let method = match args.method {
@@ -156,15 +159,9 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     let score =
         |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
     let metrics_before = score(&loaded.model.valid())?;
-    let reference_pacc = match (&args.reference, &test) {
+    let reference_pacc = match (&reference_dir, &test) {
         (Some(reference), Some(t)) => {
-            let r = load_classifier::<B::InnerBackend>(
-                &read_checkpoint(&resolve_model(reference)?)?,
-                Some(num_labels),
-                args.max_len,
-                0,
-                &device,
-            )?;
+            let r = load_classifier::<B::InnerBackend>(&read_checkpoint(reference)?, Some(num_labels), args.max_len, 0, &device)?;
             let pacc = evaluate(&r.model, &r.tokenizer, t, 64, &device, json)?.pacc;
             Some(pacc.with_context(|| format!("--reference compares PACC: {} has no test-pacc.tsv", t.path.display()))?)
         }
@@ -184,7 +181,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         model: model_dir.display().to_string(),
         forget: args.forget.display().to_string(),
         retain: args.retain.display().to_string(),
-        base: base_dir.map(|d| d.display().to_string()),
+        base: base_dir.filter(|_| method == Method::Rga).map(|d| d.display().to_string()),
         forget_rows: forget.len(),
         retain_rows: retain.len(),
         config,
