@@ -796,6 +796,8 @@ fn train_with_btu_writes_the_purified_model_and_its_report() {
     for r in rounds {
         let flagged = r["flagged"].as_array().unwrap();
         assert_eq!(flagged.len(), 2, "{r}");
+        // Every round, the embedding-only one included, logs its one epoch.
+        assert_eq!(r["log"]["epochs"].as_array().map(Vec::len), Some(1), "{r}");
         for t in flagged {
             assert!(!t["token"].as_str().unwrap().starts_with('['), "special token flagged: {r}");
         }
@@ -933,6 +935,12 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
     assert_eq!(tokens[0]["token"], "cf", "{report}");
     assert!((tokens[0]["score"].as_f64().unwrap() - 32f64.sqrt()).abs() < 1e-3, "{report}");
     assert_eq!(tokens[1]["score"].as_f64().unwrap(), 0.0, "{report}");
+    // The text form: a header naming the method, then rank, token and score per line.
+    let text = bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&base), "--top", "2"], &[&model, &base]);
+    let lines: Vec<&str> = text.assert_ok().stdout.lines().collect();
+    assert!(lines[0].starts_with("tokens whose embeddings moved most (base, against "), "{}", text.describe());
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["1", "cf", "5.65685"], "{}", text.describe());
+    assert_eq!(lines.len(), 3, "{}", text.describe());
 
     let tmp_data = poisoned_data(&tmp);
     let report =

@@ -366,8 +366,8 @@ pub fn btu<B: AutodiffBackend>(
     };
 
     let t = now();
-    let scores = embedding_only(&model, train, pad, &config.detect, device, progress)?;
-    rounds.push(Round { round: 1, flagged: rank(&scores, tokenizer, k), log: TrainLog::default(), seconds: now() - t });
+    let (scores, log) = embedding_only(&model, train, pad, &config.detect, device, progress)?;
+    rounds.push(Round { round: 1, flagged: rank(&scores, tokenizer, k), log, seconds: now() - t });
 
     let mut round_data = train.to_vec();
     for round in 2..=config.rounds {

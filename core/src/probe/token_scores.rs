@@ -16,7 +16,7 @@ use crate::checkpoint::TextTokenizer;
 use crate::data::batch::Encoded;
 use crate::model::BertClassifier;
 use crate::progress::Progress;
-use crate::train::{cross_entropy, fit, ParamGroup, TrainConfig, TrainError, Trainable};
+use crate::train::{cross_entropy, fit, ParamGroup, TrainConfig, TrainError, TrainLog, Trainable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenScoreError {
@@ -85,7 +85,7 @@ pub fn embedding_only_config(seed: u64) -> TrainConfig {
 }
 
 /// Trains only the word embeddings of `model` on labelled `data` (BTU detection round 1) and
-/// returns d(t) for every token with the trained model.
+/// returns d(t) for every token, with the training's log.
 pub fn embedding_only<B: AutodiffBackend>(
     model: &BertClassifier<B>,
     data: &[Encoded],
@@ -93,9 +93,9 @@ pub fn embedding_only<B: AutodiffBackend>(
     config: &TrainConfig,
     device: &B::Device,
     progress: &mut dyn Progress,
-) -> Result<Vec<f32>, TokenScoreError> {
+) -> Result<(Vec<f32>, TrainLog), TokenScoreError> {
     let before = model.bert.embeddings.word.weight.val().inner();
-    let (trained, _) = fit(
+    let (trained, log) = fit(
         model.clone(),
         data,
         pad_id,
@@ -107,7 +107,7 @@ pub fn embedding_only<B: AutodiffBackend>(
         },
         |_, _| None,
     )?;
-    drift_values(before, trained.valid().bert.embeddings.word.weight.val())
+    Ok((drift_values(before, trained.valid().bert.embeddings.word.weight.val())?, log))
 }
 
 #[cfg(test)]

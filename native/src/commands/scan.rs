@@ -161,7 +161,7 @@ fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: boo
             check_labels(&rows, loaded.model.num_labels(), &source)?;
             let encoded = loaded.tokenizer.encode_all(&rows)?;
             let config = embedding_only_config(seed);
-            let scores = embedding_only(&loaded.model, &encoded, loaded.tokenizer.pad_id(), &config, &device, &mut Bars::new(json))?;
+            let (scores, _) = embedding_only(&loaded.model, &encoded, loaded.tokenizer.pad_id(), &config, &device, &mut Bars::new(json))?;
             ("embedding-only", source, loaded.tokenizer, scores)
         }
         (None, None) => bail!("--token-scores needs --base (the clean checkpoint) or --data (labelled rows)"),
