@@ -291,7 +291,7 @@ async function fetchBytes(url, checkSize = null) {
     try {
       await checkSize(length);
     } catch (e) {
-      response.body?.cancel();
+      response.body?.cancel().catch(() => {});
       throw e;
     }
   }
