@@ -8,7 +8,7 @@ use bdaudit_core::data::Example;
 use bdaudit_core::eval::{argmax, logits_async};
 use bdaudit_core::probe::attention::{variance_scores_async, HeadScores};
 use bdaudit_core::probe::token_scores::{against_base_async, rank, TokenScore};
-use bdaudit_core::probe::trigger_shift::{trigger_shift_async, TriggerShift};
+use bdaudit_core::probe::trigger_shift::{insert_all, summarise, TriggerShift, TriggerShiftError};
 use bdaudit_core::progress::{Progress, Silent};
 use bdaudit_core::report::ScanReport;
 use bdaudit_core::scan::{scan_async, ScanConfig, SCAN_HEAD_SEED, SCAN_MAX_LEN};
@@ -66,10 +66,16 @@ impl<B: Backend> Session<B> {
         seed: u64,
         progress: &mut dyn Progress,
     ) -> Result<TriggerShift, WebError> {
-        let predicted = self.logits(texts, progress).await?;
-        let labelled: Vec<Example> = texts.iter().zip(&predicted).map(|(t, l)| Example { text: t.clone(), label: argmax(l) }).collect();
-        let Loaded { model, tokenizer, .. } = &self.loaded;
-        Ok(trigger_shift_async(model, tokenizer, &labelled, trigger, seed, &self.device, progress).await?)
+        if texts.is_empty() {
+            return Err(TriggerShiftError::Empty.into());
+        }
+        // The clean predictions are the labels too, so one clean pass serves both (as in the
+        // scan), not a labelling pass and then the probe's own.
+        let clean: Vec<usize> = self.logits(texts, progress).await?.iter().map(|l| argmax(l)).collect();
+        let labelled: Vec<Example> = texts.iter().zip(&clean).map(|(t, &label)| Example { text: t.clone(), label }).collect();
+        let triggered: Vec<String> = insert_all(&labelled, trigger, seed).into_iter().map(|e| e.text).collect();
+        let flipped: Vec<usize> = self.logits(&triggered, progress).await?.iter().map(|l| argmax(l)).collect();
+        Ok(summarise(trigger, &clean, &clean, &flipped, self.loaded.model.num_labels()).map_err(TriggerShiftError::from)?)
     }
 
     /// BTU's token scores alone: the `top` tokens whose embedding rows moved most from `base`.
