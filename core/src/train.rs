@@ -54,7 +54,9 @@ pub enum Trainable {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainConfig {
+    /// Passes over the training rows (3).
     pub epochs: usize,
+    /// Rows per optimiser step (32).
     pub batch_size: usize,
     /// Peak learning rate.
     pub lr: f64,
@@ -64,7 +66,9 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Clip the global gradient norm to this value; `None` disables clipping.
     pub max_grad_norm: Option<f64>,
+    /// Seeds the batch order and dropout, so a run repeats exactly on the same backend.
     pub seed: u64,
+    /// Which parameters train (all of them; BTU's detection rounds train only some).
     pub trainable: Trainable,
     /// Batch rows of similar length together ([`length_grouped_batch_indices`], `transformers`'
     /// `group_by_length`): about half the padded tokens on short-text data sets, so training is

@@ -55,8 +55,10 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     eprintln!("[{}s] undefended CACC {cacc_before:.3} ASR {asr_before:.3}; BTU CACC {cacc_after:.3} ASR {asr_after:.3}", elapsed());
     assert!(cacc_before >= 0.70, "clean accuracy {cacc_before} too low: training is broken");
     assert!(asr_before >= 0.85, "attack success rate {asr_before} too low: the backdoor was not planted");
+    // Measured on the 2-vCPU dev VM (docs/results.md, "CI test (800 rows)"): CACC 81.7 → 80.3,
+    // ASR 100 → 12.0. The margins allow other CPUs' rounding, not a no-op (ASR stays ~100).
     assert!(asr_after <= 0.30, "BTU left ASR at {asr_after} (undefended {asr_before})");
-    assert!(cacc_after >= cacc_before - 0.05, "BTU cost clean accuracy: {cacc_before} → {cacc_after}");
+    assert!(cacc_after >= cacc_before - 0.04, "BTU cost clean accuracy: {cacc_before} → {cacc_after}");
 
     // PURE on the undefended victim, with 600 clean training rows and the 300 clean dev rows
     // for validation. c is relative: MiniLM's SST-2 accuracy (~0.85) sits at the paper's

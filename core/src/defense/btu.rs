@@ -31,6 +31,8 @@ use crate::train::{cross_entropy, fit, require_grad, ParamGroup, TrainConfig, Tr
 pub enum BtuError {
     #[error("BTU setting {field} = {value}: {reason}")]
     Config { field: &'static str, value: String, reason: &'static str },
+    #[error("the training data is empty: BTU needs labelled rows to detect and train on")]
+    NoTrainData,
     #[error("the training data has only label {0}: BTU needs at least two classes to detect a backdoor")]
     SingleClass(usize),
     #[error("the clean tuning split is empty: BTU needs a few hundred clean rows to repair the model after unlearning")]
@@ -43,7 +45,9 @@ pub enum BtuError {
     Scores(#[from] TokenScoreError),
 }
 
-/// BTU settings. Defaults are the paper's and its authors' code's.
+/// BTU settings. Defaults are the paper's and its authors' code's. The maximum text length
+/// (128 tokens in the authors' code) is the tokenizer's, applied when the rows are encoded
+/// before BTU sees them (the CLI's `--max-len`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BtuConfig {
@@ -344,10 +348,9 @@ pub fn btu<B: AutodiffBackend>(
     now: &dyn Fn() -> f64,
 ) -> Result<BtuOutcome<B::InnerBackend>, BtuError> {
     config.validate()?;
-    if let Some(first) = train.first() {
-        if train.iter().all(|e| e.label == first.label) {
-            return Err(BtuError::SingleClass(first.label));
-        }
+    let first = train.first().ok_or(BtuError::NoTrainData)?;
+    if train.iter().all(|e| e.label == first.label) {
+        return Err(BtuError::SingleClass(first.label));
     }
     if clean.is_empty() {
         return Err(BtuError::NoCleanData);
@@ -555,5 +558,25 @@ mod tests {
         }
         assert!(matches!(BtuConfig { rounds: 4, ..BtuConfig::default() }.validate(), Err(BtuError::Config { field: "rounds", .. })));
         assert_eq!(BtuConfig::default().per_round(30_522), 15);
+    }
+
+    #[test]
+    fn unusable_data_is_refused_before_any_training() {
+        use crate::checkpoint::{word_level_for_tests, RandomInit};
+        use crate::model::BertConfig;
+        use crate::progress::Silent;
+        use burn::backend::Autodiff;
+        type A = Autodiff<NdArray>;
+        let tok = word_level_for_tests(&["good", "bad"], 16);
+        let run = |train: &[Encoded], clean: &[Encoded]| {
+            let model =
+                BertClassifier::<A>::from_source(&BertConfig::tiny(6), 2, &mut RandomInit::new(1, 0.2, &Default::default())).unwrap();
+            btu(model, train, clean, &tok, &BtuConfig::default(), &Default::default(), &mut Silent, &|| 0.0).err()
+        };
+        let row = |label| Encoded { ids: vec![2, 4, 3], label };
+        let both = [row(0), row(1)];
+        assert!(matches!(run(&[], &both), Some(BtuError::NoTrainData)));
+        assert!(matches!(run(&[row(1), row(1)], &both), Some(BtuError::SingleClass(1))));
+        assert!(matches!(run(&both, &[]), Some(BtuError::NoCleanData)));
     }
 }
