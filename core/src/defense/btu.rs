@@ -476,7 +476,10 @@ pub fn btu<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::NdArray;
+    use crate::checkpoint::{word_level_for_tests, RandomInit};
+    use crate::model::BertConfig;
+    use crate::progress::Silent;
+    use burn::backend::{Autodiff, NdArray};
 
     fn values(t: Tensor<NdArray, 2>) -> Vec<Vec<f32>> {
         let [rows, cols] = t.dims();
@@ -562,10 +565,6 @@ mod tests {
 
     #[test]
     fn unusable_data_is_refused_before_any_training() {
-        use crate::checkpoint::{word_level_for_tests, RandomInit};
-        use crate::model::BertConfig;
-        use crate::progress::Silent;
-        use burn::backend::Autodiff;
         type A = Autodiff<NdArray>;
         let tok = word_level_for_tests(&["good", "bad"], 16);
         let run = |train: &[Encoded], clean: &[Encoded]| {
