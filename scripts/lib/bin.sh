@@ -10,6 +10,11 @@ else
 fi
 bd() { "$BIN" "$@" --device "$DEVICE"; }
 
+# GROUP_BY_LENGTH=1: the scripts pass "${grouped[@]}" to the defender's fine-tunes, which then
+# batch rows of similar length together (`--group-by-length`, 1.6x faster on a CPU).
+grouped=()
+if [[ -n "${GROUP_BY_LENGTH:-}" ]]; then grouped=(--group-by-length); fi
+
 # Poisons data directory $2 with attack $1 as the BTU table does (10%, target 1, seed $3) into
 # $4; scripts/results-floor scores clean models on the same triggered test sets.
 btu_attack() {
