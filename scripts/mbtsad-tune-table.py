@@ -19,7 +19,13 @@ if not reports:
     sys.exit(f"no reports in {work}")
 print(machine_line())
 first = reports[0]
-print(f"{first['mbtsad']['clean_rows']} clean rows ({first['mbtsad']['augmented_rows']} split texts); "
+# One report retrained the teacher; the others were given it (`--teacher`) and carry no recipe.
+trained = [r for r in reports if r["mbtsad"]["teacher_log"] is not None]
+recipe = ""
+if trained:
+    t = trained[0]["mbtsad"]
+    recipe = f"teacher {t['config']['teacher']['epochs']} epochs at lr {lr(t['config']['teacher']['lr'])} ({t['teacher_seconds']:.0f} s); "
+print(f"{first['mbtsad']['clean_rows']} clean rows ({first['mbtsad']['augmented_rows']} split texts); {recipe}"
       f"scored on dev: {first['metrics']['n_clean']} rows clean, {first['metrics']['n_asr']} triggered.\n")
 print("| model | α | β | distillation lr | epochs | dev CACC | dev ASR | distillation (s) |")
 print("|---|---|---|---|---|---|---|---|")

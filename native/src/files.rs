@@ -173,18 +173,27 @@ impl OutputDir {
         Ok(OutputDir { target: target.to_path_buf(), staging, force })
     }
 
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        fs::create_dir_all(&self.staging).with_context(|| format!("cannot create {}", self.staging.display()))?;
+    /// Writes `name`, a path relative to the output directory (subdirectories are created).
+    pub fn write(&self, name: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         let path = self.staging.join(name);
+        let dir = path.parent().unwrap_or(&self.staging);
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Writes a Hugging Face checkpoint's three files into the subdirectory `dir` ("" for the
+    /// output directory itself).
+    pub fn write_checkpoint(&self, dir: &str, files: &CheckpointFiles) -> Result<()> {
+        let at = Path::new(dir);
+        self.write(at.join("model.safetensors"), &files.model)?;
+        self.write(at.join("config.json"), &files.config)?;
+        self.write(at.join("tokenizer.json"), &files.tokenizer)
     }
 
     /// Writes a Hugging Face checkpoint directory's three files and `report.json`, moves the
     /// directory into place, and with `--json` prints the report as the command's output.
     pub fn commit_checkpoint<T: serde::Serialize>(self, files: &CheckpointFiles, report: &T, json: bool) -> Result<PathBuf> {
-        self.write("model.safetensors", &files.model)?;
-        self.write("config.json", &files.config)?;
-        self.write("tokenizer.json", &files.tokenizer)?;
+        self.write_checkpoint("", files)?;
         self.write_json("report.json", report)?;
         let dir = self.commit()?;
         if json {

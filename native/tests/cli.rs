@@ -1136,7 +1136,7 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     let out = tmp.path("purified");
     let args = argv(&format!(
         "purify mbtsad --model {} --clean {} --clean-fraction 0.5 --test {} --out {} --epochs 1 --distill-epochs 2 \
-         --batch-size 8 --lr 1e-3 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --json",
+         --batch-size 8 --lr 1e-3 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --save-teacher --json",
         s(&model),
         s(&clean),
         s(&poisoned),
@@ -1169,8 +1169,35 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     for key in ["augment_seconds", "teacher_seconds", "distill_seconds"] {
         assert!(m[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {m}");
     }
-    assert_eq!(file_names(&out), ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+    assert_eq!(file_names(&out), ["config.json", "model.safetensors", "report.json", "teacher", "tokenizer.json"]);
+    assert_eq!(file_names(&out.join("teacher")), ["config.json", "model.safetensors", "tokenizer.json"]);
     assert_eq!(read_json(&out.join("report.json"))["mbtsad"], *m);
+    assert!(report["teacher"].is_null(), "{report}");
+
+    // The saved teacher given back: no retraining, and the same distillation to the last digit.
+    let teacher = out.join("teacher");
+    let again = tmp.path("again");
+    let reuse = argv(&format!(
+        "purify mbtsad --model {} --clean {} --clean-fraction 0.5 --test {} --out {} --teacher {} --distill-epochs 2          --batch-size 8 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --json",
+        s(&model),
+        s(&clean),
+        s(&poisoned),
+        s(&again),
+        s(&teacher)
+    ));
+    let reused = bdaudit(&reuse, &[&clean, &poisoned, &model, &teacher]).assert_ok().json();
+    assert!(reused["mbtsad"]["teacher_log"].is_null(), "{reused}");
+    assert_eq!(reused["teacher"].as_str(), Some(s(&teacher)), "{reused}");
+    for key in ["metrics_teacher", "metrics"] {
+        assert_eq!(reused[key], report[key], "{key}");
+    }
+    assert_eq!(reused["mbtsad"]["distill_epochs"], m["distill_epochs"]);
+    assert_eq!(file_names(&again), ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+    let with_lr = [&reuse[..], &argv("--lr 1e-3 --force")].concat();
+    let refused = bdaudit(&with_lr, &[&clean, &poisoned, &model, &teacher]);
+    // A usage error (clap's exit code 2), naming both options.
+    assert_eq!(refused.code, Some(2), "{}", refused.describe());
+    assert!(["cannot be used with", "--teacher", "--lr"].iter().all(|n| refused.stderr.contains(n)), "{}", refused.describe());
 
     // bdaudit reads the purified model back and scores exactly what purify measured.
     let eval = bdaudit(&["eval", "--model", s(&out), "--data", s(&poisoned), "--json"], &[&out, &poisoned]).assert_ok().json();
@@ -1245,6 +1272,13 @@ fn purify_mbtsad_rejects_bad_input_writing_nothing() {
     let encoder = tmp.path("encoder");
     write_checkpoint(&encoder, &[], |_| {});
     purify(&[], &clean, &encoder).assert_fails(&["classifier.weight"]);
+
+    // A given teacher must classify into the suspect's classes.
+    let three = tmp.path("three-classes");
+    write_checkpoint(&three, &["a", "b", "c"], |_| {});
+    let args =
+        argv(&format!("purify mbtsad --model {} --clean {} --out {} --teacher {} --max-len 16", s(&model), s(&clean), s(&out), s(&three)));
+    bdaudit(&args, &[&clean, &model, &three]).assert_fails(&["teacher", "three-classes"]);
 
     assert!(!out.exists());
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));

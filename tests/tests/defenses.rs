@@ -18,7 +18,7 @@
 
 use bdaudit_core::data::subsample;
 use bdaudit_core::defense::btu::{btu, BtuConfig};
-use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig};
+use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, Teacher};
 use bdaudit_core::defense::pure::{pure, PureConfig, ThresholdMode};
 use bdaudit_core::model::BertClassifier;
 use bdaudit_core::progress::Silent;
@@ -96,7 +96,7 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
         c.group_by_length = true;
     }
     let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
-    let purified = mbtsad(suspect, &setup.clean_train(), tok, &mbtsad_config, &device, &mut Silent, &|| 0.0).unwrap();
+    let purified = mbtsad(suspect, Teacher::Retrain, &setup.clean_train(), tok, &mbtsad_config, &device, &mut Silent, &|| 0.0).unwrap();
     assert_eq!(purified.report.clean_rows, 245);
     let (cacc_ts, asr_ts) = setup.score(&purified.teacher);
     let (cacc_mbtsad, asr_mbtsad) = setup.score(&purified.purified);

@@ -12,6 +12,9 @@
 //!    split texts with eq. 1, L = L_a + α·L_cls + β·L_h ([`attention_loss`], [`hidden_loss`],
 //!    cross-entropy), the teacher frozen (lr 5e-4 in the paper).
 //!
+//! A teacher retrained earlier can be passed instead of retraining one ([`Teacher::Given`]), so
+//! several distillation settings are compared against one teacher.
+//!
 //! No public code exists; where the paper is silent (epochs, batch size, α and β, averaging
 //! over a batch, padding) the choice is documented at the item.
 
@@ -301,8 +304,8 @@ pub struct MbtsadReport {
     pub clean_rows: usize,
     /// Split variants trained on (`clean_rows` × N).
     pub augmented_rows: usize,
-    /// Step 1, the teacher (TS-FT).
-    pub teacher_log: TrainLog,
+    /// Step 1, the teacher (TS-FT); `None` when the teacher was given.
+    pub teacher_log: Option<TrainLog>,
     /// Step 2; each epoch's `mean_loss` is eq. 1's total.
     pub distill_log: TrainLog,
     /// Step 2's terms per epoch.
@@ -311,6 +314,17 @@ pub struct MbtsadReport {
     pub augment_seconds: f64,
     pub teacher_seconds: f64,
     pub distill_seconds: f64,
+}
+
+/// Where the teacher M_p comes from.
+pub enum Teacher<B: Backend> {
+    /// Retrain the suspect on the split texts with `config.teacher` (the paper's step 1).
+    Retrain,
+    /// A teacher retrained before, from the same suspect on the same clean rows and splits
+    /// (the caller's duty: its weights carry no record of them). Step 1 is skipped and
+    /// `config.teacher` unused. Retraining with the same settings and seed gives the same
+    /// teacher (bit for bit on the CPU), so this repeats such a run without its step 1.
+    Given(BertClassifier<B>),
 }
 
 /// The teacher (the suspect retrained on split texts: the "TS-FT" baseline) and the purified
@@ -328,6 +342,7 @@ pub struct MbtsadOutcome<B: Backend> {
 #[allow(clippy::too_many_arguments)]
 pub fn mbtsad<B: AutodiffBackend>(
     model: BertClassifier<B>,
+    teacher: Teacher<B::InnerBackend>,
     clean: &[Example],
     tokenizer: &TextTokenizer,
     config: &MbtsadConfig,
@@ -336,6 +351,9 @@ pub fn mbtsad<B: AutodiffBackend>(
     now: &dyn Fn() -> f64,
 ) -> Result<MbtsadOutcome<B::InnerBackend>, MbtsadError> {
     config.validate()?;
+    if let Teacher::Given(given) = &teacher {
+        check_compatible(given, &model)?;
+    }
     check_splittable(clean)?;
     let t = now();
     let rows = subsample(clean, config.clean_rows(clean.len()), config.split.seed);
@@ -348,8 +366,13 @@ pub fn mbtsad<B: AutodiffBackend>(
     let pad = tokenizer.pad_id();
 
     let t = now();
-    let (teacher, teacher_log) = train(model.clone(), &augmented, pad, &config.teacher, device, progress, |_, _| None)?;
-    let teacher = teacher.valid();
+    let (teacher, teacher_log) = match teacher {
+        Teacher::Retrain => {
+            let (trained, log) = train(model.clone(), &augmented, pad, &config.teacher, device, progress, |_, _| None)?;
+            (trained.valid(), Some(log))
+        }
+        Teacher::Given(given) => (given, None),
+    };
     let teacher_seconds = now() - t;
 
     let t = now();
@@ -522,10 +545,10 @@ mod tests {
             clock.set(clock.get() + 1.0);
             clock.get()
         };
-        let out = mbtsad(model, &clean(32), &tokenizer, &config, &Default::default(), &mut Silent, &now).unwrap();
+        let out = mbtsad(model, Teacher::Retrain, &clean(32), &tokenizer, &config, &Default::default(), &mut Silent, &now).unwrap();
         let r = &out.report;
         assert_eq!((r.available_rows, r.clean_rows, r.augmented_rows), (32, 16, 48));
-        assert_eq!(r.teacher_log.epochs.len(), 3);
+        assert_eq!(r.teacher_log.as_ref().map(|l| l.epochs.len()), Some(3));
         assert_eq!(r.distill_epochs.len(), 3);
         assert_eq!((r.augment_seconds, r.teacher_seconds, r.distill_seconds), (1.0, 1.0, 1.0));
         let total = |e: &DistillEpoch| e.attention_loss + config.alpha * e.cls_loss + config.beta * e.hidden_loss;
@@ -536,6 +559,23 @@ mod tests {
         let (first, last) = (&r.distill_log.epochs[0], &r.distill_log.epochs[2]);
         assert!(last.mean_loss < first.mean_loss, "{:?}", r.distill_epochs);
         check_compatible(&out.teacher, &out.purified).unwrap();
+
+        // The same teacher given back: step 1 is skipped and the distillation repeats exactly.
+        let again = mbtsad(
+            tiny::<A>(&BertConfig::tiny(30), 7),
+            Teacher::Given(out.teacher.clone()),
+            &clean(32),
+            &tokenizer,
+            &config,
+            &Default::default(),
+            &mut Silent,
+            &|| 0.0,
+        )
+        .unwrap();
+        assert!(again.report.teacher_log.is_none());
+        assert_eq!(again.report.distill_epochs, out.report.distill_epochs);
+        let weights = |m: &BertClassifier<B>| m.bert.embeddings.word.weight.val().into_data().to_vec::<f32>().unwrap();
+        assert_eq!(weights(&again.purified), weights(&out.purified));
     }
 
     #[test]
@@ -543,7 +583,7 @@ mod tests {
         let tokenizer = word_level_for_tests(&WORDS, 16);
         let d = Default::default();
         let run = |config: &MbtsadConfig, rows: &[Example]| {
-            mbtsad(tiny::<A>(&BertConfig::tiny(30), 1), rows, &tokenizer, config, &d, &mut Silent, &|| 0.0).err().unwrap()
+            mbtsad(tiny::<A>(&BertConfig::tiny(30), 1), Teacher::Retrain, rows, &tokenizer, config, &d, &mut Silent, &|| 0.0).err().unwrap()
         };
         for f in [0.0, 1.5, -0.2, f64::NAN] {
             let config = MbtsadConfig { clean_fraction: f, ..MbtsadConfig::default() };
@@ -564,6 +604,13 @@ mod tests {
         assert!(matches!(run(&MbtsadConfig::default(), &[]), MbtsadError::NoCleanData));
         let one_class: Vec<Example> = clean(10).into_iter().map(|e| Example { label: 0, ..e }).collect();
         assert!(matches!(run(&MbtsadConfig::default(), &one_class), MbtsadError::SingleClass { label: 0, rows: 2 }));
+
+        // A given teacher of another shape is refused before any work.
+        let deeper = tiny::<B>(&BertConfig { num_hidden_layers: 3, ..BertConfig::tiny(30) }, 1);
+        let given = Teacher::Given(deeper);
+        let err =
+            mbtsad(tiny::<A>(&BertConfig::tiny(30), 1), given, &clean(10), &tokenizer, &MbtsadConfig::default(), &d, &mut Silent, &|| 0.0);
+        assert!(matches!(err.err().unwrap(), MbtsadError::Mismatch { what, .. } if what == "layers"));
     }
 
     #[test]

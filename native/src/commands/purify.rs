@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
 use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample};
-use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport};
+use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport, Teacher};
 use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, PureReport, ThresholdMode};
 use bdaudit_core::metrics::EvalMetrics;
 use burn::tensor::backend::AutodiffBackend;
@@ -132,6 +132,14 @@ pub struct MbtsadArgs {
     /// Token-split variants made of each clean text (the paper: 3).
     #[arg(long, default_value_t = MbtsadConfig::default().split.variants)]
     pub variants: usize,
+    /// A teacher checkpoint to distil from instead of retraining one, e.g. the `teacher/` that
+    /// --save-teacher wrote in an earlier run on the same suspect, clean data, fraction and
+    /// seed: compares distillation settings against one teacher. --epochs and --lr are unused.
+    #[arg(long, conflicts_with_all = ["epochs", "lr"])]
+    pub teacher: Option<String>,
+    /// Also write the teacher to <out>/teacher/ (a checkpoint like the purified one).
+    #[arg(long)]
+    pub save_teacher: bool,
     /// Epochs of retraining the suspect into the teacher.
     #[arg(long, default_value_t = MbtsadConfig::default().teacher.epochs)]
     pub epochs: usize,
@@ -293,6 +301,8 @@ struct MbtsadPurifyReport {
     clean: String,
     /// The suspect model as downloaded.
     metrics_suspect: Option<EvalMetrics>,
+    /// The teacher's checkpoint when --teacher gave one (else it was retrained here).
+    teacher: Option<String>,
     /// The teacher: the suspect retrained on the split texts (the paper's "TS-FT" baseline).
     metrics_teacher: Option<EvalMetrics>,
     /// The purified student written to --out.
@@ -306,10 +316,10 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     let model_dir = resolve_model(&args.model)?;
     let clean = DataDir::open(&args.clean)?;
     let test = args.test.as_deref().map(DataDir::open).transpose()?;
+    let teacher_dir = args.teacher.as_deref().map(resolve_model).transpose()?;
     let mut inputs: Vec<&Path> = vec![model_dir.as_path(), args.clean.as_path()];
-    if let Some(t) = &args.test {
-        inputs.push(t);
-    }
+    inputs.extend(args.test.as_deref());
+    inputs.extend(teacher_dir.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
 
     let mut config = MbtsadConfig::with_seed(args.seed);
@@ -331,22 +341,35 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     let loaded = load_classifier::<B>(&files, None, args.max_len, args.seed, &device)?;
     check_labels(&rows, loaded.model.num_labels(), &source)?;
     let tokenizer = &loaded.tokenizer;
+    let teacher = match &teacher_dir {
+        None => Teacher::Retrain,
+        Some(dir) => {
+            let files = read_checkpoint(dir)?;
+            let given = load_classifier::<B::InnerBackend>(&files, Some(loaded.model.num_labels()), args.max_len, args.seed, &device)
+                .with_context(|| format!("teacher {}", dir.display()))?;
+            Teacher::Given(given.model)
+        }
+    };
 
     let score =
         |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
     let clock = Instant::now();
     let now = || clock.elapsed().as_secs_f64();
-    let outcome = mbtsad(loaded.model, &rows, tokenizer, &config, &device, &mut Bars::new(json), &now)
+    let outcome = mbtsad(loaded.model, teacher, &rows, tokenizer, &config, &device, &mut Bars::new(json), &now)
         .with_context(|| format!("MBTSAD with {source}"))?;
     let metrics_teacher = score(&outcome.teacher)?;
     let metrics = score(&outcome.purified)?;
 
+    if args.save_teacher {
+        out.write_checkpoint("teacher", &save_classifier(&outcome.teacher, &loaded.config, tokenizer, &loaded.labels)?)?;
+    }
     let written = save_classifier(&outcome.purified, &loaded.config, tokenizer, &loaded.labels)?;
     let report = MbtsadPurifyReport {
         method: "mbtsad",
         model: model_dir.display().to_string(),
         clean: args.clean.display().to_string(),
+        teacher: teacher_dir.map(|d| d.display().to_string()),
         metrics_suspect,
         metrics_teacher,
         metrics,
@@ -359,8 +382,14 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     }
     let m = &report.mbtsad;
     println!("{} of {} clean rows, {} split texts", m.clean_rows, m.available_rows, m.augmented_rows);
-    for e in &m.teacher_log.epochs {
-        println!("teacher epoch {}: loss {:.4}", e.epoch, e.mean_loss);
+    match (&m.teacher_log, &report.teacher) {
+        (Some(log), _) => {
+            for e in &log.epochs {
+                println!("teacher epoch {}: loss {:.4}", e.epoch, e.mean_loss);
+            }
+        }
+        (None, Some(dir)) => println!("teacher: {dir}"),
+        (None, None) => {}
     }
     for (e, total) in m.distill_epochs.iter().zip(&m.distill_log.epochs) {
         println!(
