@@ -1278,7 +1278,16 @@ fn purify_mbtsad_rejects_bad_input_writing_nothing() {
     write_checkpoint(&three, &["a", "b", "c"], |_| {});
     let args =
         argv(&format!("purify mbtsad --model {} --clean {} --out {} --teacher {} --max-len 16", s(&model), s(&clean), s(&out), s(&three)));
-    bdaudit(&args, &[&clean, &model, &three]).assert_fails(&["teacher", "three-classes"]);
+    bdaudit(&args, &[&clean, &model, &three]).assert_fails(&["teacher", "three-classes", "3 classes"]);
+    // A pre-trained encoder is no teacher: it has no classifier.
+    let args = argv(&format!(
+        "purify mbtsad --model {} --clean {} --out {} --teacher {} --max-len 16",
+        s(&model),
+        s(&clean),
+        s(&out),
+        s(&encoder)
+    ));
+    bdaudit(&args, &[&clean, &model, &encoder]).assert_fails(&["teacher", "classifier.weight"]);
 
     assert!(!out.exists());
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));

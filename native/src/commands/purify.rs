@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
 use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport, Teacher};
@@ -344,9 +344,15 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     let teacher = match &teacher_dir {
         None => Teacher::Retrain,
         Some(dir) => {
+            // No head count asked for: a checkpoint without a classifier is refused, not given a
+            // random head (the teacher is the suspect retrained, so it has the suspect's head).
             let files = read_checkpoint(dir)?;
-            let given = load_classifier::<B::InnerBackend>(&files, Some(loaded.model.num_labels()), args.max_len, args.seed, &device)
+            let given = load_classifier::<B::InnerBackend>(&files, None, args.max_len, args.seed, &device)
                 .with_context(|| format!("teacher {}", dir.display()))?;
+            let (classes, expected) = (given.model.num_labels(), loaded.model.num_labels());
+            if classes != expected {
+                bail!("the teacher {} classifies into {classes} classes, the suspect into {expected}", dir.display());
+            }
             Teacher::Given(given.model)
         }
     };
