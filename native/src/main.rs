@@ -2,6 +2,8 @@
 //! backend, draws progress bars and writes outputs atomically.
 
 mod bar;
+#[cfg(feature = "openblas")]
+mod blas;
 mod commands;
 mod files;
 mod plot;
@@ -12,7 +14,7 @@ use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use commands::{attack, bench, demo, eval, predict, purify, scan, train, unlearn};
+use commands::{attack, bench, demo, eval, info, predict, purify, scan, train, unlearn};
 
 #[derive(Parser)]
 #[command(name = "bdaudit", version, about = "Find and remove backdoors in BERT-family text classifiers")]
@@ -50,6 +52,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Time a forward pass and a training step (compare with scripts/bench).
     Bench(bench::BenchArgs),
+    /// The devices this build runs on and the BLAS kernels its CPU backend uses.
+    Info,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -73,6 +77,7 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
         Command::Predict(args) => predict::run::<B::InnerBackend>(args, device, json),
         Command::Demo(args) => demo::run::<B>(args, device),
         Command::Bench(args) => bench::run::<B>(args, device, json),
+        Command::Info => info::run(json),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
@@ -119,6 +124,8 @@ fn cuda_available() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "openblas")]
+    blas::restart_with_better_kernels();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -1580,3 +1580,35 @@ fn demo_writes_its_data_a_poisoned_set_and_a_victim_and_needs_force_to_run_again
     demo("--force").assert_ok();
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 }
+
+/// OpenBLAS falls back to generic SSE3 kernels ("Prescott") on CPUs newer than it; bdaudit then
+/// restarts itself with specific ones (`native/src/blas.rs`), and leaves a caller's own choice
+/// alone (no restart, so no loop).
+#[cfg(all(feature = "openblas", target_arch = "x86_64"))]
+#[test]
+fn info_reports_specific_openblas_kernels_and_keeps_a_callers_choice() {
+    let info = |coretype: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bdaudit"));
+        cmd.args(["info", "--json"]).stdin(Stdio::null());
+        match coretype {
+            Some(c) => cmd.env("OPENBLAS_CORETYPE", c),
+            None => cmd.env_remove("OPENBLAS_CORETYPE"),
+        };
+        let output = cmd.output().expect("run bdaudit");
+        let run = Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        run.assert_ok();
+        run.json()
+    };
+    let auto = info(None);
+    assert!(auto["devices"].as_array().unwrap().contains(&json!("cpu")), "{auto}");
+    let core = auto["openblas"]["core"].as_str().unwrap_or_else(|| panic!("no OpenBLAS core: {auto}"));
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert_ne!(core, "Prescott", "generic kernels on a CPU with AVX2: {auto}");
+    }
+    let forced = info(Some("Prescott"));
+    assert_eq!(forced["openblas"], json!({"core": "Prescott", "coretype": "Prescott"}), "{forced}");
+}

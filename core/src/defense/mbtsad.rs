@@ -324,7 +324,7 @@ pub enum Teacher<B: Backend> {
     /// (the caller's duty: its weights carry no record of them). Step 1 is skipped and
     /// `config.teacher` unused. Retraining with the same settings and seed gives the same
     /// teacher (bit for bit on the CPU), so this repeats such a run without its step 1.
-    Given(BertClassifier<B>),
+    Given(Box<BertClassifier<B>>),
 }
 
 /// The teacher (the suspect retrained on split texts: the "TS-FT" baseline) and the purified
@@ -371,7 +371,7 @@ pub fn mbtsad<B: AutodiffBackend>(
             let (trained, log) = train(model.clone(), &augmented, pad, &config.teacher, device, progress, |_, _| None)?;
             (trained.valid(), Some(log))
         }
-        Teacher::Given(given) => (given, None),
+        Teacher::Given(given) => (*given, None),
     };
     let teacher_seconds = now() - t;
 
@@ -563,7 +563,7 @@ mod tests {
         // The same teacher given back: step 1 is skipped and the distillation repeats exactly.
         let again = mbtsad(
             tiny::<A>(&BertConfig::tiny(30), 7),
-            Teacher::Given(out.teacher.clone()),
+            Teacher::Given(Box::new(out.teacher.clone())),
             &clean(32),
             &tokenizer,
             &config,
@@ -607,7 +607,7 @@ mod tests {
 
         // A given teacher of another shape is refused before any work.
         let deeper = tiny::<B>(&BertConfig { num_hidden_layers: 3, ..BertConfig::tiny(30) }, 1);
-        let given = Teacher::Given(deeper);
+        let given = Teacher::Given(Box::new(deeper));
         let err =
             mbtsad(tiny::<A>(&BertConfig::tiny(30), 1), given, &clean(10), &tokenizer, &MbtsadConfig::default(), &d, &mut Silent, &|| 0.0);
         assert!(matches!(err.err().unwrap(), MbtsadError::Mismatch { what, .. } if what == "layers"));

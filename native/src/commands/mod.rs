@@ -3,6 +3,7 @@ pub mod batching;
 pub mod bench;
 pub mod demo;
 pub mod eval;
+pub mod info;
 pub mod predict;
 pub mod purify;
 pub mod scan;

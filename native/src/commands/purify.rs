@@ -353,7 +353,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
             if classes != expected {
                 bail!("the teacher {} classifies into {classes} classes, the suspect into {expected}", dir.display());
             }
-            Teacher::Given(given.model)
+            Teacher::Given(Box::new(given.model))
         }
     };
 
