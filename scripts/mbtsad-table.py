@@ -21,6 +21,7 @@ for name in sorted(os.listdir(work)):
         "TS-FT": m["metrics_teacher"],
         "MBTSAD": m["metrics"],
         "clean rows": m["mbtsad"]["clean_rows"],
+        "recipe": (m["mbtsad"]["config"]["teacher"]["lr"], m["mbtsad"]["config"]["distill"]["epochs"]),
         "seconds": {k: m["mbtsad"][f"{k}_seconds"] for k in ["augment", "teacher", "distill"]},
     })
 
@@ -31,10 +32,12 @@ for (ds, attack), rs in runs.items():
     for defense in ["none", "FT", "TS-FT", "MBTSAD"]:
         metrics = [r[defense] for r in rs]
         print(f"| {ds} | {attack} | {defense} | {len(rs)} | {ms([m['cacc'] for m in metrics])} | {ms([m['asr'] for m in metrics])} |")
-print("\nPer run: the defender's clean rows (before splitting), seconds per MBTSAD stage.\n")
-print("| data | attack | seed | clean rows | stages (s) |")
-print("|---|---|---|---|---|")
+print("\nPer run: the defender's clean rows (before splitting), the teacher's learning rate, the")
+print("distillation epochs, seconds per MBTSAD stage.\n")
+print("| data | attack | seed | clean rows | teacher lr | distill epochs | stages (s) |")
+print("|---|---|---|---|---|---|---|")
 for (ds, attack), rs in runs.items():
     for r in rs:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
-        print(f"| {ds} | {attack} | {r['seed']} | {r['clean rows']} | {stages} |")
+        lr, epochs = r["recipe"]
+        print(f"| {ds} | {attack} | {r['seed']} | {r['clean rows']} | {lr:g} | {epochs} | {stages} |")

@@ -388,14 +388,12 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     }
     let m = &report.mbtsad;
     println!("{} of {} clean rows, {} split texts", m.clean_rows, m.available_rows, m.augmented_rows);
-    match (&m.teacher_log, &report.teacher) {
-        (Some(log), _) => {
-            for e in &log.epochs {
-                println!("teacher epoch {}: loss {:.4}", e.epoch, e.mean_loss);
-            }
-        }
-        (None, Some(dir)) => println!("teacher: {dir}"),
-        (None, None) => {}
+    // One of the two: a retrained teacher has a log, a given one a directory.
+    for e in m.teacher_log.iter().flat_map(|log| &log.epochs) {
+        println!("teacher epoch {}: loss {:.4}", e.epoch, e.mean_loss);
+    }
+    if let Some(dir) = &report.teacher {
+        println!("teacher: {dir}");
     }
     for (e, total) in m.distill_epochs.iter().zip(&m.distill_log.epochs) {
         println!(
