@@ -92,6 +92,9 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     let mut mbtsad_config = MbtsadConfig::with_seed(1);
     mbtsad_config.clean_fraction = 0.34;
     mbtsad_config.teacher.lr = 1e-4;
+    // The margins below were measured with 3 distillation epochs (the default is now 1, chosen
+    // on full-size SST-2 dev; not yet measured at this size).
+    mbtsad_config.distill.epochs = 3;
     for c in [&mut mbtsad_config.teacher, &mut mbtsad_config.distill] {
         c.group_by_length = true;
     }

@@ -65,9 +65,10 @@ pub struct MbtsadConfig {
     /// Step 1, retraining the suspect on the split texts into the teacher (paper: lr 2e-5;
     /// epochs and batch size not given: 3 and 32, the setting the four papers share).
     pub teacher: TrainConfig,
-    /// Step 2, the distillation (paper: lr 5e-4; epochs and batch size not given: 3 and 32).
-    /// 5e-4 is 25 times the usual BERT fine-tuning rate; it is kept because the paper's
-    /// results were obtained with it, and `--distill-lr` lowers it.
+    /// Step 2, the distillation (paper: lr 5e-4; epochs and batch size not given: 1 and 32).
+    /// One epoch was chosen on SST-2 dev with MiniLM-L6 (docs/results.md): after one epoch dev
+    /// ASR was 21.50, after two or three it was higher. 5e-4 is 25 times the usual BERT
+    /// fine-tuning rate; it is kept because the paper's results were obtained with it.
     pub distill: TrainConfig,
     /// α of eq. 1, the weight of L_cls. The paper tunes α per attack and publishes no value;
     /// 1 weighs the three terms equally, as TinyBERT's unweighted sum that MBTSAD builds on.
@@ -89,7 +90,7 @@ impl MbtsadConfig {
             clean_fraction: 0.2,
             split: SplitConfig { seed, ..SplitConfig::default() },
             teacher: TrainConfig { seed, ..TrainConfig::default() },
-            distill: TrainConfig { lr: 5e-4, seed, ..TrainConfig::default() },
+            distill: TrainConfig { epochs: 1, lr: 5e-4, seed, ..TrainConfig::default() },
             alpha: 1.0,
             beta: 1.0,
         }
