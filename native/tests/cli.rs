@@ -107,6 +107,16 @@ impl Run {
     }
 }
 
+impl From<std::process::Output> for Run {
+    fn from(output: std::process::Output) -> Self {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs `bdaudit args…`, asserting that none of `inputs` (directories) changed.
 fn bdaudit<S: AsRef<str> + std::fmt::Debug>(args: &[S], inputs: &[&Path]) -> Run {
     let before: Vec<_> = inputs.iter().map(|p| snapshot(p)).collect();
@@ -115,11 +125,7 @@ fn bdaudit<S: AsRef<str> + std::fmt::Debug>(args: &[S], inputs: &[&Path]) -> Run
         .stdin(Stdio::null())
         .output()
         .expect("run bdaudit");
-    let run = Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    };
+    let run = Run::from(output);
     for (input, before) in inputs.iter().zip(before) {
         assert!(before == snapshot(input), "bdaudit {args:?} modified its input {}:\n{}", input.display(), run.describe());
     }
@@ -1594,12 +1600,7 @@ fn info_reports_specific_openblas_kernels_and_keeps_a_callers_choice() {
             Some(c) => cmd.env("OPENBLAS_CORETYPE", c),
             None => cmd.env_remove("OPENBLAS_CORETYPE"),
         };
-        let output = cmd.output().expect("run bdaudit");
-        let run = Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        };
+        let run = Run::from(cmd.output().expect("run bdaudit"));
         run.assert_ok();
         run.json()
     };
