@@ -67,3 +67,14 @@ for i in sorted(keep):
     print(rows[i])
 PY
 }
+
+# Exits with a message when the recipe file $1 records another recipe than $2 (a missing file
+# counts as another): outputs made under two recipes are not mixed. $3 says what to do instead.
+require_recipe() {
+  local have
+  have="$(cat "$1" 2>/dev/null || echo unrecorded)"
+  if [[ "$have" != "$2" ]]; then
+    echo "$(basename "$0"): $(dirname "$1") was made with $have, not $2; $3" >&2
+    exit 1
+  fi
+}
