@@ -4,16 +4,18 @@ as a ratio to the first PyTorch row of the same batch and sequence length.
     bench-table.py ROWS.jsonl
 """
 import json
-import os
-import platform
 import sys
+
+from tables import machine, openblas_core
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 torch = {}
 for r in rows:
     if r["backend"].startswith("pytorch"):
         torch.setdefault((r["batch"], r["seq"]), r)
-print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; best of the timed runs.\n")
+core = openblas_core()
+kernels = f"; OpenBLAS {core} kernels" if core else ""
+print(f"Machine: {machine()}{kernels}; best of the timed runs.\n")
 print("| backend | batch × seq | forward ms | train step ms | forward vs PyTorch | step vs PyTorch |")
 print("|---|---|---|---|---|---|")
 for r in rows:

@@ -1,4 +1,5 @@
 """Shared pieces of the results-table scripts (scripts/*-table.py)."""
+import json
 import os
 import platform
 import statistics
@@ -13,18 +14,38 @@ def mean_std(values):
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def machine_line():
+def machine():
+    """This machine's CPU model, CPU count and architecture."""
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    return f"{cpu}, {os.cpu_count()} CPUs, {platform.machine()}"
+
+
+def machine_line():
     device = os.environ.get("DEVICE", "cpu")
     if device == "cuda":
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                              capture_output=True, text=True).stdout.strip() or "?"
         backend = f"burn-cuda on {gpu}"
     elif device == "cpu":
-        backend = "ndarray + OpenBLAS backend"
+        core = openblas_core()
+        backend = f"ndarray + OpenBLAS ({core} kernels) backend" if core else "ndarray + OpenBLAS backend"
     else:
         backend = f"{device} backend"
-    return f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.machine()}; {backend}.\n"
+    return f"Machine: {machine()}; {backend}.\n"
+
+
+def openblas_core():
+    """The OpenBLAS kernels `bdaudit info` reports on this machine (BDAUDIT_BIN, which
+    scripts/lib/bin.sh exports), or None: CPU times depend on them (the generic fallback
+    trains half as fast, docs/benchmarks.md)."""
+    binary = os.environ.get("BDAUDIT_BIN")
+    if not binary:
+        return None
+    try:
+        run = subprocess.run([binary, "info", "--json"], capture_output=True, text=True, check=True)
+        return (json.loads(run.stdout).get("openblas") or {}).get("core")
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return None
 
 
 def recalls(counts):

@@ -8,6 +8,8 @@ else
   cargo build --release -q -p bdaudit --manifest-path "$ROOT/Cargo.toml"
   BIN="$CARGO_TARGET_DIR/release/bdaudit"
 fi
+# Exported for the table scripts, which ask it which OpenBLAS kernels ran (scripts/tables.py).
+export BDAUDIT_BIN="$BIN"
 bd() { "$BIN" "$@" --device "$DEVICE"; }
 
 # GROUP_BY_LENGTH=1: the scripts pass "${grouped[@]}" to the defender's fine-tunes, which then
