@@ -68,32 +68,45 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
     let done = match command {
         // The only command whose exit code carries a result: 2 when the scan is suspicious.
         Command::Scan(args) => return scan::run::<B>(args, device, json),
-        Command::Attack(args) => attack::run(args, json),
         Command::Train(args) => train::run::<B>(args, device, json).map(|_| ()),
         Command::Purify(method) => purify::run::<B>(method, device, json),
         Command::Unlearn(args) => unlearn::run::<B>(args, device, json),
-        Command::Plot(args) => unlearn::plot(args),
         Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
         Command::Predict(args) => predict::run::<B::InnerBackend>(args, device, json),
         Command::Demo(args) => demo::run::<B>(args, device),
         Command::Bench(args) => bench::run::<B>(args, device, json),
-        Command::Info => info::run(json),
+        Command::Attack(_) | Command::Plot(_) | Command::Info => unreachable!("run by `without_backend`"),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
 
+/// Runs the commands that compute nothing on a device, so that any build runs them whatever
+/// `--device` names (a CPU build answers `info --device cuda`); hands the others back.
+fn without_backend(command: Command, json: bool) -> std::result::Result<Result<()>, Command> {
+    match command {
+        Command::Attack(args) => Ok(attack::run(args, json)),
+        Command::Plot(args) => Ok(unlearn::plot(args)),
+        Command::Info => Ok(info::run(json)),
+        other => Err(other),
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    let command = match without_backend(cli.command, cli.json) {
+        Ok(done) => return done.map(|()| ExitCode::SUCCESS),
+        Err(command) => command,
+    };
     match cli.device {
         #[cfg(feature = "cpu")]
-        Device::Cpu => dispatch::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(cli.command, Default::default(), cli.json),
+        Device::Cpu => dispatch::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(command, Default::default(), cli.json),
         #[cfg(feature = "flex")]
-        Device::Flex => dispatch::<burn::backend::Autodiff<burn::backend::Flex>>(cli.command, Default::default(), cli.json),
+        Device::Flex => dispatch::<burn::backend::Autodiff<burn::backend::Flex>>(command, Default::default(), cli.json),
         #[cfg(feature = "wgpu")]
-        Device::Wgpu => dispatch::<burn::backend::Autodiff<burn::backend::Wgpu>>(cli.command, Default::default(), cli.json),
+        Device::Wgpu => dispatch::<burn::backend::Autodiff<burn::backend::Wgpu>>(command, Default::default(), cli.json),
         #[cfg(feature = "cuda")]
         Device::Cuda => {
             cuda_available()?;
-            dispatch::<burn::backend::Autodiff<burn::backend::Cuda>>(cli.command, Default::default(), cli.json)
+            dispatch::<burn::backend::Autodiff<burn::backend::Cuda>>(command, Default::default(), cli.json)
         }
         #[allow(unreachable_patterns)]
         other => anyhow::bail!(

@@ -1613,3 +1613,16 @@ fn info_reports_specific_openblas_kernels_and_keeps_a_callers_choice() {
     let forced = info(Some("Prescott"));
     assert_eq!(forced["openblas"], json!({"core": "Prescott", "coretype": "Prescott"}), "{forced}");
 }
+
+#[test]
+fn commands_without_compute_run_on_any_device_flag_and_others_name_the_missing_feature() {
+    let devices = bdaudit(&["info", "--json"], &[]).assert_ok().json()["devices"].clone();
+    for device in ["cuda", "wgpu", "flex"] {
+        let info = bdaudit(&["info", "--json", "--device", device], &[]).assert_ok().json();
+        assert_eq!(info["devices"], devices, "{info}");
+        if !devices.as_array().unwrap().contains(&json!(device)) {
+            bdaudit(&["eval", "--model", "m", "--data", "d", "--device", device], &[])
+                .assert_fails(&["built without", &format!("--features {device}")]);
+        }
+    }
+}
