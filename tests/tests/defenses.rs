@@ -92,9 +92,6 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     let mut mbtsad_config = MbtsadConfig::with_seed(1);
     mbtsad_config.clean_fraction = 0.34;
     mbtsad_config.teacher.lr = 1e-4;
-    // The margins below were measured with 3 distillation epochs (the default is now 1, chosen
-    // on full-size SST-2 dev; not yet measured at this size).
-    mbtsad_config.distill.epochs = 3;
     for c in [&mut mbtsad_config.teacher, &mut mbtsad_config.distill] {
         c.group_by_length = true;
     }
@@ -107,9 +104,10 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
         "[{}s] MBTSAD: teacher (TS-FT) CACC {cacc_ts:.3} ASR {asr_ts:.3}; MBTSAD CACC {cacc_mbtsad:.3} ASR {asr_mbtsad:.3}",
         elapsed()
     );
-    // Measured: ASR 1.0 → 0.667 (the teacher alone leaves 1.0), CACC 0.817 → 0.777.
-    // The margins are that run's with room for seed noise, not the paper's (1.5 points of
-    // CACC): 245 rows are too few for its result (docs/results.md).
-    assert!(asr_mbtsad <= asr_ft - 0.15, "MBTSAD ASR {asr_mbtsad} is not well below plain fine-tuning's {asr_ft}");
-    assert!(cacc_mbtsad >= cacc_before - 0.08, "MBTSAD cost clean accuracy: {cacc_before} → {cacc_mbtsad}");
+    // Measured with the default single distillation epoch (docs/results.md, "CI test"): ASR
+    // 1.0 → 0.540 (the teacher alone leaves 1.0), CACC 0.817 → 0.800. The margins are that
+    // run's with room for other CPUs' rounding, not the paper's: 245 rows are too few for its
+    // ASR. Three epochs, the earlier default, gave 0.667 / 0.777: the ASR margin fails them.
+    assert!(asr_mbtsad <= asr_ft - 0.3, "MBTSAD ASR {asr_mbtsad} is not well below plain fine-tuning's {asr_ft}");
+    assert!(cacc_mbtsad >= cacc_before - 0.05, "MBTSAD cost clean accuracy: {cacc_before} → {cacc_mbtsad}");
 }
