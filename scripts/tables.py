@@ -28,22 +28,28 @@ def machine_line():
         backend = f"burn-cuda on {gpu}"
     elif device == "cpu":
         core = openblas_core()
-        backend = f"ndarray + OpenBLAS ({core} kernels) backend" if core else "ndarray + OpenBLAS backend"
+        if core is None:
+            backend = "ndarray backend (BLAS not known: no BDAUDIT_BIN to ask)"
+        elif core:
+            backend = f"ndarray + OpenBLAS ({core} kernels) backend"
+        else:
+            backend = "ndarray backend (pure Rust, no OpenBLAS)"
     else:
         backend = f"{device} backend"
     return f"Machine: {machine()}; {backend}.\n"
 
 
 def openblas_core():
-    """The OpenBLAS kernels `bdaudit info` reports on this machine (BDAUDIT_BIN, which
-    scripts/lib/bin.sh exports), or None: CPU times depend on them (the generic fallback
-    trains half as fast, docs/benchmarks.md)."""
+    """What `bdaudit info` (BDAUDIT_BIN, which scripts/lib/bin.sh exports) reports of OpenBLAS
+    on this machine: its kernels' name, "" for a build without OpenBLAS, None when there was
+    no binary to ask. CPU times depend on the kernels (the generic fallback trains 1.5-1.8x
+    slower, docs/benchmarks.md)."""
     binary = os.environ.get("BDAUDIT_BIN")
     if not binary:
         return None
     try:
         run = subprocess.run([binary, "info", "--json"], capture_output=True, text=True, check=True)
-        return (json.loads(run.stdout).get("openblas") or {}).get("core")
+        return (json.loads(run.stdout).get("openblas") or {}).get("core", "")
     except (OSError, subprocess.CalledProcessError, ValueError):
         return None
 

@@ -3,8 +3,9 @@
 //! OpenBLAS (built with DYNAMIC_ARCH, as Debian ships it) picks its kernels from the CPU model
 //! when the library loads, before `main`. Debian 12's 0.3.21 does not know CPUs newer than it
 //! (an Intel Xeon reporting family 6, model 207, for one) and falls back to its generic SSE3
-//! kernels, "Prescott", on CPUs with AVX-512: one epoch of MiniLM training took 78–91 s there
-//! instead of 50 s with the AVX-512 kernels (docs/benchmarks.md). The only override is the
+//! kernels, "Prescott", on CPUs with AVX-512: a one-epoch MiniLM training command took 78–91 s
+//! there (its training 48–58 s) instead of 50 s (32 s) with the AVX-512 kernels
+//! (docs/benchmarks.md). The only override is the
 //! `OPENBLAS_CORETYPE` environment variable, read at that load, so bdaudit re-executes itself
 //! once with it set when it finds the fallback on a CPU that runs better kernels.
 

@@ -107,7 +107,8 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     // Measured with the default single distillation epoch (docs/results.md, "CI test"): ASR
     // 1.0 → 0.540 (the teacher alone leaves 1.0), CACC 0.817 → 0.800. The margins are that
     // run's with room for other CPUs' rounding, not the paper's: 245 rows are too few for its
-    // ASR. Three epochs, the earlier default, gave 0.667 / 0.777: the ASR margin fails them.
-    assert!(asr_mbtsad <= asr_ft - 0.3, "MBTSAD ASR {asr_mbtsad} is not well below plain fine-tuning's {asr_ft}");
+    // ASR. Three epochs, the earlier default, gave 0.667 / 0.777: the ASR margin fails them
+    // (FT leaves 1.0).
+    assert!(asr_mbtsad <= asr_ft - 0.4, "MBTSAD ASR {asr_mbtsad} is not well below plain fine-tuning's {asr_ft}");
     assert!(cacc_mbtsad >= cacc_before - 0.05, "MBTSAD cost clean accuracy: {cacc_before} → {cacc_mbtsad}");
 }
