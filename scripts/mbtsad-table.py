@@ -14,30 +14,31 @@ for name in sorted(os.listdir(work)):
     ds, attack, seed = name.rsplit("-", 2)
     load = lambda *p: json.load(open(os.path.join(work, name, *p)))
     m = load("mbtsad", "report.json")
-    runs.setdefault((ds, attack), []).append({
+    config = m["mbtsad"]["config"]
+    # Runs made with another teacher lr or distillation length are averaged apart.
+    recipe = (config["teacher"]["lr"], config["distill"]["epochs"])
+    runs.setdefault((ds, attack, recipe), []).append({
         "seed": int(seed),
         "none": load("victim", "report.json")["metrics"],
         "FT": load("ft", "report.json")["metrics"],
         "TS-FT": m["metrics_teacher"],
         "MBTSAD": m["metrics"],
         "clean rows": m["mbtsad"]["clean_rows"],
-        "recipe": (m["mbtsad"]["config"]["teacher"]["lr"], m["mbtsad"]["config"]["distill"]["epochs"]),
         "seconds": {k: m["mbtsad"][f"{k}_seconds"] for k in ["augment", "teacher", "distill"]},
     })
 
 print(machine_line())
-print("| data | attack | defense | seeds | CACC | ASR |")
-print("|---|---|---|---|---|---|")
-for (ds, attack), rs in runs.items():
+print("| data | attack | teacher lr | distill epochs | defense | seeds | CACC | ASR |")
+print("|---|---|---|---|---|---|---|---|")
+for (ds, attack, (lr, epochs)), rs in runs.items():
     for defense in ["none", "FT", "TS-FT", "MBTSAD"]:
         metrics = [r[defense] for r in rs]
-        print(f"| {ds} | {attack} | {defense} | {len(rs)} | {ms([m['cacc'] for m in metrics])} | {ms([m['asr'] for m in metrics])} |")
-print("\nPer run: the defender's clean rows (before splitting), the teacher's learning rate, the")
-print("distillation epochs, seconds per MBTSAD stage.\n")
-print("| data | attack | seed | clean rows | teacher lr | distill epochs | stages (s) |")
+        cacc, asr = ms([m["cacc"] for m in metrics]), ms([m["asr"] for m in metrics])
+        print(f"| {ds} | {attack} | {lr:g} | {epochs} | {defense} | {len(rs)} | {cacc} | {asr} |")
+print("\nPer run: the defender's clean rows (before splitting), seconds per MBTSAD stage.\n")
+print("| data | attack | teacher lr | distill epochs | seed | clean rows | stages (s) |")
 print("|---|---|---|---|---|---|---|")
-for (ds, attack), rs in runs.items():
+for (ds, attack, (lr, epochs)), rs in runs.items():
     for r in rs:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
-        lr, epochs = r["recipe"]
-        print(f"| {ds} | {attack} | {r['seed']} | {r['clean rows']} | {lr:g} | {epochs} | {stages} |")
+        print(f"| {ds} | {attack} | {lr:g} | {epochs} | {r['seed']} | {r['clean rows']} | {stages} |")
