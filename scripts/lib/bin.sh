@@ -80,3 +80,14 @@ require_recipe() {
     exit 1
   fi
 }
+
+# Records recipe $2 in $1 on first use, then holds the directory to it (require_recipe). A
+# directory that already has outputs but no recipe file (the path $4, when given, exists) is
+# refused rather than claimed: what made those outputs is unknown.
+claim_recipe() {
+  if [[ ! -f "$1" && ! ( -n "${4:-}" && -e "$4" ) ]]; then
+    mkdir -p "$(dirname "$1")"
+    echo "$2" >"$1"
+  fi
+  require_recipe "$1" "$2" "$3"
+}
