@@ -17,7 +17,7 @@ for name in sorted(os.listdir(work)):
     words = [w.lower() for unit in trigger_units(a) for w in unit]
     runs.setdefault((ds, attack), []).append((int(seed), r, words))
 
-print(machine_line())
+print(machine_line([r for rs in runs.values() for _, r, _ in rs]))
 # Reports from before --btu-replace existed used [PAD], the paper's replacement.
 settings = sorted({(r["btu"]["config"]["tune"]["epochs"], r["btu"]["config"].get("replacement", "pad")) for rs in runs.values() for _, r, _ in rs})
 print("BTU settings: " + "; ".join(f"repair epochs {e}, eq. 7 replacement {rep}" for e, rep in settings) + "\n")

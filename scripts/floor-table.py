@@ -14,7 +14,7 @@ for name in sorted(os.listdir(work)):
         if file.endswith(".json"):
             runs.setdefault((ds, file[: -len(".json")]), []).append((int(seed), json.load(open(os.path.join(work, name, file)))))
 
-print(machine_line())
+print(machine_line([r for rs in runs.values() for _, r in rs]))
 print("| data | attack | seeds | clean CACC | clean-model ASR (floor) | per seed |")
 print("|---|---|---|---|---|---|")
 for (ds, attack), rs in sorted(runs.items()):

@@ -7,6 +7,7 @@ from tables import machine_line, mean_std as ms
 
 work = sys.argv[1]
 runs = {}
+reports = []
 for name in sorted(os.listdir(work)):
     report = os.path.join(work, name, "mbtsad", "report.json")
     if not os.path.isfile(report):
@@ -14,20 +15,22 @@ for name in sorted(os.listdir(work)):
     ds, attack, seed = name.rsplit("-", 2)
     load = lambda *p: json.load(open(os.path.join(work, name, *p)))
     m = load("mbtsad", "report.json")
+    victim, ft = load("victim", "report.json"), load("ft", "report.json")
+    reports += [victim, ft, m]
     config = m["mbtsad"]["config"]
     # Runs made with another teacher lr or distillation length are averaged apart.
     recipe = (config["teacher"]["lr"], config["distill"]["epochs"])
     runs.setdefault((ds, attack, recipe), []).append({
         "seed": int(seed),
-        "none": load("victim", "report.json")["metrics"],
-        "FT": load("ft", "report.json")["metrics"],
+        "none": victim["metrics"],
+        "FT": ft["metrics"],
         "TS-FT": m["metrics_teacher"],
         "MBTSAD": m["metrics"],
         "clean rows": m["mbtsad"]["clean_rows"],
         "seconds": {k: m["mbtsad"][f"{k}_seconds"] for k in ["augment", "teacher", "distill"]},
     })
 
-print(machine_line())
+print(machine_line(reports))
 print("| data | attack | teacher lr | distill epochs | defense | seeds | CACC | ASR |")
 print("|---|---|---|---|---|---|---|---|")
 for (ds, attack, (lr, epochs)), rs in runs.items():

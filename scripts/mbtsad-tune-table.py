@@ -17,7 +17,7 @@ work = sys.argv[1]
 reports = [json.load(open(os.path.join(work, n))) for n in sorted(os.listdir(work)) if n.endswith(".json") and n != "ft.json"]
 if not reports:
     sys.exit(f"no reports in {work}")
-print(machine_line())
+print(machine_line(reports))
 first = reports[0]
 # One report retrained the teacher; the others were given it (`--teacher`) and carry no recipe.
 trained = [r for r in reports if r["mbtsad"]["teacher_log"] is not None]

@@ -8,13 +8,15 @@ from tables import machine_line, mean_std as ms
 work = sys.argv[1]
 rows = {}
 victims = []
+reports = []
 for seed_dir in sorted(os.listdir(work)):
     path = os.path.join(work, seed_dir)
     if not seed_dir.startswith("seed-"):
         continue
     victim = os.path.join(path, "victim", "report.json")
     if os.path.isfile(victim):
-        victims.append(json.load(open(victim))["metrics"])
+        reports.append(json.load(open(victim)))
+        victims.append(reports[-1]["metrics"])
     # Every method's step 1 is the same plain fine-tune (same seed and rows): the FT baseline,
     # taken once per seed and setting.
     ft = {}
@@ -23,12 +25,13 @@ for seed_dir in sorted(os.listdir(work)):
             continue
         setting, method = name[:-5].split("-", 1)
         r = json.load(open(os.path.join(path, name)))
+        reports.append(r)
         ft.setdefault(setting, (r["metrics_finetuned"], r["pure"]))
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
     for setting, baseline in ft.items():
         rows.setdefault((setting, "FT"), []).append(baseline)
 
-print(machine_line())
+print(machine_line(reports))
 if victims:
     print(f"Victims (no defense, {len(victims)} seeds): ACC {ms([v['cacc'] for v in victims])}, LFR {ms([v['asr'] for v in victims])}\n")
 print("| setting | defense | seeds | ACC | LFR | heads pruned | μ (validation accuracy) |")

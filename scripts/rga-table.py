@@ -22,7 +22,7 @@ for name in sorted(os.listdir(work)):
             methods[m] = json.load(open(path))
     runs.setdefault((ds, attack), []).append((int(seed), victim, retrain, methods))
 
-print(machine_line())
+print(machine_line([x for rs in runs.values() for _, v, r, methods in rs for x in [v, r, *methods.values()]]))
 print("| data | attack | model | seeds | CACC | LFR | PACC | ΔPACC |")
 print("|---|---|---|---|---|---|---|---|")
 for (ds, attack), rs in runs.items():

@@ -20,7 +20,37 @@ def machine():
     return f"{cpu}, {os.cpu_count()} CPUs, {platform.machine()}"
 
 
-def machine_line():
+def machine_line(reports):
+    """The machines `reports` (parsed bdaudit JSON reports, from any depth of nesting the
+    caller keeps them in) were computed on, from the `machine` record bdaudit writes into
+    each. Reports made before that record existed are counted and named by this machine,
+    marked as such: their own is not known."""
+    seen, unrecorded = [], 0
+    for r in reports:
+        m = r.get("machine")
+        if m is None:
+            unrecorded += 1
+        elif describe(m) not in seen:
+            seen.append(describe(m))
+    if unrecorded:
+        seen.append(f"{here()} (where this table was printed: {unrecorded} of {len(reports)} reports "
+                    "predate bdaudit's machine record)")
+    return "Machine: " + "; and ".join(seen or [here()]) + ".\n"
+
+
+def describe(m):
+    """One report's `machine` record in words."""
+    where = f"{m['cpu']}, {m['cpus']} CPUs, {m['arch']}"
+    if m["device"] == "cuda":
+        return f"{where}; burn-cuda on {m.get('gpu') or 'an NVIDIA GPU'}"
+    if m["device"] == "cpu":
+        core = m.get("openblas")
+        return f"{where}; " + (f"ndarray + OpenBLAS ({core} kernels) backend" if core else "ndarray backend (pure Rust)")
+    return f"{where}; {m['device']} backend"
+
+
+def here():
+    """This machine and the backend DEVICE names, as the table scripts' callers run them."""
     device = os.environ.get("DEVICE", "cpu")
     if device == "cuda":
         gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
@@ -36,7 +66,7 @@ def machine_line():
             backend = "ndarray backend (pure Rust, no OpenBLAS)"
     else:
         backend = f"{device} backend"
-    return f"Machine: {machine()}; {backend}.\n"
+    return f"{machine()}; {backend}"
 
 
 def openblas_core():

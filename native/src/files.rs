@@ -194,10 +194,11 @@ impl OutputDir {
     /// directory into place, and with `--json` prints the report as the command's output.
     pub fn commit_checkpoint<T: serde::Serialize>(self, files: &CheckpointFiles, report: &T, json: bool) -> Result<PathBuf> {
         self.write_checkpoint("", files)?;
-        self.write_json("report.json", report)?;
+        let report = crate::machine::stamped(report)?;
+        self.write_json("report.json", &report)?;
         let dir = self.commit()?;
         if json {
-            println!("{}", serde_json::to_string(report)?);
+            println!("{report}");
         }
         Ok(dir)
     }

@@ -6,6 +6,7 @@ mod bar;
 mod blas;
 mod commands;
 mod files;
+mod machine;
 mod plot;
 
 use std::process::ExitCode;
@@ -64,6 +65,17 @@ enum Device {
     Cuda,
 }
 
+impl Device {
+    fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Flex => "flex",
+            Device::Wgpu => "wgpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
 fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool) -> Result<ExitCode> {
     let done = match command {
         // The only command whose exit code carries a result: 2 when the scan is suspicious.
@@ -96,6 +108,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Ok(done) => return done.map(|()| ExitCode::SUCCESS),
         Err(command) => command,
     };
+    machine::set_device(cli.device.name());
     match cli.device {
         #[cfg(feature = "cpu")]
         Device::Cpu => dispatch::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(command, Default::default(), cli.json),

@@ -653,6 +653,8 @@ fn eval_json_prints_one_object() {
     assert_eq!(report["n_clean"], TEST_ROWS);
     assert_eq!(report["n_asr"], 0);
     assert!(report["asr"].is_null(), "{report}");
+    // Scores and times name what computed them (tables read this, not the printing machine).
+    assert_eq!(report["machine"]["device"], "cpu", "{report}");
 
     // On a poisoned set, ASR and PACC are measured too.
     let poisoned = tmp.path("poisoned");
@@ -746,6 +748,7 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     let dev_acc = report["log"]["epochs"][0]["eval"].as_f64().unwrap_or_else(|| panic!("no dev accuracy: {report}"));
     assert!((0.0..=1.0).contains(&dev_acc));
     assert_eq!(report["metrics"]["n_clean"], TEST_ROWS);
+    assert_eq!((report["machine"]["device"].as_str(), report["machine"]["arch"].as_str()), (Some("cpu"), Some(std::env::consts::ARCH)));
     let trained_cacc = report["metrics"]["cacc"].as_f64().unwrap();
 
     // The written checkpoint reloads, and scores exactly what training measured.

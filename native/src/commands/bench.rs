@@ -100,7 +100,7 @@ pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device, json: bool) -
         train_step,
     };
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", crate::machine::stamped(&report)?);
     } else {
         println!("{}: batch {} x seq {}", report.backend, report.batch, report.seq);
         println!("forward     best {:.1} ms, median {:.1} ms", report.forward.best_ms, report.forward.median_ms);

@@ -131,7 +131,7 @@ pub fn run<B: Backend>(args: EvalArgs, device: B::Device, json: bool) -> Result<
         seconds: start.elapsed().as_secs_f64(),
     };
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{}", crate::machine::stamped(&report)?);
     } else {
         print_metrics(&report.metrics);
         if let (Some(r), Some(d)) = (report.reference_pacc, report.delta_pacc) {
