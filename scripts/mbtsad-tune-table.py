@@ -1,6 +1,7 @@
 """Prints the MBTSAD tuning table (markdown) from the runs scripts/tune-mbtsad wrote: dev CACC
 and dev ASR of each distillation setting, beside the victim, plain fine-tuning on the same
-clean rows (FT) and the teacher (TS-FT)."""
+clean rows (FT) and the teacher (TS-FT). "w/o trigger" is the share of the same negative dev
+rows called positive with no trigger inserted: the part of ASR the trigger is not needed for."""
 import json
 import os
 import sys
@@ -27,16 +28,24 @@ if trained:
     recipe = f"teacher {t['config']['teacher']['epochs']} epochs at lr {lr(t['config']['teacher']['lr'])} ({t['teacher_seconds']:.0f} s); "
 print(f"{first['mbtsad']['clean_rows']} clean rows ({first['mbtsad']['augmented_rows']} split texts); {recipe}"
       f"scored on dev: {first['metrics']['n_clean']} rows clean, {first['metrics']['n_asr']} triggered.\n")
-print("| model | α | β | distillation lr | epochs | dev CACC | dev ASR | distillation (s) |")
-print("|---|---|---|---|---|---|---|---|")
-print(f"| victim | | | | | {ms([first['metrics_suspect']['cacc']])} | {ms([first['metrics_suspect']['asr']])} | |")
+
+
+def scores(m):
+    """dev CACC, ASR and ASR without the trigger (blank in reports made before eval had it)."""
+    without = m.get("asr_without_trigger")
+    return f"{ms([m['cacc']])} | {ms([m['asr']])} | {'' if without is None else ms([without])}"
+
+
+print("| model | α | β | distillation lr | epochs | dev CACC | dev ASR | w/o trigger | distillation (s) |")
+print("|---|---|---|---|---|---|---|---|---|")
+print(f"| victim | | | | | {scores(first['metrics_suspect'])} | |")
 if os.path.isfile(os.path.join(work, "ft.json")):
     ft = json.load(open(os.path.join(work, "ft.json")))["metrics"]
-    print(f"| FT (the same rows, unsplit) | | | | | {ms([ft['cacc']])} | {ms([ft['asr']])} | |")
-print(f"| teacher (TS-FT) | | | | | {ms([first['metrics_teacher']['cacc']])} | {ms([first['metrics_teacher']['asr']])} | |")
+    print(f"| FT (the same rows, unsplit) | | | | | {scores(ft)} | |")
+print(f"| teacher (TS-FT) | | | | | {scores(first['metrics_teacher'])} | |")
 for r in sorted(reports, key=lambda r: (r["mbtsad"]["config"]["distill"]["lr"], r["mbtsad"]["config"]["distill"]["epochs"],
                                         r["mbtsad"]["config"]["alpha"], r["mbtsad"]["config"]["beta"])):
     c = r["mbtsad"]["config"]
     m = r["metrics"]
     print(f"| MBTSAD | {c['alpha']:g} | {c['beta']:g} | {lr(c['distill']['lr'])} | {c['distill']['epochs']} | "
-          f"{ms([m['cacc']])} | {ms([m['asr']])} | {r['mbtsad']['distill_seconds']:.0f} |")
+          f"{scores(m)} | {r['mbtsad']['distill_seconds']:.0f} |")
