@@ -36,16 +36,17 @@ def scores(m):
     return f"{ms([m['cacc']])} | {ms([m['asr']])} | {'' if without is None else ms([without])}"
 
 
-print("| model | α | β | distillation lr | epochs | dev CACC | dev ASR | w/o trigger | distillation (s) |")
-print("|---|---|---|---|---|---|---|---|---|")
-print(f"| victim | | | | | {scores(first['metrics_suspect'])} | |")
+print("| model | α | β | distillation lr | epochs | distillation seed | dev CACC | dev ASR | w/o trigger | distillation (s) |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+print(f"| victim | | | | | | {scores(first['metrics_suspect'])} | |")
 if os.path.isfile(os.path.join(work, "ft.json")):
     ft = json.load(open(os.path.join(work, "ft.json")))["metrics"]
-    print(f"| FT (the same rows, unsplit) | | | | | {scores(ft)} | |")
-print(f"| teacher (TS-FT) | | | | | {scores(first['metrics_teacher'])} | |")
+    print(f"| FT (the same rows, unsplit) | | | | | | {scores(ft)} | |")
+print(f"| teacher (TS-FT) | | | | | | {scores(first['metrics_teacher'])} | |")
 for r in sorted(reports, key=lambda r: (r["mbtsad"]["config"]["distill"]["lr"], r["mbtsad"]["config"]["distill"]["epochs"],
-                                        r["mbtsad"]["config"]["alpha"], r["mbtsad"]["config"]["beta"])):
+                                        r["mbtsad"]["config"]["alpha"], r["mbtsad"]["config"]["beta"],
+                                        r["mbtsad"]["config"]["distill"]["seed"])):
     c = r["mbtsad"]["config"]
     m = r["metrics"]
-    print(f"| MBTSAD | {c['alpha']:g} | {c['beta']:g} | {lr(c['distill']['lr'])} | {c['distill']['epochs']} | "
+    print(f"| MBTSAD | {c['alpha']:g} | {c['beta']:g} | {lr(c['distill']['lr'])} | {c['distill']['epochs']} | {c['distill']['seed']} | "
           f"{scores(m)} | {r['mbtsad']['distill_seconds']:.0f} |")

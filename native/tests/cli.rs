@@ -1202,6 +1202,16 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     }
     assert_eq!(reused["mbtsad"]["distill_epochs"], m["distill_epochs"]);
     assert_eq!(file_names(&again), ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+    // --distill-seed reseeds the distillation alone: same rows and teacher, another batch order.
+    let reseeded = [&reuse[..], &argv("--distill-seed 9 --force")].concat();
+    let other = bdaudit(&reseeded, &[&clean, &poisoned, &model, &teacher]).assert_ok().json();
+    let seeds = |r: &Value| (r["mbtsad"]["config"]["teacher"]["seed"].as_u64(), r["mbtsad"]["config"]["distill"]["seed"].as_u64());
+    assert_eq!((seeds(&reused), seeds(&other)), ((Some(42), Some(42)), (Some(42), Some(9))));
+    assert_eq!(
+        (other["metrics_teacher"].clone(), other["mbtsad"]["clean_rows"].clone()),
+        (report["metrics_teacher"].clone(), m["clean_rows"].clone())
+    );
+    assert_ne!(other["mbtsad"]["distill_epochs"], m["distill_epochs"], "another seed, the same distillation");
     let with_lr = [&reuse[..], &argv("--lr 1e-3 --force")].concat();
     let refused = bdaudit(&with_lr, &[&clean, &poisoned, &model, &teacher]);
     // A usage error (clap's exit code 2), naming both options.

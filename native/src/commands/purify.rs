@@ -159,6 +159,11 @@ pub struct MbtsadArgs {
     /// Seeds the clean subsample, the splits and both trainings.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Seeds the distillation's batch order and dropout alone (default: --seed). With
+    /// --teacher, the same rows, splits and teacher distilled under several seeds show how much
+    /// of a result the distillation's own randomness accounts for.
+    #[arg(long)]
+    pub distill_seed: Option<u64>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -331,6 +336,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     config.teacher.lr = args.lr;
     config.distill.epochs = args.distill_epochs;
     config.distill.lr = args.distill_lr;
+    config.distill.seed = args.distill_seed.unwrap_or(args.seed);
     args.batch.apply([&mut config.teacher, &mut config.distill]);
     config.validate()?;
 
