@@ -14,6 +14,12 @@ def lr(value):
     return f"{value:.0e}".replace("e-0", "e-")
 
 
+def scores(m):
+    """dev CACC, ASR and ASR without the trigger (blank in reports made before eval had it)."""
+    without = m.get("asr_without_trigger")
+    return f"{ms([m['cacc']])} | {ms([m['asr']])} | {'' if without is None else ms([without])}"
+
+
 work = sys.argv[1]
 reports = [json.load(open(os.path.join(work, n))) for n in sorted(os.listdir(work)) if n.endswith(".json") and n != "ft.json"]
 if not reports:
@@ -28,12 +34,6 @@ if trained:
     recipe = f"teacher {t['config']['teacher']['epochs']} epochs at lr {lr(t['config']['teacher']['lr'])} ({t['teacher_seconds']:.0f} s); "
 print(f"{first['mbtsad']['clean_rows']} clean rows ({first['mbtsad']['augmented_rows']} split texts); {recipe}"
       f"scored on dev: {first['metrics']['n_clean']} rows clean, {first['metrics']['n_asr']} triggered.\n")
-
-
-def scores(m):
-    """dev CACC, ASR and ASR without the trigger (blank in reports made before eval had it)."""
-    without = m.get("asr_without_trigger")
-    return f"{ms([m['cacc']])} | {ms([m['asr']])} | {'' if without is None else ms([without])}"
 
 
 print("| model | α | β | distillation lr | epochs | distillation seed | dev CACC | dev ASR | w/o trigger | distillation (s) |")
