@@ -21,10 +21,9 @@ def machine():
 
 
 def machine_line(reports):
-    """The machines `reports` (parsed bdaudit JSON reports, from any depth of nesting the
-    caller keeps them in) were computed on, from the `machine` record bdaudit writes into
-    each. Reports made before that record existed are counted and named by this machine,
-    marked as such: their own is not known."""
+    """The machines `reports` (a list of parsed bdaudit JSON reports) were computed on, from
+    the `machine` record bdaudit writes into each. Reports made before that record existed are
+    counted and named by this machine, marked as such: their own is not known."""
     seen, unrecorded = [], 0
     for r in reports:
         m = r.get("machine")
