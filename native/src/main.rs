@@ -122,10 +122,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dispatch::<burn::backend::Autodiff<burn::backend::Cuda>>(command, Default::default(), cli.json)
         }
         #[allow(unreachable_patterns)]
-        other => anyhow::bail!(
-            "this bdaudit was built without the {other:?} backend: rebuild with `--features {}`",
-            format!("{other:?}").to_lowercase()
-        ),
+        other => anyhow::bail!("this bdaudit was built without the {other:?} backend: rebuild with `--features {}`", other.name()),
     }
 }
 
