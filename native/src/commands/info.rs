@@ -47,7 +47,12 @@ pub fn run(json: bool) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "openblas")]
 fn openblas() -> Option<OpenBlas> {
-    let core = crate::machine::openblas_core()?;
-    Some(OpenBlas { core, coretype: std::env::var("OPENBLAS_CORETYPE").ok() })
+    Some(OpenBlas { core: crate::blas::core_name(), coretype: std::env::var(crate::blas::CORETYPE_VAR).ok() })
+}
+
+#[cfg(not(feature = "openblas"))]
+fn openblas() -> Option<OpenBlas> {
+    None
 }
