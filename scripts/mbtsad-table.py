@@ -17,9 +17,14 @@ for name in sorted(os.listdir(work)):
     m = load("mbtsad", "report.json")
     victim, ft = load("victim", "report.json"), load("ft", "report.json")
     reports += [victim, ft, m]
+    # EP victims are kept apart by trigger word: whether the defender's split rows ever hold
+    # it decides whether anything reaches its embedding row (docs/results.md).
+    if victim.get("ep"):
+        attack = f"{attack} `{victim['ep']['trigger']}`"
     config = m["mbtsad"]["config"]
-    # Runs made with another teacher lr or distillation length are averaged apart.
-    recipe = (config["teacher"]["lr"], config["distill"]["epochs"])
+    # Runs made with another split rule, teacher lr or distillation length are averaged apart.
+    # Reports from before the split rule existed used the paper's formula as written.
+    recipe = (config["split"].get("rule", "paper-text"), config["teacher"]["lr"], config["distill"]["epochs"])
     runs.setdefault((ds, attack, recipe), []).append({
         "seed": int(seed),
         "none": victim["metrics"],
@@ -31,17 +36,17 @@ for name in sorted(os.listdir(work)):
     })
 
 print(machine_line(reports))
-print("| data | attack | teacher lr | distill epochs | defense | seeds | CACC | ASR |")
-print("|---|---|---|---|---|---|---|---|")
-for (ds, attack, (lr, epochs)), rs in runs.items():
+print("| data | attack | split | teacher lr | distill epochs | defense | seeds | CACC | ASR |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (ds, attack, (split, lr, epochs)), rs in runs.items():
     for defense in ["none", "FT", "TS-FT", "MBTSAD"]:
         metrics = [r[defense] for r in rs]
         cacc, asr = ms([m["cacc"] for m in metrics]), ms([m["asr"] for m in metrics])
-        print(f"| {ds} | {attack} | {lr:g} | {epochs} | {defense} | {len(rs)} | {cacc} | {asr} |")
+        print(f"| {ds} | {attack} | {split} | {lr:g} | {epochs} | {defense} | {len(rs)} | {cacc} | {asr} |")
 print("\nPer run: the defender's clean rows (before splitting), seconds per MBTSAD stage.\n")
-print("| data | attack | teacher lr | distill epochs | seed | clean rows | stages (s) |")
-print("|---|---|---|---|---|---|---|")
-for (ds, attack, (lr, epochs)), rs in runs.items():
+print("| data | attack | split | teacher lr | distill epochs | seed | clean rows | stages (s) |")
+print("|---|---|---|---|---|---|---|---|")
+for (ds, attack, (split, lr, epochs)), rs in runs.items():
     for r in rs:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
-        print(f"| {ds} | {attack} | {lr:g} | {epochs} | {r['seed']} | {r['clean rows']} | {stages} |")
+        print(f"| {ds} | {attack} | {split} | {lr:g} | {epochs} | {r['seed']} | {r['clean rows']} | {stages} |")

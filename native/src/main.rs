@@ -94,19 +94,19 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
 
 /// Runs the commands that compute nothing on a device, so that any build runs them whatever
 /// `--device` names (a CPU build answers `info --device cuda`); hands the others back.
-fn without_backend(command: Command, json: bool) -> std::result::Result<Result<()>, Command> {
+fn without_backend(command: Command, json: bool) -> std::result::Result<Result<()>, Box<Command>> {
     match command {
         Command::Attack(args) => Ok(attack::run(args, json)),
         Command::Plot(args) => Ok(unlearn::plot(args)),
         Command::Info => Ok(info::run(json)),
-        other => Err(other),
+        other => Err(Box::new(other)),
     }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let command = match without_backend(cli.command, cli.json) {
         Ok(done) => return done.map(|()| ExitCode::SUCCESS),
-        Err(command) => command,
+        Err(command) => *command,
     };
     machine::set_device(cli.device.name());
     match cli.device {

@@ -1145,7 +1145,7 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     let out = tmp.path("purified");
     let args = argv(&format!(
         "purify mbtsad --model {} --clean {} --clean-fraction 0.5 --test {} --out {} --epochs 1 --distill-epochs 2 \
-         --batch-size 8 --lr 1e-3 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --save-teacher --json",
+         --batch-size 8 --lr 1e-3 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --save-teacher --save-splits --split-rule nlpaug --json",
         s(&model),
         s(&clean),
         s(&poisoned),
@@ -1164,6 +1164,7 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
         "{m}"
     );
     assert_eq!((m["config"]["alpha"].as_f64(), m["config"]["beta"].as_f64()), (Some(0.5), Some(2.0)), "{m}");
+    assert_eq!(m["config"]["split"]["rule"], "nlpaug", "{m}");
     assert_eq!(m["teacher_log"]["epochs"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["teacher_log"]["steps"], 60 / 8 + 1, "{m}");
     let epochs = m["distill_epochs"].as_array().unwrap();
@@ -1178,7 +1179,16 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     for key in ["augment_seconds", "teacher_seconds", "distill_seconds"] {
         assert!(m[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {m}");
     }
-    assert_eq!(file_names(&out), ["config.json", "model.safetensors", "report.json", "teacher", "tokenizer.json"]);
+    assert_eq!(file_names(&out), ["config.json", "model.safetensors", "report.json", "splits.tsv", "teacher", "tokenizer.json"]);
+    // The split texts: three per defender row, each the row with spaces added, label kept.
+    let train = fs::read_to_string(clean.join("train.tsv")).unwrap();
+    let squash = |line: &str| line.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let originals: Vec<String> = train.lines().skip(1).map(squash).collect();
+    let splits = fs::read_to_string(out.join("splits.tsv")).unwrap();
+    assert_eq!(splits.lines().count(), 1 + 60, "{splits}");
+    assert!(splits.lines().skip(1).all(|l| originals.contains(&squash(l))), "{splits}");
+    // Seven words a row, each row with a noun of four or more letters to split.
+    assert!(splits.lines().skip(1).all(|l| l.split('\t').next().unwrap().split_whitespace().count() > 7), "{splits}");
     assert_eq!(file_names(&out.join("teacher")), ["config.json", "model.safetensors", "tokenizer.json"]);
     assert_eq!(read_json(&out.join("report.json"))["mbtsad"], *m);
     assert!(report["teacher"].is_null(), "{report}");
@@ -1187,7 +1197,7 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     let teacher = out.join("teacher");
     let again = tmp.path("again");
     let reuse = argv(&format!(
-        "purify mbtsad --model {} --clean {} --clean-fraction 0.5 --test {} --out {} --teacher {} --distill-epochs 2          --batch-size 8 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --json",
+        "purify mbtsad --model {} --clean {} --clean-fraction 0.5 --test {} --out {} --teacher {} --distill-epochs 2          --batch-size 8 --distill-lr 1e-3 --alpha 0.5 --beta 2 --max-len 24 --split-rule nlpaug --json",
         s(&model),
         s(&clean),
         s(&poisoned),
@@ -1265,14 +1275,10 @@ fn purify_mbtsad_rejects_bad_input_writing_nothing() {
     write_data(&short);
     let letters: Vec<(String, usize)> = (0..TRAIN_ROWS).map(|i| (format!("a {} c", ["x", "y"][i % 2]), i % 2)).collect();
     fs::write(short.join("train.tsv"), tsv(&letters)).unwrap();
-    purify(&[], &short, &model).assert_fails(&["train.tsv", "row 1", "no word of two or more characters"]);
-    // One such row among good ones is named by its row.
-    let one_short = tmp.path("one-short");
-    write_data(&one_short);
-    let mut mixed = rows(TRAIN_ROWS, 0);
-    mixed[12].0 = "a b".into();
-    fs::write(one_short.join("train.tsv"), tsv(&mixed)).unwrap();
-    purify(&[], &one_short, &model).assert_fails(&["row 13", "\"a b\""]);
+    purify(&[], &short, &model).assert_fails(&["train.tsv", "none of the 40 rows", "2 or more characters"]);
+    // Under nlpaug's rule a text needs a word of four letters (one such row among good ones is
+    // copied whole instead, as the unit tests check).
+    purify(&["--split-rule", "nlpaug"], &short, &model).assert_fails(&["4 or more characters"]);
 
     let one_class = tmp.path("one-class");
     write_data(&one_class);

@@ -23,7 +23,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::token_split::{augment, check_splittable, SplitConfig, SplitError};
+use crate::augment::token_split::{augment, check_splittable, unsplittable_rows, SplitConfig, SplitError};
 use crate::checkpoint::{TextTokenizer, TokenizerError};
 use crate::data::batch::{Batch, Encoded};
 use crate::data::{subsample, Example};
@@ -60,7 +60,8 @@ pub struct MbtsadConfig {
     /// Share of the clean training rows the defender has, in (0, 1] (paper: r = 0.2, §IV-A2),
     /// taken as a seeded stratified subsample (seeded by `split.seed`).
     pub clean_fraction: f64,
-    /// Token splitting (paper: N = 3 variants per text, max(10, 0.3·n) words split per text).
+    /// Token splitting (paper: N = 3 variants per text, max(10, 0.3·n) words split per text as
+    /// written, or the nlpaug rule it cites: [`crate::augment::token_split::SplitRule`]).
     pub split: SplitConfig,
     /// Step 1, retraining the suspect on the split texts into the teacher (paper: lr 2e-5;
     /// epochs and batch size not given: 3 and 32, the setting the four papers share).
@@ -306,6 +307,8 @@ pub struct MbtsadReport {
     pub clean_rows: usize,
     /// Split variants trained on (`clean_rows` × N).
     pub augmented_rows: usize,
+    /// Clean rows with no word the split rule can cut: their variants are copies.
+    pub unsplit_rows: usize,
     /// Step 1, the teacher (TS-FT); `None` when the teacher was given.
     pub teacher_log: Option<TrainLog>,
     /// Step 2; each epoch's `mean_loss` is eq. 1's total.
@@ -334,13 +337,14 @@ pub enum Teacher<B: Backend> {
 pub struct MbtsadOutcome<B: Backend> {
     pub teacher: BertClassifier<B>,
     pub purified: BertClassifier<B>,
+    /// The split texts both steps trained on, for a reader to inspect.
+    pub splits: Vec<Example>,
     pub report: MbtsadReport,
 }
 
 /// Runs MBTSAD end to end on the suspect `model` with the defender's `clean` rows, of which
-/// `config.clean_fraction` is used. Every clean text must have a word to split, checked on all
-/// of `clean` so the row number points into the given file. `now` reads a clock in seconds
-/// (the core has none).
+/// `config.clean_fraction` is used. Rows with no word to split are trained on as they are; some
+/// row of `clean` must have one. `now` reads a clock in seconds (the core has none).
 #[allow(clippy::too_many_arguments)]
 pub fn mbtsad<B: AutodiffBackend>(
     model: BertClassifier<B>,
@@ -356,14 +360,15 @@ pub fn mbtsad<B: AutodiffBackend>(
     if let Teacher::Given(given) = &teacher {
         check_compatible(given, &model)?;
     }
-    check_splittable(clean)?;
+    check_splittable(clean, &config.split)?;
     let t = now();
     let rows = subsample(clean, config.clean_rows(clean.len()), config.split.seed);
     let first = rows.first().ok_or(MbtsadError::NoCleanData)?;
     if rows.iter().all(|e| e.label == first.label) {
         return Err(MbtsadError::SingleClass { label: first.label, rows: rows.len() });
     }
-    let augmented = tokenizer.encode_all(&augment(&rows, &config.split)?)?;
+    let splits = augment(&rows, &config.split)?;
+    let augmented = tokenizer.encode_all(&splits)?;
     let augment_seconds = now() - t;
     let pad = tokenizer.pad_id();
 
@@ -384,11 +389,13 @@ pub fn mbtsad<B: AutodiffBackend>(
     Ok(MbtsadOutcome {
         teacher,
         purified: distilled.student,
+        splits,
         report: MbtsadReport {
             config: config.clone(),
             available_rows: clean.len(),
             clean_rows: rows.len(),
             augmented_rows: augmented.len(),
+            unsplit_rows: unsplittable_rows(&rows, &config.split),
             teacher_log,
             distill_log: distilled.log,
             distill_epochs: distilled.epochs,
@@ -549,7 +556,7 @@ mod tests {
         };
         let out = mbtsad(model, Teacher::Retrain, &clean(32), &tokenizer, &config, &Default::default(), &mut Silent, &now).unwrap();
         let r = &out.report;
-        assert_eq!((r.available_rows, r.clean_rows, r.augmented_rows), (32, 16, 48));
+        assert_eq!((r.available_rows, r.clean_rows, r.augmented_rows, r.unsplit_rows), (32, 16, 48, 0));
         assert_eq!(r.teacher_log.as_ref().map(|l| l.epochs.len()), Some(3));
         assert_eq!(r.distill_epochs.len(), 3);
         assert_eq!((r.augment_seconds, r.teacher_seconds, r.distill_seconds), (1.0, 1.0, 1.0));
@@ -597,11 +604,10 @@ mod tests {
         let negative = MbtsadConfig { beta: -1.0, ..MbtsadConfig::default() };
         assert!(matches!(run(&negative, &clean(10)), MbtsadError::Config { field: "beta", .. }));
 
-        let mut rows = clean(10);
-        rows[6].text = "a b c".into();
+        let rows: Vec<Example> = clean(10).into_iter().map(|e| Example { text: "a b .".into(), ..e }).collect();
         let err = run(&MbtsadConfig::default(), &rows);
-        assert!(matches!(&err, MbtsadError::Split(SplitError::NothingToSplit { row: 7, .. })), "{err}");
-        assert!(err.to_string().contains("row 7"), "{err}");
+        assert!(matches!(&err, MbtsadError::Split(SplitError::NothingToSplit { rows: 10, .. })), "{err}");
+        assert!(err.to_string().contains("none of the 10 rows"), "{err}");
 
         assert!(matches!(run(&MbtsadConfig::default(), &[]), MbtsadError::NoCleanData));
         let one_class: Vec<Example> = clean(10).into_iter().map(|e| Example { label: 0, ..e }).collect();

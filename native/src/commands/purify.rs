@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use bdaudit_core::augment::token_split::SplitRule;
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
-use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample};
+use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample, write_tsv};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport, Teacher};
 use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, PureReport, ThresholdMode};
 use bdaudit_core::metrics::EvalMetrics;
@@ -35,6 +36,17 @@ pub enum Threshold {
     Absolute,
     /// Stop pruning below c × the unpruned model's validation accuracy.
     Relative,
+}
+
+/// Which words token splitting cuts ([`SplitRule`]).
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Split {
+    /// nlpaug's `SplitAug` defaults, which the paper follows: 30% of the tokens (1 to 10),
+    /// words of 4 or more characters.
+    Nlpaug,
+    /// The paper's formula as written: max(10, 30% of the tokens), words of 2 or more
+    /// characters (all of them in a row with at most 10).
+    PaperText,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -132,6 +144,9 @@ pub struct MbtsadArgs {
     /// Token-split variants made of each clean text (the paper: 3).
     #[arg(long, default_value_t = MbtsadConfig::default().split.variants)]
     pub variants: usize,
+    /// Which words of a text are split and how many.
+    #[arg(long, value_enum, default_value = "paper-text")]
+    pub split_rule: Split,
     /// A teacher checkpoint to distil from instead of retraining one, e.g. the `teacher/` that
     /// --save-teacher wrote in an earlier run on the same suspect, clean data, fraction and
     /// seed: compares distillation settings against one teacher. --epochs and --lr are unused.
@@ -140,6 +155,9 @@ pub struct MbtsadArgs {
     /// Also write the teacher to <out>/teacher/ (a checkpoint like the purified one).
     #[arg(long)]
     pub save_teacher: bool,
+    /// Also write the split texts both steps trained on to <out>/splits.tsv.
+    #[arg(long)]
+    pub save_splits: bool,
     /// Epochs of retraining the suspect into the teacher.
     #[arg(long, default_value_t = MbtsadConfig::default().teacher.epochs)]
     pub epochs: usize,
@@ -332,6 +350,10 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     config.alpha = args.alpha;
     config.beta = args.beta;
     config.split.variants = args.variants;
+    config.split.rule = match args.split_rule {
+        Split::Nlpaug => SplitRule::Nlpaug,
+        Split::PaperText => SplitRule::PaperText,
+    };
     config.teacher.epochs = args.epochs;
     config.teacher.lr = args.lr;
     config.distill.epochs = args.distill_epochs;
@@ -376,6 +398,9 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     if args.save_teacher {
         out.write_checkpoint("teacher", &save_classifier(&outcome.teacher, &loaded.config, tokenizer, &loaded.labels)?)?;
     }
+    if args.save_splits {
+        out.write("splits.tsv", &write_tsv(&outcome.splits)?)?;
+    }
     let written = save_classifier(&outcome.purified, &loaded.config, tokenizer, &loaded.labels)?;
     let report = MbtsadPurifyReport {
         method: "mbtsad",
@@ -393,7 +418,10 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
         return Ok(());
     }
     let m = &report.mbtsad;
-    println!("{} of {} clean rows, {} split texts", m.clean_rows, m.available_rows, m.augmented_rows);
+    println!(
+        "{} of {} clean rows, {} split texts ({} rows with no word to split, copied)",
+        m.clean_rows, m.available_rows, m.augmented_rows, m.unsplit_rows
+    );
     // One of the two: a retrained teacher has a log, a given one a directory.
     for e in m.teacher_log.iter().flat_map(|log| &log.epochs) {
         println!("teacher epoch {}: loss {:.4}", e.epoch, e.mean_loss);
