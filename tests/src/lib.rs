@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use bdaudit_core::checkpoint::CheckpointFiles;
 use serde_json::{json, Value};
 
+pub mod transformers;
 pub mod victim;
 
 pub type Backend = burn::backend::NdArray<f32>;

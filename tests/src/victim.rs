@@ -36,6 +36,7 @@ pub struct SmallBadnets {
     pub victim_train: TrainConfig,
     /// MiniLM's files, read once: every model of the setup starts from them.
     minilm: CheckpointFiles,
+    test_rows: Vec<Example>,
     test_labels: Vec<usize>,
     clean_test: Vec<Encoded>,
     triggered: Vec<Encoded>,
@@ -70,6 +71,7 @@ impl SmallBadnets {
             pacc_rows: encode(&poisoned.test_pacc),
             pacc_labels: poisoned.test_pacc.iter().map(|e| e.label).collect(),
             test_labels: test_rows.iter().map(|e| e.label).collect(),
+            test_rows,
             victim_train: TrainConfig { epochs: 3, lr: 1e-4, seed: SEED, ..TrainConfig::default() },
             model_config,
             minilm,
@@ -82,6 +84,14 @@ impl SmallBadnets {
     /// Pre-trained MiniLM with a fresh classifier head, seeded as every model of the setup is.
     pub fn minilm(&self) -> BertClassifier<TrainBackend> {
         load_classifier::<TrainBackend>(&self.minilm, Some(2), MAX_LEN, SEED, &Default::default()).unwrap().model
+    }
+
+    /// `n` clean test texts and `n` triggered ones, none cut at the setup's maximum length:
+    /// what a checkpoint's logits are compared on.
+    pub fn probe_texts(&self, n: usize) -> Vec<String> {
+        let fits = |e: &&Example| self.tokenizer.encode(&e.text).unwrap().len() < MAX_LEN;
+        let pick = |rows: &[Example]| rows.iter().filter(fits).take(n).map(|e| e.text.clone()).collect::<Vec<_>>();
+        [pick(&self.test_rows), pick(&self.poisoned.test_asr)].concat()
     }
 
     /// The training rows outside the poisoned ones, as examples.

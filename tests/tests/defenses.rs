@@ -3,7 +3,8 @@
 //! the backdoor (the undefended model BTU reports); BTU finds the trigger token and removes the
 //! backdoor while clean accuracy holds; PURE, given that victim and clean rows only, lowers its
 //! attack success rate far below plain fine-tuning; MBTSAD, given the victim and a third of its
-//! clean rows, takes ASR well below plain fine-tuning's.
+//! clean rows, takes ASR well below plain fine-tuning's. The checkpoints BTU and PURE write load
+//! in Hugging Face `transformers` with the logits bdaudit computes (`bdaudit_tests::transformers`).
 //!
 //! One test function: the BTU run's undefended model is PURE's and MBTSAD's suspect, which saves
 //! CI two victim trainings. Unlearning is `tests/unlearning.rs`, a separate binary so that
@@ -16,15 +17,18 @@
 //! (grouped, the repair cost 2.4 more points of CACC on one run). The full-size tables are
 //! benchmarks (scripts/results-*).
 
+use bdaudit_core::checkpoint::save_classifier;
 use bdaudit_core::data::subsample;
 use bdaudit_core::defense::btu::{btu, BtuConfig};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, Teacher};
-use bdaudit_core::defense::pure::{pure, PureConfig, ThresholdMode};
+use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, ThresholdMode};
 use bdaudit_core::model::BertClassifier;
 use bdaudit_core::progress::Silent;
+use bdaudit_tests::transformers::{check, write_checkpoint, write_expected};
 use bdaudit_tests::victim::{sst2, SmallBadnets};
 use bdaudit_tests::TrainBackend;
 use burn::module::AutodiffModule;
+use std::path::Path;
 use std::time::Instant;
 
 #[test]
@@ -60,6 +64,18 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     assert!(asr_after <= 0.30, "BTU left ASR at {asr_after} (undefended {asr_before})");
     assert!(cacc_after >= cacc_before - 0.04, "BTU cost clean accuracy: {cacc_before} → {cacc_after}");
 
+    // What `bdaudit purify btu` writes loads in `transformers` and gives the same logits.
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("defenses");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let labels = ["negative".to_string(), "positive".to_string()];
+    let probe = setup.probe_texts(10);
+    let expected = scratch.join("btu-expected.json");
+    write_expected(&expected, &outcome.purified, tok, &probe);
+    let btu_dir = scratch.join("btu");
+    write_checkpoint(&btu_dir, &save_classifier(&outcome.purified, &setup.model_config, tok, &labels).unwrap());
+    let verdict = check("check-transformers.py", &[&btu_dir, &expected]);
+    eprintln!("transformers loads BTU's checkpoint: {verdict}");
+
     // PURE on the undefended victim, with 600 clean training rows and the 300 clean dev rows
     // for validation. c is relative: MiniLM's SST-2 accuracy (~0.85) sits at the paper's
     // absolute 0.85, which would prune nothing.
@@ -84,6 +100,17 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     assert!(pruned > 0, "PURE pruned nothing: {:?}", purified.report.pruning);
     assert!(asr_pure <= asr_ft - 0.2, "PURE ASR {asr_pure} is not far below plain fine-tuning's {asr_ft}");
     assert!(cacc_pure >= cacc_ft - 0.05, "PURE cost clean accuracy: {cacc_ft} → {cacc_pure}");
+
+    // Both layouts `bdaudit purify pure` writes: `transformers` 5 loads the zeroed one with
+    // PURE's logits and refuses the sliced one (it no longer prunes heads).
+    let expected = scratch.join("pure-expected.json");
+    write_expected(&expected, &purified.purified, tok, &probe);
+    let (sliced_dir, zeroed_dir) = (scratch.join("pure-sliced"), scratch.join("pure-zeroed"));
+    write_checkpoint(&sliced_dir, &save_classifier(&purified.purified, &purified.config, tok, &labels).unwrap());
+    let (zeroed, zeroed_config) = zero_pruned_heads(purified.purified.clone(), &purified.config).unwrap();
+    write_checkpoint(&zeroed_dir, &save_classifier(&zeroed, &zeroed_config, tok, &labels).unwrap());
+    let verdict = check("check-pruned-heads.py", &[&sliced_dir, &zeroed_dir, &expected]);
+    eprintln!("transformers and PURE's checkpoints: {verdict}");
 
     // MBTSAD on the victim with a third of its 720 clean training rows (245; the paper's 20%,
     // 144 rows, left ASR at 1.0 in a run of this test), the victim's lr and max length,
