@@ -1189,9 +1189,9 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     assert!(splits.lines().skip(1).all(|l| originals.contains(&squash(l))), "{splits}");
     // Seven words a row, each row with a noun of four or more letters to split.
     assert!(splits.lines().skip(1).all(|l| l.split('\t').next().unwrap().split_whitespace().count() > 7), "{splits}");
-    assert_eq!(file_names(&out.join("teacher")), ["config.json", "model.safetensors", "tokenizer.json"]);
+    assert_eq!(file_names(&out.join("teacher")), ["config.json", "model.safetensors", "provenance.json", "tokenizer.json"]);
     assert_eq!(read_json(&out.join("report.json"))["mbtsad"], *m);
-    assert!(report["teacher"].is_null(), "{report}");
+    assert!(report["teacher"].is_null() && report["teacher_provenance_checked"].is_null(), "{report}");
 
     // The saved teacher given back: no retraining, and the same distillation to the last digit.
     let teacher = out.join("teacher");
@@ -1207,6 +1207,7 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     let reused = bdaudit(&reuse, &[&clean, &poisoned, &model, &teacher]).assert_ok().json();
     assert!(reused["mbtsad"]["teacher_log"].is_null(), "{reused}");
     assert_eq!(reused["teacher"].as_str(), Some(s(&teacher)), "{reused}");
+    assert_eq!(reused["teacher_provenance_checked"], true, "{reused}");
     for key in ["metrics_teacher", "metrics"] {
         assert_eq!(reused[key], report[key], "{key}");
     }
@@ -1227,6 +1228,17 @@ fn purify_mbtsad_distils_and_writes_a_loadable_checkpoint() {
     // A usage error (clap's exit code 2), naming both options.
     assert_eq!(refused.code, Some(2), "{}", refused.describe());
     assert!(["cannot be used with", "--teacher", "--lr"].iter().all(|n| refused.stderr.contains(n)), "{}", refused.describe());
+    // A saved teacher made from other inputs is refused, naming what differs; a checkpoint
+    // without provenance (here the suspect itself) serves, with a warning.
+    let other_seed = [&reuse[..], &argv("--seed 7 --force")].concat();
+    bdaudit(&other_seed, &[&clean, &poisoned, &model, &teacher]).assert_fails(&["other inputs", "seed: teacher 42, this run 7"]);
+    let mut bare = reuse.clone();
+    let at = bare.iter().position(|a| a == "--teacher").unwrap() + 1;
+    bare[at] = s(&model).to_string();
+    bare.push("--force".into());
+    let unchecked = bdaudit(&bare, &[&clean, &poisoned, &model]);
+    assert!(unchecked.stderr.contains("has no provenance.json"), "{}", unchecked.describe());
+    assert_eq!(unchecked.assert_ok().json()["teacher_provenance_checked"], false);
 
     // bdaudit reads the purified model back and scores exactly what purify measured.
     let eval = bdaudit(&["eval", "--model", s(&out), "--data", s(&poisoned), "--json"], &[&out, &poisoned]).assert_ok().json();

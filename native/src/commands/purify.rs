@@ -12,12 +12,14 @@ use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, PureRepor
 use bdaudit_core::metrics::EvalMetrics;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Subcommand, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
 use crate::commands::eval::{evaluate, print_metrics};
-use crate::files::{read_checkpoint, resolve_model, DataDir, OutputDir};
+use crate::files::{read, read_checkpoint, resolve_model, DataDir, OutputDir};
 
 #[derive(Subcommand, Debug)]
 pub enum Method {
@@ -150,9 +152,12 @@ pub struct MbtsadArgs {
     /// A teacher checkpoint to distil from instead of retraining one, e.g. the `teacher/` that
     /// --save-teacher wrote in an earlier run on the same suspect, clean data, fraction and
     /// seed: compares distillation settings against one teacher. --epochs and --lr are unused.
+    /// A teacher --save-teacher wrote is refused if it was made from other inputs (its
+    /// provenance.json); any other checkpoint is used with a warning.
     #[arg(long, conflicts_with_all = ["epochs", "lr"])]
     pub teacher: Option<String>,
-    /// Also write the teacher to <out>/teacher/ (a checkpoint like the purified one).
+    /// Also write the teacher to <out>/teacher/ (a checkpoint like the purified one, with a
+    /// provenance.json naming what it was made from).
     #[arg(long)]
     pub save_teacher: bool,
     /// Also write the split texts both steps trained on to <out>/splits.tsv.
@@ -326,12 +331,68 @@ struct MbtsadPurifyReport {
     metrics_suspect: Option<EvalMetrics>,
     /// The teacher's checkpoint when --teacher gave one (else it was retrained here).
     teacher: Option<String>,
+    /// Whether a given teacher's provenance.json matched this run (false: it had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    teacher_provenance_checked: Option<bool>,
     /// The teacher: the suspect retrained on the split texts (the paper's "TS-FT" baseline).
     metrics_teacher: Option<EvalMetrics>,
     /// The purified student written to --out.
     metrics: Option<EvalMetrics>,
     mbtsad: MbtsadReport,
     seconds_total: f64,
+}
+
+/// The file in a saved teacher's directory that says what it was made from.
+const PROVENANCE: &str = "provenance.json";
+
+/// What a teacher was made from: distilling from it is the same experiment as retraining it
+/// only for the same suspect, clean rows, subsample and splits (the distillation trains on the
+/// splits it draws again from these).
+#[derive(Serialize, Deserialize)]
+struct TeacherProvenance {
+    suspect_sha256: String,
+    clean_train_sha256: String,
+    clean_fraction: f64,
+    seed: u64,
+    split_rule: SplitRule,
+    variants: usize,
+    max_len: usize,
+}
+
+impl TeacherProvenance {
+    /// Refuses a teacher in `dir` made from other inputs; Ok(false), with a warning, for one
+    /// without a provenance file (any checkpoint can serve as a teacher).
+    fn check(&self, dir: &Path) -> Result<bool> {
+        let path = dir.join(PROVENANCE);
+        if !path.exists() {
+            eprintln!(
+                "warning: teacher {} has no {PROVENANCE} (not written by --save-teacher): what it was trained on is not checked",
+                dir.display()
+            );
+            return Ok(false);
+        }
+        let recorded: Value = serde_json::from_slice(&read(&path)?).with_context(|| format!("{} is not JSON", path.display()))?;
+        let ours = serde_json::to_value(self)?;
+        let differ: Vec<String> = ours
+            .as_object()
+            .expect("a struct serialises to an object")
+            .iter()
+            .filter(|(key, value)| recorded.get(key.as_str()) != Some(value))
+            .map(|(key, value)| format!("{key}: teacher {}, this run {value}", recorded.get(key.as_str()).unwrap_or(&Value::Null)))
+            .collect();
+        if !differ.is_empty() {
+            bail!(
+                "teacher {} was made from other inputs than this run ({}); give the same suspect, clean data, --clean-fraction, --seed, --split-rule, --variants and --max-len, or drop --teacher to retrain it",
+                dir.display(),
+                differ.join("; ")
+            );
+        }
+        Ok(true)
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: bool) -> Result<()> {
@@ -369,6 +430,15 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     let loaded = load_classifier::<B>(&files, None, args.max_len, args.seed, &device)?;
     check_labels(&rows, loaded.model.num_labels(), &source)?;
     let tokenizer = &loaded.tokenizer;
+    let provenance = TeacherProvenance {
+        suspect_sha256: sha256(&files.model),
+        clean_train_sha256: sha256(&read(&clean.file("train.tsv"))?),
+        clean_fraction: config.clean_fraction,
+        seed: args.seed,
+        split_rule: config.split.rule,
+        variants: config.split.variants,
+        max_len: args.max_len,
+    };
     let teacher = match &teacher_dir {
         None => Teacher::Retrain,
         Some(dir) => {
@@ -384,6 +454,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
             Teacher::Given(Box::new(given.model))
         }
     };
+    let teacher_provenance_checked = teacher_dir.as_deref().map(|dir| provenance.check(dir)).transpose()?;
 
     let score =
         |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
@@ -397,6 +468,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
 
     if args.save_teacher {
         out.write_checkpoint("teacher", &save_classifier(&outcome.teacher, &loaded.config, tokenizer, &loaded.labels)?)?;
+        out.write_json(&format!("teacher/{PROVENANCE}"), &provenance)?;
     }
     if args.save_splits {
         out.write("splits.tsv", &write_tsv(&outcome.splits)?)?;
@@ -407,6 +479,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
         model: model_dir.display().to_string(),
         clean: args.clean.display().to_string(),
         teacher: teacher_dir.map(|d| d.display().to_string()),
+        teacher_provenance_checked,
         metrics_suspect,
         metrics_teacher,
         metrics,
