@@ -30,14 +30,16 @@ pub fn data_dir() -> PathBuf {
     dir
 }
 
+/// Where the scripts keep models and the PyTorch venv: `BDAUDIT_CACHE`, default `~/.cache/bdaudit`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("BDAUDIT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bdaudit"))
+}
+
 /// The real all-MiniLM-L6-v2 checkpoint fetched by `scripts/fetch-model`.
 pub fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("BDAUDIT_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("BDAUDIT_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bdaudit"));
-        cache.join("models/all-MiniLM-L6-v2")
-    });
+    let dir = std::env::var_os("BDAUDIT_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("models/all-MiniLM-L6-v2"));
     assert!(
         dir.join("model.safetensors").is_file(),
         "MiniLM weights not found at {} (run scripts/fetch-model, or set BDAUDIT_MODEL_DIR)",

@@ -15,16 +15,11 @@ use bdaudit_core::model::BertClassifier;
 use bdaudit_core::progress::Silent;
 use serde_json::{json, Value};
 
-use crate::{repo_root, Backend};
+use crate::{cache_dir, repo_root, Backend};
 
 /// The reference venv's Python.
 pub fn reference_python() -> PathBuf {
-    let python = std::env::var_os("BDAUDIT_PY_REF").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("BDAUDIT_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bdaudit"));
-        cache.join("py-ref/bin/python")
-    });
+    let python = std::env::var_os("BDAUDIT_PY_REF").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("py-ref/bin/python"));
     assert!(
         python.is_file(),
         "the PyTorch reference venv is missing at {} (run scripts/py-ref-env, or set BDAUDIT_PY_REF to its python)",
