@@ -430,15 +430,20 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     let loaded = load_classifier::<B>(&files, None, args.max_len, args.seed, &device)?;
     check_labels(&rows, loaded.model.num_labels(), &source)?;
     let tokenizer = &loaded.tokenizer;
-    let provenance = TeacherProvenance {
-        suspect_sha256: sha256(&files.model),
-        clean_train_sha256: sha256(&read(&clean.file("train.tsv"))?),
-        clean_fraction: config.clean_fraction,
-        seed: args.seed,
-        split_rule: config.split.rule,
-        variants: config.split.variants,
-        max_len: args.max_len,
-    };
+    // Hashing the inputs is needed only to check a given teacher or record a saved one.
+    let provenance = (teacher_dir.is_some() || args.save_teacher)
+        .then(|| -> Result<TeacherProvenance> {
+            Ok(TeacherProvenance {
+                suspect_sha256: sha256(&files.model),
+                clean_train_sha256: sha256(&read(&clean.file("train.tsv"))?),
+                clean_fraction: config.clean_fraction,
+                seed: args.seed,
+                split_rule: config.split.rule,
+                variants: config.split.variants,
+                max_len: args.max_len,
+            })
+        })
+        .transpose()?;
     let teacher = match &teacher_dir {
         None => Teacher::Retrain,
         Some(dir) => {
@@ -454,7 +459,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
             Teacher::Given(Box::new(given.model))
         }
     };
-    let teacher_provenance_checked = teacher_dir.as_deref().map(|dir| provenance.check(dir)).transpose()?;
+    let teacher_provenance_checked = teacher_dir.as_deref().zip(provenance.as_ref()).map(|(dir, p)| p.check(dir)).transpose()?;
 
     let score =
         |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
