@@ -37,7 +37,6 @@ pub struct SmallBadnets {
     /// MiniLM's files, read once: every model of the setup starts from them.
     minilm: CheckpointFiles,
     test_rows: Vec<Example>,
-    test_labels: Vec<usize>,
     clean_test: Vec<Encoded>,
     triggered: Vec<Encoded>,
     pacc_rows: Vec<Encoded>,
@@ -70,7 +69,6 @@ impl SmallBadnets {
             triggered: encode(&poisoned.test_asr),
             pacc_rows: encode(&poisoned.test_pacc),
             pacc_labels: poisoned.test_pacc.iter().map(|e| e.label).collect(),
-            test_labels: test_rows.iter().map(|e| e.label).collect(),
             test_rows,
             victim_train: TrainConfig { epochs: 3, lr: 1e-4, seed: SEED, ..TrainConfig::default() },
             model_config,
@@ -89,9 +87,10 @@ impl SmallBadnets {
     /// `n` clean test texts and `n` triggered ones, none cut at the setup's maximum length:
     /// what a checkpoint's logits are compared on.
     pub fn probe_texts(&self, n: usize) -> Vec<String> {
-        let fits = |e: &&Example| self.tokenizer.encode(&e.text).unwrap().len() < MAX_LEN;
-        let pick = |rows: &[Example]| rows.iter().filter(fits).take(n).map(|e| e.text.clone()).collect::<Vec<_>>();
-        [pick(&self.test_rows), pick(&self.poisoned.test_asr)].concat()
+        let pick = |rows: &[Example], encoded: &[Encoded]| {
+            rows.iter().zip(encoded).filter(|(_, e)| e.ids.len() < MAX_LEN).take(n).map(|(r, _)| r.text.clone()).collect::<Vec<_>>()
+        };
+        [pick(&self.test_rows, &self.clean_test), pick(&self.poisoned.test_asr, &self.triggered)].concat()
     }
 
     /// The training rows outside the poisoned ones, as examples.
@@ -116,7 +115,8 @@ impl SmallBadnets {
 
     /// (CACC on the clean test rows, ASR on the triggered non-target ones).
     pub fn score(&self, model: &BertClassifier<Backend>) -> (f64, f64) {
-        let cacc = metrics::cacc(&self.test_labels, &self.predict(model, &self.clean_test)).unwrap();
+        let labels: Vec<usize> = self.test_rows.iter().map(|e| e.label).collect();
+        let cacc = metrics::cacc(&labels, &self.predict(model, &self.clean_test)).unwrap();
         (cacc, metrics::asr(&self.predict(model, &self.triggered), self.attack.target))
     }
 
