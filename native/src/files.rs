@@ -32,7 +32,7 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
     let dir = match arg {
         "minilm" | "all-MiniLM-L6-v2" => {
             let dir = cache_dir().join("models/all-MiniLM-L6-v2");
-            if !dir.join("model.safetensors").is_file() {
+            if !dir.join(CheckpointFiles::MODEL).is_file() {
                 bail!("all-MiniLM-L6-v2 is not downloaded yet: run scripts/fetch-model (expected at {})", dir.display());
             }
             dir
@@ -46,11 +46,7 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
 }
 
 pub fn read_checkpoint(dir: &Path) -> Result<CheckpointFiles> {
-    Ok(CheckpointFiles {
-        model: read(&dir.join("model.safetensors"))?,
-        config: read(&dir.join("config.json"))?,
-        tokenizer: read(&dir.join("tokenizer.json"))?,
-    })
+    CheckpointFiles::read_with(|name| read(&dir.join(name)))
 }
 
 /// Reads one data file in TSV, CSV or JSONL (by extension; TSV otherwise).
@@ -184,10 +180,7 @@ impl OutputDir {
     /// Writes a Hugging Face checkpoint's three files into the subdirectory `dir` ("" for the
     /// output directory itself).
     pub fn write_checkpoint(&self, dir: &str, files: &CheckpointFiles) -> Result<()> {
-        let at = Path::new(dir);
-        self.write(at.join("model.safetensors"), &files.model)?;
-        self.write(at.join("config.json"), &files.config)?;
-        self.write(at.join("tokenizer.json"), &files.tokenizer)
+        files.named().into_iter().try_for_each(|(name, bytes)| self.write(Path::new(dir).join(name), bytes))
     }
 
     /// Writes a Hugging Face checkpoint directory's three files and `report.json`, moves the

@@ -41,7 +41,7 @@ pub fn cache_dir() -> PathBuf {
 pub fn minilm_dir() -> PathBuf {
     let dir = std::env::var_os("BDAUDIT_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("models/all-MiniLM-L6-v2"));
     assert!(
-        dir.join("model.safetensors").is_file(),
+        dir.join(CheckpointFiles::MODEL).is_file(),
         "MiniLM weights not found at {} (run scripts/fetch-model, or set BDAUDIT_MODEL_DIR)",
         dir.display()
     );
@@ -49,8 +49,8 @@ pub fn minilm_dir() -> PathBuf {
 }
 
 pub fn read_checkpoint(dir: &Path) -> CheckpointFiles {
-    let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()));
-    CheckpointFiles { model: read("model.safetensors"), config: read("config.json"), tokenizer: read("tokenizer.json") }
+    let read = |name| std::fs::read(dir.join(name)).map_err(|e| format!("{}/{name}: {e}", dir.display()));
+    CheckpointFiles::read_with(read).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn fixture(name: &str) -> Value {

@@ -32,7 +32,7 @@ pub fn reference_python() -> PathBuf {
 pub fn write_checkpoint(dir: &Path, files: &CheckpointFiles) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    for (name, bytes) in [("model.safetensors", &files.model), ("config.json", &files.config), ("tokenizer.json", &files.tokenizer)] {
+    for (name, bytes) in files.named() {
         std::fs::write(dir.join(name), bytes).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()));
     }
 }

@@ -14,6 +14,24 @@ pub struct CheckpointFiles {
     pub tokenizer: Vec<u8>,
 }
 
+impl CheckpointFiles {
+    /// The weights' file name in a checkpoint directory; the one the others are found beside.
+    pub const MODEL: &'static str = "model.safetensors";
+    pub const CONFIG: &'static str = "config.json";
+    pub const TOKENIZER: &'static str = "tokenizer.json";
+
+    /// Reads the three files by their names in a checkpoint directory; the core has no
+    /// filesystem, so the caller brings `read` and its error type.
+    pub fn read_with<E>(mut read: impl FnMut(&'static str) -> Result<Vec<u8>, E>) -> Result<Self, E> {
+        Ok(Self { model: read(Self::MODEL)?, config: read(Self::CONFIG)?, tokenizer: read(Self::TOKENIZER)? })
+    }
+
+    /// The three files with the names `transformers` looks for, for writing.
+    pub fn named(&self) -> [(&'static str, &[u8]); 3] {
+        [(Self::MODEL, &self.model), (Self::CONFIG, &self.config), (Self::TOKENIZER, &self.tokenizer)]
+    }
+}
+
 /// What loading did besides reading tensors: a user should see initialised heads and
 /// ignored tensors rather than have them pass silently.
 #[derive(Debug, Clone, Serialize)]
