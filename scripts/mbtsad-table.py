@@ -33,13 +33,16 @@ for name in sorted(os.listdir(work)):
         "MBTSAD": m["metrics"],
         "clean rows": m["mbtsad"]["clean_rows"],
         "seconds": {k: m["mbtsad"][f"{k}_seconds"] for k in ["augment", "teacher", "distill"]},
+        # `eval`'s report of a model trained on the clean rows alone (FLOOR=1), when there is one.
+        "clean floor": load("floor.json") if os.path.isfile(os.path.join(work, name, "floor.json")) else None,
     })
 
 print(machine_line(reports))
 print("| data | attack | split | teacher lr | distill epochs | defense | seeds | CACC | ASR |")
 print("|---|---|---|---|---|---|---|---|---|")
 for (ds, attack, (split, lr, epochs)), rs in runs.items():
-    for defense in ["none", "FT", "TS-FT", "MBTSAD"]:
+    floor = ["clean floor"] if all(r["clean floor"] for r in rs) else []
+    for defense in ["none", "FT", "TS-FT", "MBTSAD"] + floor:
         metrics = [r[defense] for r in rs]
         cacc, asr = ms([m["cacc"] for m in metrics]), ms([m["asr"] for m in metrics])
         print(f"| {ds} | {attack} | {split} | {lr:g} | {epochs} | {defense} | {len(rs)} | {cacc} | {asr} |")
