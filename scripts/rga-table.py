@@ -41,12 +41,41 @@ for (ds, attack), rs in runs.items():
         if len(done) == len(rs):
             row(m.upper(), done)
 
-print("\nPer run: rows forgotten, unlearning epochs, final forget loss and λ, seconds.\n")
-print("| data | attack | seed | forget rows | method | epochs | last forget CE | last λ | seconds |")
-print("|---|---|---|---|---|---|---|---|---|")
+print("\nPer run. \"LFR w/o trigger\": the same non-target test rows, clean, called the target; "
+      "\"target → elsewhere\": the triggered target-class rows of the PACC set predicted as another class, "
+      "the direction a shifted trigger pushes. Then the unlearning: rows forgotten, epochs, last forget CE "
+      "and λ, seconds.\n")
+print("| data | attack | seed | model | CACC | LFR | LFR w/o trigger | PACC | ΔPACC | target → elsewhere "
+      "| forget rows | epochs | last forget CE | last λ | seconds |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def pct(v):
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def sent_elsewhere(m, target):
+    """1 − the target class's recall on the triggered (PACC) test set."""
+    c = m.get("confusion_pacc")
+    if c is None:
+        return None
+    row = c["counts"][target]
+    return 1 - row[target] / sum(row) if sum(row) else None
+
+
 for (ds, attack), rs in runs.items():
-    for seed, _, _, methods in rs:
-        for m, r in methods.items():
-            last = r["epochs"][-1]
-            print(f"| {ds} | {attack} | {seed} | {r['forget_rows']} | {m.upper()} | {len(r['epochs'])} "
-                  f"| {last['forget_loss']:.3f} | {last['lambda']:.3f} | {r['seconds_unlearn']:.0f} |")
+    for seed, victim, retrain, methods in rs:
+        target = json.load(open(os.path.join(work, f"{ds}-{attack}-{seed}", "data", "attack.json")))["config"]["target"]
+        ref = retrain["metrics"]["pacc"]
+        models = [("poisoned", victim["metrics"], None), ("ReTrain", retrain["metrics"], None)]
+        models += [(m.upper(), r["metrics_after"], r) for m, r in methods.items()]
+        for label, m, r in models:
+            cells = [pct(m.get(k)) for k in ("cacc", "asr", "asr_without_trigger", "pacc")]
+            cells += [pct(abs(m["pacc"] - ref)), pct(sent_elsewhere(m, target))]
+            if r is None:
+                cells += [""] * 5
+            else:
+                last = r["epochs"][-1]
+                cells += [str(r["forget_rows"]), str(len(r["epochs"])), f"{last['forget_loss']:.3f}",
+                          f"{last['lambda']:.3f}", f"{r['seconds_unlearn']:.0f}"]
+            print(f"| {ds} | {attack} | {seed} | {label} | " + " | ".join(cells) + " |")
