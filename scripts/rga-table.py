@@ -8,6 +8,7 @@ from tables import machine_line, mean_std as ms
 work = sys.argv[1]
 METHODS = ["ga", "npo", "rga"]
 runs = {}
+targets = {}  # (data, attack, seed) -> the attack's target class
 for name in sorted(os.listdir(work)):
     run = os.path.join(work, name)
     if not os.path.isfile(os.path.join(run, "retrain", "report.json")):
@@ -21,6 +22,7 @@ for name in sorted(os.listdir(work)):
         if os.path.isfile(path):
             methods[m] = json.load(open(path))
     runs.setdefault((ds, attack), []).append((int(seed), victim, retrain, methods))
+    targets[ds, attack, int(seed)] = json.load(open(os.path.join(run, "data", "attack.json")))["config"]["target"]
 
 print(machine_line([x for rs in runs.values() for _, v, r, methods in rs for x in [v, r, *methods.values()]]))
 print("| data | attack | model | seeds | CACC | LFR | PACC | ΔPACC |")
@@ -65,13 +67,12 @@ def sent_elsewhere(m, target):
 
 for (ds, attack), rs in runs.items():
     for seed, victim, retrain, methods in rs:
-        target = json.load(open(os.path.join(work, f"{ds}-{attack}-{seed}", "data", "attack.json")))["config"]["target"]
         ref = retrain["metrics"]["pacc"]
         models = [("poisoned", victim["metrics"], None), ("ReTrain", retrain["metrics"], None)]
         models += [(m.upper(), r["metrics_after"], r) for m, r in methods.items()]
         for label, m, r in models:
             cells = [pct(m.get(k)) for k in ("cacc", "asr", "asr_without_trigger", "pacc")]
-            cells += [pct(abs(m["pacc"] - ref)), pct(sent_elsewhere(m, target))]
+            cells += [pct(abs(m["pacc"] - ref)), pct(sent_elsewhere(m, targets[ds, attack, seed]))]
             if r is None:
                 cells += [""] * 5
             else:
