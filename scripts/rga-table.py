@@ -3,7 +3,7 @@ import json
 import os
 import sys
 
-from tables import machine_line, mean_std as ms
+from tables import machine_line, mean_std as ms, recalls
 
 work = sys.argv[1]
 METHODS = ["ga", "npo", "rga"]
@@ -57,12 +57,11 @@ def pct(v):
 
 
 def sent_elsewhere(m, target):
-    """1 − the target class's recall on the triggered (PACC) test set."""
+    """1 − the target class's recall on the triggered (PACC) test set; None without such rows."""
     c = m.get("confusion_pacc")
-    if c is None:
+    if c is None or not sum(c["counts"][target]):
         return None
-    row = c["counts"][target]
-    return 1 - row[target] / sum(row) if sum(row) else None
+    return 1 - recalls(c["counts"])[target] / 100
 
 
 for (ds, attack), rs in runs.items():
