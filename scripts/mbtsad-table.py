@@ -1,19 +1,15 @@
 """Prints the MBTSAD results table (markdown) from the runs scripts/results-mbtsad wrote."""
 import json
 import os
-import sys
 
-from tables import machine_line, mean_std as ms
+from tables import machine_line, mean_std as ms, run_dirs, work_dirs
 
-work = sys.argv[1]
+works = work_dirs("WORK_DIR [WORK_DIR ...]   (scripts/results-mbtsad's; their runs make one table)")
 runs = {}
 reports = []
-for name in sorted(os.listdir(work)):
-    report = os.path.join(work, name, "mbtsad", "report.json")
-    if not os.path.isfile(report):
-        continue
+for name, run in run_dirs(works, lambda run: os.path.isfile(os.path.join(run, "mbtsad", "report.json"))):
     ds, attack, seed = name.rsplit("-", 2)
-    load = lambda *p: json.load(open(os.path.join(work, name, *p)))
+    load = lambda *p: json.load(open(os.path.join(run, *p)))
     m = load("mbtsad", "report.json")
     victim, ft = load("victim", "report.json"), load("ft", "report.json")
     reports += [victim, ft, m]
@@ -34,7 +30,7 @@ for name in sorted(os.listdir(work)):
         "clean rows": m["mbtsad"]["clean_rows"],
         "seconds": {k: m["mbtsad"][f"{k}_seconds"] for k in ["augment", "teacher", "distill"]},
         # `eval`'s report of a model trained on the clean rows alone (FLOOR=1), when there is one.
-        "clean floor": load("floor.json") if os.path.isfile(os.path.join(work, name, "floor.json")) else None,
+        "clean floor": load("floor.json") if os.path.isfile(os.path.join(run, "floor.json")) else None,
     })
 
 print(machine_line(reports))

@@ -3,28 +3,43 @@ import json
 import os
 import sys
 
-from tables import machine_line, mean_std as ms
+from tables import machine_line, mean_std as ms, work_dirs
 
-work = sys.argv[1]
+works = work_dirs("WORK_DIR [WORK_DIR ...]   (scripts/results-pure's; their seeds make one table)")
+# A seed's runs may lie in several work directories (its DS runs made in another, say): they
+# are merged if they share the victim; the same run in two of them is an error.
+seeds = {}
+for work in works:
+    for name in os.listdir(work):
+        if name.startswith("seed-") and os.path.isdir(os.path.join(work, name)):
+            seeds.setdefault(name, []).append(os.path.join(work, name))
 rows = {}
 victims = []
 reports = []
-for seed_dir in sorted(os.listdir(work)):
-    path = os.path.join(work, seed_dir)
-    if not seed_dir.startswith("seed-"):
-        continue
-    victim = os.path.join(path, "victim", "report.json")
-    if os.path.isfile(victim):
-        reports.append(json.load(open(victim)))
-        victims.append(reports[-1]["metrics"])
+for seed_dir in sorted(seeds):
+    victim, files = None, {}
+    for path in seeds[seed_dir]:
+        report = os.path.join(path, "victim", "report.json")
+        if os.path.isfile(report):
+            r = json.load(open(report))
+            if victim is None:
+                victim = r
+            elif r["metrics"] != victim["metrics"]:
+                sys.exit(f"{seed_dir} has different victims in {' and '.join(seeds[seed_dir])}: not one experiment")
+        for name in os.listdir(path):
+            if name.endswith(".json"):
+                if name in files:
+                    sys.exit(f"{seed_dir}/{name} is in both {os.path.dirname(files[name])} and {path}: name one of them")
+                files[name] = os.path.join(path, name)
+    if victim is not None:
+        reports.append(victim)
+        victims.append(victim["metrics"])
     # Every method's step 1 is the same plain fine-tune (same seed and rows): the FT baseline,
     # taken once per seed and setting.
     ft = {}
-    for name in sorted(os.listdir(path)):
-        if not name.endswith(".json"):
-            continue
+    for name in sorted(files):
         setting, method = name[:-5].split("-", 1)
-        r = json.load(open(os.path.join(path, name)))
+        r = json.load(open(files[name]))
         reports.append(r)
         ft.setdefault(setting, (r["metrics_finetuned"], r["pure"]))
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))

@@ -1,18 +1,14 @@
 """Prints the unlearning results table (markdown) from the runs scripts/results-rga wrote."""
 import json
 import os
-import sys
 
-from tables import machine_line, mean_std as ms, recalls
+from tables import machine_line, mean_std as ms, recalls, run_dirs, work_dirs
 
-work = sys.argv[1]
+works = work_dirs("WORK_DIR [WORK_DIR ...]   (scripts/results-rga's; their runs make one table)")
 METHODS = ["ga", "npo", "rga"]
 runs = {}
 targets = {}  # (data, attack, seed) -> the attack's target class
-for name in sorted(os.listdir(work)):
-    run = os.path.join(work, name)
-    if not os.path.isfile(os.path.join(run, "retrain", "report.json")):
-        continue
+for name, run in run_dirs(works, lambda run: os.path.isfile(os.path.join(run, "retrain", "report.json"))):
     ds, attack, seed = name.rsplit("-", 2)
     victim = json.load(open(os.path.join(run, "victim", "report.json")))
     retrain = json.load(open(os.path.join(run, "retrain", "report.json")))

@@ -4,6 +4,32 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
+
+
+def work_dirs(usage):
+    """The work directories named on the command line (the table scripts take several, so runs
+    made into different directories, e.g. seeds on two machines, make one table); exits with
+    `usage` when there are none."""
+    if len(sys.argv) < 2:
+        sys.exit(f"usage: {os.path.basename(sys.argv[0])} {usage}")
+    return sys.argv[1:]
+
+
+def run_dirs(works, is_run):
+    """(name, path) of every directory directly under the work directories `works` for which
+    `is_run(path)` holds, sorted by name. The same run in two of them is an error: which one
+    the table should count is not known."""
+    found = {}
+    for work in works:
+        for name in os.listdir(work):
+            path = os.path.join(work, name)
+            if not (os.path.isdir(path) and is_run(path)):
+                continue
+            if name in found:
+                sys.exit(f"{name} is in both {os.path.dirname(found[name])} and {work}: name one of them")
+            found[name] = path
+    return sorted(found.items())
 
 
 def mean_std(values):
