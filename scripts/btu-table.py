@@ -1,19 +1,17 @@
 """Prints the BTU results table (markdown) from the runs scripts/results-btu wrote."""
 import json
 import os
-import sys
 
-from tables import label_names, machine_line, mean_std as ms, recall_cells, trigger_units
+from tables import label_names, machine_line, mean_std as ms, recall_cells, run_dirs, trigger_units, work_dirs
 
-work = sys.argv[1]
+works = work_dirs("WORK_DIR [WORK_DIR ...]   (scripts/results-btu's; their runs make one table)")
 runs = {}
-for name in sorted(os.listdir(work)):
-    report = os.path.join(work, name, "btu.json")
-    if not os.path.isfile(report):
-        continue
+paths = {}  # (data, attack, seed) -> the run's directory
+for name, run in run_dirs(works, lambda run: os.path.isfile(os.path.join(run, "btu.json"))):
     ds, attack, seed = name.rsplit("-", 2)
-    r = json.load(open(report))
-    a = json.load(open(os.path.join(work, name, "data", "attack.json")))
+    paths[ds, attack, int(seed)] = run
+    r = json.load(open(os.path.join(run, "btu.json")))
+    a = json.load(open(os.path.join(run, "data", "attack.json")))
     words = [w.lower() for unit in trigger_units(a) for w in unit]
     runs.setdefault((ds, attack), []).append((int(seed), r, words))
 
@@ -76,6 +74,6 @@ if recall:
     print("| data | attack | seed | recall per class |")
     print("|---|---|---|---|")
     for (ds, attack), seed, r in recall:
-        names = label_names(os.path.join(work, f"{ds}-{attack}-{seed}", "data"))
+        names = label_names(os.path.join(paths[ds, attack, seed], "data"))
         cells = recall_cells(names, r["metrics_undefended"]["confusion"]["counts"], r["metrics"]["confusion"]["counts"])
         print(f"| {ds} | {attack} | {seed} | {cells} |")

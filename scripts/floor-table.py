@@ -1,18 +1,19 @@
 """Prints the clean-floor table (markdown) from the runs scripts/results-floor wrote."""
 import json
 import os
-import sys
 
-from tables import label_names, machine_line, mean_std as ms, recall_cells
+from tables import label_names, machine_line, mean_std as ms, recall_cells, run_dirs, work_dirs
 
-work = sys.argv[1]
+works = work_dirs("WORK_DIR [WORK_DIR ...]   (scripts/results-floor's; their runs make one table)")
 runs = {}
-for name in sorted(os.listdir(work)):
+paths = {}  # (data, seed) -> the run's directory
+for name, run in run_dirs(works, lambda run: True):
     ds, seed = name.rsplit("-", 1)
+    paths[ds, int(seed)] = run
     # One `<attack>.json` (the clean model's eval on that attack's test sets) per attack run.
-    for file in sorted(os.listdir(os.path.join(work, name))):
+    for file in sorted(os.listdir(run)):
         if file.endswith(".json"):
-            runs.setdefault((ds, file[: -len(".json")]), []).append((int(seed), json.load(open(os.path.join(work, name, file)))))
+            runs.setdefault((ds, file[: -len(".json")]), []).append((int(seed), json.load(open(os.path.join(run, file)))))
 
 print(machine_line([r for rs in runs.values() for _, r in rs]))
 print("| data | attack | seeds | clean CACC | clean-model ASR (floor) | per seed |")
@@ -29,5 +30,5 @@ if split:
     print("|---|---|---|---|---|---|---|")
     for (ds, attack), seed, r in split:
         cells = [100 * r["asr"], 100 * r["asr_without_trigger"], 100 * (r["asr"] - r["asr_without_trigger"])]
-        recall = recall_cells(label_names(os.path.join(work, f"{ds}-{seed}", f"{attack}-data")), r["confusion"]["counts"])
+        recall = recall_cells(label_names(os.path.join(paths[ds, seed], f"{attack}-data")), r["confusion"]["counts"])
         print(f"| {ds} | {attack} | {seed} | " + " | ".join(f"{c:.2f}" for c in cells) + f" | {recall} |")

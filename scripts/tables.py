@@ -13,6 +13,9 @@ def work_dirs(usage):
     `usage` when there are none."""
     if len(sys.argv) < 2:
         sys.exit(f"usage: {os.path.basename(sys.argv[0])} {usage}")
+    for work in sys.argv[1:]:
+        if not os.path.isdir(work):
+            sys.exit(f"{work}: not a directory")
     return sys.argv[1:]
 
 
