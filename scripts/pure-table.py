@@ -3,29 +3,25 @@ import json
 import os
 import sys
 
-from tables import machine_line, mean_std as ms, work_dirs
+from tables import dirs_by_name, machine_line, mean_std as ms, work_dirs
 
 works = work_dirs("WORK_DIR [WORK_DIR ...]   (scripts/results-pure's; their seeds make one table)")
 # A seed's runs may lie in several work directories (its DS runs made in another, say): they
 # are merged if they share the victim; the same run in two of them is an error.
-seeds = {}
-for work in works:
-    for name in os.listdir(work):
-        if name.startswith("seed-") and os.path.isdir(os.path.join(work, name)):
-            seeds.setdefault(name, []).append(os.path.join(work, name))
+seeds = dirs_by_name(works, lambda path: os.path.basename(path).startswith("seed-"))
 rows = {}
 victims = []
 reports = []
-for seed_dir in sorted(seeds):
+for seed_dir, paths in seeds.items():
     victim, files = None, {}
-    for path in seeds[seed_dir]:
+    for path in paths:
         report = os.path.join(path, "victim", "report.json")
         if os.path.isfile(report):
             r = json.load(open(report))
             if victim is None:
                 victim = r
             elif any(r["metrics"][k] != victim["metrics"][k] for k in ("cacc", "asr")):
-                sys.exit(f"{seed_dir} has different victims in {' and '.join(seeds[seed_dir])}: not one experiment")
+                sys.exit(f"{seed_dir} has different victims in {' and '.join(paths)}: not one experiment")
         for name in os.listdir(path):
             if name.endswith(".json"):
                 if name in files:

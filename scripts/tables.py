@@ -19,20 +19,27 @@ def work_dirs(usage):
     return sys.argv[1:]
 
 
-def run_dirs(works, is_run):
-    """(name, path) of every directory directly under the work directories `works` for which
-    `is_run(path)` holds, sorted by name. The same run in two of them is an error: which one
-    the table should count is not known."""
+def dirs_by_name(works, is_run):
+    """{name: [paths]} of the directories directly under the work directories `works` for
+    which `is_run(path)` holds, sorted by name; a name's paths in the order of `works`."""
     found = {}
     for work in works:
         for name in os.listdir(work):
             path = os.path.join(work, name)
-            if not (os.path.isdir(path) and is_run(path)):
-                continue
-            if name in found:
-                sys.exit(f"{name} is in both {os.path.dirname(found[name])} and {work}: name one of them")
-            found[name] = path
-    return sorted(found.items())
+            if os.path.isdir(path) and is_run(path):
+                found.setdefault(name, []).append(path)
+    return dict(sorted(found.items()))
+
+
+def run_dirs(works, is_run):
+    """(name, path) of every run directory (dirs_by_name). The same run in two work
+    directories is an error: which one the table should count is not known."""
+    runs = []
+    for name, paths in dirs_by_name(works, is_run).items():
+        if len(paths) > 1:
+            sys.exit(f"{name} is in both {os.path.dirname(paths[0])} and {os.path.dirname(paths[1])}: name one of them")
+        runs.append((name, paths[0]))
+    return runs
 
 
 def mean_std(values):
