@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate, print_metrics};
+use crate::commands::eval::{evaluate, print_metrics, reference_pacc};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 use crate::plot::{line_chart, Series};
 
@@ -162,8 +162,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     let reference_pacc = match (&reference_dir, &test) {
         (Some(reference), Some(t)) => {
             let r = load_classifier::<B::InnerBackend>(&read_checkpoint(reference)?, Some(num_labels), args.max_len, 0, &device)?;
-            let pacc = evaluate(&r.model, &r.tokenizer, t, 64, &device, json)?.pacc;
-            Some(pacc.with_context(|| format!("--reference compares PACC: {} has no test-pacc.tsv", t.path.display()))?)
+            Some(reference_pacc(&r.model, &r.tokenizer, t, 64, &device, json)?)
         }
         _ => None,
     };
