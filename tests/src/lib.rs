@@ -15,8 +15,22 @@ pub mod victim;
 pub type Backend = burn::backend::NdArray<f32>;
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
 
+/// The checkout the tests run in, found at run time. `env!("CARGO_MANIFEST_DIR")` would bake in
+/// the checkout that built the binary, and cargo reuses the binary in another checkout sharing
+/// the target directory (a clean clone beside the working copy): the tests would then read the
+/// first checkout's scripts and fixtures. `cargo test` sets the variable when it runs a test;
+/// `scripts/test` runs the unlearning binary itself, from `tests/` as cargo does.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().expect("the working directory is readable"));
+    let root = package.parent().expect("tests/ has a parent").to_path_buf();
+    assert!(
+        root.join("tests/fixtures").is_dir(),
+        "{} is not the repository's tests/ directory: run the test binaries from there, or set CARGO_MANIFEST_DIR to it",
+        package.display()
+    );
+    root
 }
 
 /// The real datasets (`sentence<TAB>label` TSV splits).
