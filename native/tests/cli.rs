@@ -206,10 +206,11 @@ fn write_data(dir: &Path) {
 fn fixture() -> &'static Value {
     static FX: OnceLock<Value> = OnceLock::new();
     FX.get_or_init(|| {
-        // Compiled in rather than read from a path baked in at build time: cargo reuses this
-        // test binary in another checkout that shares the target directory, where that path
-        // would name the first checkout's file (or none).
-        serde_json::from_str(include_str!("../../tests/fixtures/tiny-bert.json")).expect("tiny-bert.json is JSON")
+        // The package directory as `cargo test` sets it at run time, not `env!`'s compiled-in
+        // one: cargo reuses this binary in another checkout sharing the target directory, where
+        // that path would name the first checkout's file (or none).
+        let package = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by `cargo test`, which sets CARGO_MANIFEST_DIR");
+        read_json(&Path::new(&package).join("../tests/fixtures/tiny-bert.json"))
     })
 }
 
