@@ -8,6 +8,7 @@ mod commands;
 mod files;
 mod machine;
 mod plot;
+mod provenance;
 
 use std::process::ExitCode;
 

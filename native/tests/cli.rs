@@ -1454,10 +1454,10 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
     assert_eq!(parse_tsv(&forget).len(), 12, "30% of 40 rows");
     assert!(parse_tsv(&forget).iter().all(|(t, l)| t.contains("cf") && *l == 1));
     assert_eq!(parse_tsv(&retain).len(), 28);
-    let mut reports = Vec::new();
+    let mut reports: Vec<PathBuf> = Vec::new();
     for method in ["ga", "npo", "rga"] {
         let out = tmp.path(&format!("unlearned-{method}"));
-        let args = argv(&format!(
+        let mut args = argv(&format!(
             "unlearn {method} --model {} --forget {} --retain {} --base {} --test {} --reference {} --out {} --epochs \
              4 --batch-size 4 --lr 3e-3 --max-len 16 --json",
             s(&victim),
@@ -1468,7 +1468,19 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
             s(&clean),
             s(&out)
         ));
+        // NPO and RGA take GA's scores before unlearning instead of computing them again.
+        if let Some(ga) = reports.first() {
+            args.extend(["--before-from".to_string(), s(ga).to_string()]);
+        }
         let report = bdaudit(&args, &[&data, &victim, &encoder, &clean]).assert_ok().json();
+        assert_eq!(report["before_from"].is_string(), method != "ga", "{report}");
+        assert_eq!(report["scored"]["max_len"], 16, "{report}");
+        if let Some(ga) = reports.first() {
+            let ga = read_json(ga);
+            for key in ["metrics_before", "reference_pacc", "scored"] {
+                assert_eq!(report[key], ga[key], "{key}");
+            }
+        }
         assert_eq!(report["method"], method, "{report}");
         // Only RGA anchors to the base; GA and NPO do not load it, and the report says so.
         assert_eq!(report["base"].is_string(), method == "rga", "{report}");
@@ -1515,6 +1527,32 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
     bdaudit(&args, &[]).assert_ok();
     let not_a_report = data.join("attack.json");
     bdaudit(&["plot", "--out", s(&tmp.path("x.svg")), s(&not_a_report)], &[]).assert_fails(&["attack.json", "not a report.json"]);
+
+    // Scores are reused only from a run on the same inputs.
+    let reuse = |before_from: &Path, max_len: usize| {
+        let line = format!(
+            "unlearn ga --model {} --forget {} --retain {} --test {} --reference {} --out {} --epochs 1 --batch-size 4 \
+             --max-len {max_len} --before-from {}",
+            s(&victim),
+            s(&forget),
+            s(&retain),
+            s(&data),
+            s(&clean),
+            s(&tmp.path("reused")),
+            s(before_from)
+        );
+        bdaudit(&argv(&line), &[&data, &victim, &encoder, &clean])
+    };
+    reuse(&reports[0], 12).assert_fails(&["scored other inputs", "max_len: that report 16, this run 12"]);
+    fs::write(data.join("test-pacc.tsv"), tsv(&rows(6, 3))).unwrap();
+    reuse(&reports[0], 16).assert_fails(&["scored other inputs", "test_sha256"]);
+    reuse(&not_a_report, 16).assert_fails(&["attack.json", "not a report.json"]);
+    let mut old = read_json(&reports[0]);
+    old.as_object_mut().unwrap().remove("scored");
+    let old_report = tmp.path("old-report.json");
+    fs::write(&old_report, serde_json::to_vec(&old).unwrap()).unwrap();
+    reuse(&old_report, 16).assert_fails(&["does not record what it scored"]);
+    assert!(!tmp.path("reused").exists());
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 }
 

@@ -1,5 +1,6 @@
 //! `bdaudit eval`: CACC, ASR and PACC of a checkpoint on a data set directory.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -14,7 +15,8 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::bar::Bars;
-use crate::files::{read_checkpoint, resolve_model, DataDir};
+use crate::files::{read, read_checkpoint, resolve_model, DataDir};
+use crate::provenance::sha256_hex;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -65,6 +67,15 @@ fn predict_split<B: Backend>(
     Ok((rows.iter().map(|r| r.label).collect(), preds))
 }
 
+/// The test splits [`evaluate`] scores, whichever of them a directory holds.
+const TEST_SPLITS: [&str; 3] = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"];
+
+/// The SHA-256 of each test split the directory holds: scores computed on it are reusable
+/// only while these are unchanged.
+pub fn test_sha256(data: &DataDir) -> Result<BTreeMap<String, String>> {
+    TEST_SPLITS.iter().filter(|name| data.has(name)).map(|name| Ok((name.to_string(), sha256_hex(&read(&data.file(name))?)))).collect()
+}
+
 /// Scores a model on whichever of the clean and triggered test sets the directory holds.
 pub fn evaluate<B: Backend>(
     model: &BertClassifier<B>,
@@ -100,7 +111,7 @@ pub fn evaluate<B: Backend>(
         m.n_pacc = rows.len();
     }
     if m.n_clean + m.n_asr + m.n_pacc == 0 {
-        bail!("{} has none of test.tsv, test-asr.tsv, test-pacc.tsv", data.path.display());
+        bail!("{} has none of {}", data.path.display(), TEST_SPLITS.join(", "));
     }
     Ok(m)
 }

@@ -14,12 +14,12 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
 use crate::commands::eval::{evaluate, print_metrics};
 use crate::files::{read, read_checkpoint, resolve_model, DataDir, OutputDir};
+use crate::provenance::{differences, sha256_hex};
 
 #[derive(Subcommand, Debug)]
 pub enum Method {
@@ -372,14 +372,7 @@ impl TeacherProvenance {
             return Ok(false);
         }
         let recorded: Value = serde_json::from_slice(&read(&path)?).with_context(|| format!("{} is not JSON", path.display()))?;
-        let ours = serde_json::to_value(self)?;
-        let differ: Vec<String> = ours
-            .as_object()
-            .expect("a struct serialises to an object")
-            .iter()
-            .filter(|(key, value)| recorded.get(key.as_str()) != Some(value))
-            .map(|(key, value)| format!("{key}: teacher {}, this run {value}", recorded.get(key.as_str()).unwrap_or(&Value::Null)))
-            .collect();
+        let differ = differences(self, &recorded, "teacher")?;
         if !differ.is_empty() {
             bail!(
                 "teacher {} was made from other inputs than this run ({}); give the same suspect, clean data, --clean-fraction, --seed, --split-rule, --variants and --max-len, or drop --teacher to retrain it",
@@ -389,10 +382,6 @@ impl TeacherProvenance {
         }
         Ok(true)
     }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: bool) -> Result<()> {
@@ -434,8 +423,8 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     let provenance = (teacher_dir.is_some() || args.save_teacher)
         .then(|| -> Result<TeacherProvenance> {
             Ok(TeacherProvenance {
-                suspect_sha256: sha256(&files.model),
-                clean_train_sha256: sha256(&read(&clean.file("train.tsv"))?),
+                suspect_sha256: sha256_hex(&files.model),
+                clean_train_sha256: sha256_hex(&read(&clean.file("train.tsv"))?),
                 clean_fraction: config.clean_fraction,
                 seed: args.seed,
                 split_rule: config.split.rule,

@@ -1,10 +1,11 @@
 //! `bdaudit unlearn`: remove identified poisoned samples from a trained model (RGA, and the GA
 //! and NPO baselines), and show whether the trigger was removed or only shifted (PACC).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
 use bdaudit_core::defense::rga::{check_base, unlearn, Method, RgaConfig, UnlearnEpoch};
 use bdaudit_core::metrics::{self, EvalMetrics};
@@ -16,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate, print_metrics, reference_pacc};
+use crate::commands::eval::{evaluate, print_metrics, reference_pacc, test_sha256};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 use crate::plot::{line_chart, Series};
+use crate::provenance::{checkpoint_sha256, differences};
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum MethodArg {
@@ -58,6 +60,12 @@ pub struct UnlearnArgs {
     /// A model retrained on clean data only: its PACC gives ΔPACC before and after (needs --test).
     #[arg(long)]
     pub reference: Option<String>,
+    /// Take the scores before unlearning (and the reference's PACC) from an earlier `bdaudit
+    /// unlearn` report instead of computing them again: GA, NPO and RGA on one poisoned model
+    /// share them (on AG News they are 28,500 rows of inference). Refused unless that run
+    /// scored the same model, --test files, --reference and --max-len.
+    #[arg(long, requires = "test")]
+    pub before_from: Option<PathBuf>,
     /// Epochs over the forget set (paper: up to 30).
     #[arg(long, default_value_t = 30)]
     pub epochs: usize,
@@ -98,12 +106,55 @@ pub struct UnlearnReport {
     pub epochs: Vec<UnlearnEpoch>,
     pub log: TrainLog,
     pub metrics_before: Option<EvalMetrics>,
+    /// What `metrics_before` and `reference_pacc` were computed from (absent without --test,
+    /// and in reports of bdaudit before 2026-12-05).
+    #[serde(default)]
+    pub scored: Option<ScoreInputs>,
+    /// The report they were copied from, when --before-from was given.
+    #[serde(default)]
+    pub before_from: Option<String>,
     pub metrics_after: Option<EvalMetrics>,
     pub reference_pacc: Option<f64>,
     pub delta_pacc_before: Option<f64>,
     pub delta_pacc_after: Option<f64>,
     pub seconds_unlearn: f64,
     pub seconds_total: f64,
+}
+
+/// The inputs the scores before unlearning depend on; two runs with equal ones have equal
+/// scores (the inference is deterministic).
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+pub struct ScoreInputs {
+    /// Of the poisoned checkpoint's weights, config and tokenizer together.
+    pub model_sha256: String,
+    /// Of each test split scored.
+    pub test_sha256: BTreeMap<String, String>,
+    pub reference_sha256: Option<String>,
+    pub max_len: usize,
+}
+
+impl ScoreInputs {
+    /// `metrics_before` and `reference_pacc` of the report at `path`, refused unless it scored
+    /// the same inputs as this run.
+    fn reuse(&self, path: &Path) -> Result<(Option<EvalMetrics>, Option<f64>)> {
+        let earlier: UnlearnReport = serde_json::from_slice(&crate::files::read(path)?)
+            .with_context(|| format!("--before-from {} is not a report.json written by `bdaudit unlearn`", path.display()))?;
+        let Some(theirs) = earlier.scored else {
+            bail!(
+                "--before-from {} does not record what it scored (no --test, or an older bdaudit): run without --before-from",
+                path.display()
+            );
+        };
+        let differ = differences(self, &serde_json::to_value(&theirs)?, "that report")?;
+        if !differ.is_empty() {
+            bail!(
+                "--before-from {} scored other inputs than this run ({}); give the same --model, --test, --reference and --max-len, or drop --before-from",
+                path.display(),
+                differ.join("; ")
+            );
+        }
+        Ok((earlier.metrics_before, earlier.reference_pacc))
+    }
 }
 
 pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool) -> Result<()> {
@@ -119,6 +170,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     inputs.extend(base_dir.as_deref());
     inputs.extend(args.test.as_deref());
     inputs.extend(reference_dir.as_deref());
+    inputs.extend(args.before_from.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
 
     let method = match args.method {
@@ -138,7 +190,8 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     let forget_rows = read_examples(&args.forget)?;
     let retain_rows = read_examples(&args.retain)?;
 
-    let loaded = load_classifier::<B>(&read_checkpoint(&model_dir)?, None, args.max_len, args.seed, &device)?;
+    let model_files = read_checkpoint(&model_dir)?;
+    let loaded = load_classifier::<B>(&model_files, None, args.max_len, args.seed, &device)?;
     let tokenizer = &loaded.tokenizer;
     let (num_labels, vocab) = (loaded.model.num_labels(), loaded.model.vocab_size());
     let forget = tokenizer.encode_all(&forget_rows)?;
@@ -158,13 +211,30 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
 
     let score =
         |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
-    let metrics_before = score(&loaded.model.valid())?;
-    let reference_pacc = match (&reference_dir, &test) {
-        (Some(reference), Some(t)) => {
-            let r = load_classifier::<B::InnerBackend>(&read_checkpoint(reference)?, Some(num_labels), args.max_len, 0, &device)?;
-            Some(reference_pacc(&r.model, &r.tokenizer, t, 64, &device, json)?)
+    let reference_files = reference_dir.as_deref().map(read_checkpoint).transpose()?;
+    let scored = test
+        .as_ref()
+        .map(|t| -> Result<ScoreInputs> {
+            Ok(ScoreInputs {
+                model_sha256: checkpoint_sha256(&model_files),
+                test_sha256: test_sha256(t)?,
+                reference_sha256: reference_files.as_ref().map(checkpoint_sha256),
+                max_len: args.max_len,
+            })
+        })
+        .transpose()?;
+    let (metrics_before, reference_pacc) = match (&args.before_from, &scored) {
+        (Some(path), Some(inputs)) => inputs.reuse(path)?,
+        _ => {
+            let reference_pacc = match (&reference_files, &test) {
+                (Some(files), Some(t)) => {
+                    let r = load_classifier::<B::InnerBackend>(files, Some(num_labels), args.max_len, 0, &device)?;
+                    Some(reference_pacc(&r.model, &r.tokenizer, t, 64, &device, json)?)
+                }
+                _ => None,
+            };
+            (score(&loaded.model.valid())?, reference_pacc)
         }
-        _ => None,
     };
 
     let clock = Instant::now();
@@ -189,6 +259,8 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         delta_pacc_before: delta(&metrics_before),
         delta_pacc_after: delta(&metrics_after),
         metrics_before,
+        scored,
+        before_from: args.before_from.as_ref().map(|p| p.display().to_string()),
         metrics_after,
         reference_pacc,
         seconds_unlearn,
