@@ -122,7 +122,8 @@ pub struct UnlearnReport {
 }
 
 /// The inputs the scores before unlearning depend on; two runs with equal ones have equal
-/// scores (the inference is deterministic).
+/// scores (the inference is deterministic; another backend can differ on a row at a decision
+/// boundary, which the device is not recorded to refuse).
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 pub struct ScoreInputs {
     /// Of the poisoned checkpoint's weights, config and tokenizer together.
