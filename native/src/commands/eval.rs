@@ -67,8 +67,9 @@ fn predict_split<B: Backend>(
     Ok((rows.iter().map(|r| r.label).collect(), preds))
 }
 
-/// The test splits [`evaluate`] scores, whichever of them a directory holds.
-const TEST_SPLITS: [&str; 3] = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"];
+/// The test splits `bdaudit attack` writes and [`evaluate`] scores, whichever of them a
+/// directory holds.
+pub const TEST_SPLITS: [&str; 3] = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"];
 
 /// The SHA-256 of each test split the directory holds: scores computed on it are reusable
 /// only while these are unchanged.

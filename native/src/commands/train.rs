@@ -20,11 +20,8 @@ use serde::Serialize;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate, print_metrics};
+use crate::commands::eval::{evaluate, print_metrics, TEST_SPLITS};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
-
-/// The test sets `bdaudit attack` writes and `evaluate` scores.
-const TEST_SETS: [&str; 3] = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"];
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Defense {
@@ -154,7 +151,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     check_labels(&train_rows, labels.len(), &source)?;
     require_two_classes(&train_rows, &source)?;
     // Test sets are scored only after training: check them now so a bad one fails in seconds.
-    for name in TEST_SETS {
+    for name in TEST_SPLITS {
         if let Some(rows) = data.optional(name)? {
             check_labels(&rows, labels.len(), &data.file(name).display().to_string())?;
         }
@@ -172,7 +169,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     args.batch.apply([&mut config]);
     let pad = tokenizer.pad_id();
     let evaluate_on_test = |model: &_| -> Result<Option<EvalMetrics>> {
-        let has_test = TEST_SETS.iter().any(|f| data.has(f));
+        let has_test = TEST_SPLITS.iter().any(|f| data.has(f));
         Ok(if has_test { Some(evaluate(model, tokenizer, &data, 64, &device, json)?) } else { None })
     };
     let train_start = Instant::now();
