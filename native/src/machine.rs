@@ -15,6 +15,11 @@ pub fn set_device(device: &'static str) {
     let _ = DEVICE.set(device);
 }
 
+/// The `--device` this process computes on.
+pub fn device() -> &'static str {
+    DEVICE.get().copied().unwrap_or("cpu")
+}
+
 #[derive(Serialize, Debug)]
 pub struct Machine {
     /// `model name` of /proc/cpuinfo; "unknown" where there is none.
@@ -33,7 +38,7 @@ pub struct Machine {
 
 impl Machine {
     pub fn here() -> Self {
-        let device = DEVICE.get().copied().unwrap_or("cpu");
+        let device = device();
         Machine {
             cpu: cpu_model().unwrap_or_else(|| "unknown".into()),
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

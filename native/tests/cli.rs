@@ -1544,6 +1544,12 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
         bdaudit(&argv(&line), &[&data, &victim, &encoder, &clean])
     };
     reuse(&reports[0], 12).assert_fails(&["scored other inputs", "max_len: that report 16, this run 12"]);
+    // Same inputs, scored on another device: refused alone (a row at a decision boundary can differ).
+    let mut on_gpu = read_json(&reports[0]);
+    on_gpu["machine"]["device"] = "cuda".into();
+    let gpu_report = tmp.path("gpu-report.json");
+    fs::write(&gpu_report, serde_json::to_vec(&on_gpu).unwrap()).unwrap();
+    reuse(&gpu_report, 16).assert_fails(&["scored other inputs", r#"device: that report "cuda", this run "cpu""#]);
     fs::write(data.join("test-pacc.tsv"), tsv(&rows(6, 3))).unwrap();
     reuse(&reports[0], 16).assert_fails(&["scored other inputs", "test_sha256"]);
     reuse(&not_a_report, 16).assert_fails(&["attack.json", "not a report.json"]);

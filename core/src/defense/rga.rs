@@ -266,16 +266,17 @@ pub fn unlearn<B: AutodiffBackend>(
         progress,
         |m: &BertClassifier<B>, batch: &Batch<B>, _| {
             let logits = m.logits(batch.input_ids.clone(), batch.attention_mask.clone());
-            let reference = frozen.logits(batch.input_ids.clone().inner(), batch.attention_mask.clone().inner());
+            // Only RGA and NPO look at the frozen model; GA skips its forward pass.
+            let reference = || frozen.logits(batch.input_ids.clone().inner(), batch.attention_mask.clone().inner());
             let forget_ce = cross_entropy(logits.clone(), batch.labels.clone());
             let ce_value: f64 = forget_ce.clone().into_scalar().elem();
             let (forget_term, lambda) = match config.method {
                 Method::Ga => (forget_ce.neg(), 1.0),
                 Method::Rga => {
-                    let lambda = adaptive_weight(config.alpha, kl_divergence(logits.clone().inner(), reference));
+                    let lambda = adaptive_weight(config.alpha, kl_divergence(logits.clone().inner(), reference()));
                     (forget_ce.neg() * lambda, lambda)
                 }
-                Method::Npo => (npo_loss(logits, Tensor::from_inner(reference), batch.labels.clone(), config.npo_beta), 1.0),
+                Method::Npo => (npo_loss(logits, Tensor::from_inner(reference()), batch.labels.clone(), config.npo_beta), 1.0),
             };
             stats.push((ce_value, lambda));
             let rows: Vec<&Encoded> = (0..config.train.batch_size.min(retain.len())).map(|_| &retain[rng.below(retain.len())]).collect();

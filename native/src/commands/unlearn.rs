@@ -121,9 +121,9 @@ pub struct UnlearnReport {
     pub seconds_total: f64,
 }
 
-/// The inputs the scores before unlearning depend on; two runs with equal ones have equal
-/// scores (the inference is deterministic; another backend can differ on a row at a decision
-/// boundary, which the device is not recorded to refuse).
+/// The inputs the scores before unlearning depend on; two runs with equal ones on the same
+/// `--device` have equal scores (the inference is deterministic; another backend can differ on
+/// a row at a decision boundary, so reuse also compares the report's `machine.device`).
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
 pub struct ScoreInputs {
     /// Of the poisoned checkpoint's weights, config and tokenizer together.
@@ -136,20 +136,26 @@ pub struct ScoreInputs {
 
 impl ScoreInputs {
     /// `metrics_before` and `reference_pacc` of the report at `path`, refused unless it scored
-    /// the same inputs as this run.
+    /// the same inputs as this run on the same device.
     fn reuse(&self, path: &Path) -> Result<(Option<EvalMetrics>, Option<f64>)> {
-        let earlier: UnlearnReport = serde_json::from_slice(&crate::files::read(path)?)
-            .with_context(|| format!("--before-from {} is not a report.json written by `bdaudit unlearn`", path.display()))?;
+        let not_a_report = || format!("--before-from {} is not a report.json written by `bdaudit unlearn`", path.display());
+        let value: serde_json::Value = serde_json::from_slice(&crate::files::read(path)?).with_context(not_a_report)?;
+        let their_device = value.pointer("/machine/device").and_then(|d| d.as_str()).unwrap_or("(not recorded)").to_string();
+        let earlier: UnlearnReport = serde_json::from_value(value).with_context(not_a_report)?;
         let Some(theirs) = earlier.scored else {
             bail!(
                 "--before-from {} does not record what it scored (no --test, or an older bdaudit): run without --before-from",
                 path.display()
             );
         };
-        let differ = differences(self, &serde_json::to_value(&theirs)?, "that report")?;
+        let mut differ = differences(self, &serde_json::to_value(&theirs)?, "that report")?;
+        let device = crate::machine::device();
+        if their_device != device {
+            differ.push(format!("device: that report {their_device:?}, this run {device:?}"));
+        }
         if !differ.is_empty() {
             bail!(
-                "--before-from {} scored other inputs than this run ({}); give the same --model, --test, --reference and --max-len, or drop --before-from",
+                "--before-from {} scored other inputs than this run ({}); give the same --model, --test, --reference, --max-len and --device, or drop --before-from",
                 path.display(),
                 differ.join("; ")
             );
