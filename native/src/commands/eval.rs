@@ -26,7 +26,7 @@ pub struct EvalArgs {
     /// Data directory: test.tsv (CACC), and test-asr.tsv / test-pacc.tsv from `bdaudit attack`.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = SCORE_BATCH)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
@@ -75,6 +75,22 @@ pub const TEST_SPLITS: [&str; 3] = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"]
 /// only while these are unchanged.
 pub fn test_sha256(data: &DataDir) -> Result<BTreeMap<String, String>> {
     TEST_SPLITS.iter().filter(|name| data.has(name)).map(|name| Ok((name.to_string(), sha256_hex(&read(&data.file(name))?)))).collect()
+}
+
+/// Rows per inference batch when a command scores test sets: no gradient is kept, so twice
+/// training's 32 fits in the same memory.
+pub const SCORE_BATCH: usize = 64;
+
+/// [`evaluate`] at [`SCORE_BATCH`] when a test directory was given: the scores train, purify
+/// and unlearn report before and after.
+pub fn evaluate_if<B: Backend>(
+    test: Option<&DataDir>,
+    model: &BertClassifier<B>,
+    tokenizer: &TextTokenizer,
+    device: &B::Device,
+    quiet: bool,
+) -> Result<Option<EvalMetrics>> {
+    test.map(|t| evaluate(model, tokenizer, t, SCORE_BATCH, device, quiet)).transpose()
 }
 
 /// Scores a model on whichever of the clean and triggered test sets the directory holds.

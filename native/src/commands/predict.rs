@@ -12,6 +12,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::bar::Bars;
+use crate::commands::eval::SCORE_BATCH;
 use crate::files::{read_checkpoint, read_examples, resolve_model};
 
 #[derive(Args, Debug)]
@@ -21,7 +22,7 @@ pub struct PredictArgs {
     /// A TSV/CSV/JSONL file; its labels are ignored.
     #[arg(long)]
     pub input: PathBuf,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = SCORE_BATCH)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,

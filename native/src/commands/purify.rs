@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate, print_metrics};
+use crate::commands::eval::{evaluate_if, print_metrics};
 use crate::files::{read, read_checkpoint, resolve_model, DataDir, OutputDir};
 use crate::provenance::{differences, sha256_hex};
 
@@ -264,8 +264,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     config.prune = !args.no_prune;
     config.validate()?;
 
-    let score =
-        |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
+    let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
     let clock = Instant::now();
     let now = || clock.elapsed().as_secs_f64();
@@ -450,8 +449,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     };
     let teacher_provenance_checked = teacher_dir.as_deref().zip(provenance.as_ref()).map(|(dir, p)| p.check(dir)).transpose()?;
 
-    let score =
-        |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
+    let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
     let clock = Instant::now();
     let now = || clock.elapsed().as_secs_f64();

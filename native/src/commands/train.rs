@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate, print_metrics, TEST_SPLITS};
+use crate::commands::eval::{evaluate_if, print_metrics, SCORE_BATCH, TEST_SPLITS};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,10 +168,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     };
     args.batch.apply([&mut config]);
     let pad = tokenizer.pad_id();
-    let evaluate_on_test = |model: &_| -> Result<Option<EvalMetrics>> {
-        let has_test = TEST_SPLITS.iter().any(|f| data.has(f));
-        Ok(if has_test { Some(evaluate(model, tokenizer, &data, 64, &device, json)?) } else { None })
-    };
+    let has_test = TEST_SPLITS.iter().any(|f| data.has(f));
+    let evaluate_on_test = |model: &_| evaluate_if(has_test.then_some(&data), model, tokenizer, &device, json);
     let train_start = Instant::now();
     let (model, log, metrics_undefended, btu_report, ep_report) = match (args.defense, &args.ep_trigger) {
         (_, Some(word)) => {
@@ -191,7 +189,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         (Defense::None, None) => {
             let (model, log) = train(loaded.model, &encoded, pad, &config, &device, &mut Bars::new(json), |_, m| {
                 let dev = dev.as_ref()?;
-                let preds = predict(m, dev, pad, 64, &device, &mut Bars::new(true));
+                let preds = predict(m, dev, pad, SCORE_BATCH, &device, &mut Bars::new(true));
                 let labels: Vec<usize> = dev.iter().map(|e| e.label).collect();
                 metrics::cacc(&labels, &preds).ok()
             })?;

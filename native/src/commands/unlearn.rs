@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate, print_metrics, reference_pacc, test_sha256};
+use crate::commands::eval::{evaluate_if, print_metrics, reference_pacc, test_sha256, SCORE_BATCH};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 use crate::plot::{line_chart, Series};
 use crate::provenance::{checkpoint_sha256, differences};
@@ -216,8 +216,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         _ => None,
     };
 
-    let score =
-        |model: &_| -> Result<Option<EvalMetrics>> { test.as_ref().map(|t| evaluate(model, tokenizer, t, 64, &device, json)).transpose() };
+    let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
     let reference_files = reference_dir.as_deref().map(read_checkpoint).transpose()?;
     let scored = test
         .as_ref()
@@ -236,7 +235,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
             let reference_pacc = match (&reference_files, &test) {
                 (Some(files), Some(t)) => {
                     let r = load_classifier::<B::InnerBackend>(files, Some(num_labels), args.max_len, 0, &device)?;
-                    Some(reference_pacc(&r.model, &r.tokenizer, t, 64, &device, json)?)
+                    Some(reference_pacc(&r.model, &r.tokenizer, t, SCORE_BATCH, &device, json)?)
                 }
                 _ => None,
             };
