@@ -77,8 +77,8 @@ pub fn test_sha256(data: &DataDir) -> Result<BTreeMap<String, String>> {
     TEST_SPLITS.iter().filter(|name| data.has(name)).map(|name| Ok((name.to_string(), sha256_hex(&read(&data.file(name))?)))).collect()
 }
 
-/// Rows per inference batch when a command scores test sets: no gradient is kept, so twice
-/// training's 32 fits in the same memory.
+/// Rows per inference batch when a command scores test sets: inference keeps no autodiff
+/// graph, so it batches more rows than training's 32.
 pub const SCORE_BATCH: usize = 64;
 
 /// [`evaluate`] at [`SCORE_BATCH`] when a test directory was given: the scores train, purify
