@@ -140,7 +140,7 @@ impl ScoreInputs {
     fn reuse(&self, path: &Path) -> Result<(Option<EvalMetrics>, Option<f64>)> {
         let not_a_report = || format!("--before-from {} is not a report.json written by `bdaudit unlearn`", path.display());
         let value: serde_json::Value = serde_json::from_slice(&crate::files::read(path)?).with_context(not_a_report)?;
-        let their_device = value.pointer("/machine/device").and_then(|d| d.as_str()).unwrap_or("(not recorded)").to_string();
+        let their_machine = value.get("machine").cloned().unwrap_or_default();
         let earlier: UnlearnReport = serde_json::from_value(value).with_context(not_a_report)?;
         let Some(theirs) = earlier.scored else {
             bail!(
@@ -149,10 +149,7 @@ impl ScoreInputs {
             );
         };
         let mut differ = differences(self, &serde_json::to_value(&theirs)?, "that report")?;
-        let device = crate::machine::device();
-        if their_device != device {
-            differ.push(format!("device: that report {their_device:?}, this run {device:?}"));
-        }
+        differ.extend(differences(&serde_json::json!({ "device": crate::machine::device() }), &their_machine, "that report")?);
         if !differ.is_empty() {
             bail!(
                 "--before-from {} scored other inputs than this run ({}); give the same --model, --test, --reference, --max-len and --device, or drop --before-from",
