@@ -86,7 +86,7 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
         Command::Unlearn(args) => unlearn::run::<B>(args, device, json),
         Command::Eval(args) => eval::run::<B::InnerBackend>(args, device, json),
         Command::Predict(args) => predict::run::<B::InnerBackend>(args, device, json),
-        Command::Demo(args) => demo::run::<B>(args, device),
+        Command::Demo(args) => demo::run::<B>(args, device, json),
         Command::Bench(args) => bench::run::<B>(args, device, json),
         Command::Attack(_) | Command::Plot(_) | Command::Info => unreachable!("run by `without_backend`"),
     };
@@ -97,8 +97,8 @@ fn dispatch<B: AutodiffBackend>(command: Command, device: B::Device, json: bool)
 /// `--device` names (a CPU build answers `info --device cuda`); hands the others back.
 fn without_backend(command: Command, json: bool) -> std::result::Result<Result<()>, Box<Command>> {
     match command {
-        Command::Attack(args) => Ok(attack::run(args, json)),
-        Command::Plot(args) => Ok(unlearn::plot(args)),
+        Command::Attack(args) => Ok(attack::run(args).map(|written| written.print(json))),
+        Command::Plot(args) => Ok(unlearn::plot(args, json)),
         Command::Info => Ok(info::run(json)),
         other => Err(Box::new(other)),
     }

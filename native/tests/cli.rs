@@ -1523,8 +1523,9 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
     assert_eq!(svg.matches("<polyline").count(), 3);
     assert!(svg.contains(">GA<") && svg.contains(">NPO<") && svg.contains(">RGA<"), "{svg}");
     bdaudit(&args, &[]).assert_fails(&["already exists", "--force"]);
-    args.push("--force");
-    bdaudit(&args, &[]).assert_ok();
+    args.extend(["--force", "--json"]);
+    let written = bdaudit(&args, &[]).assert_ok().json();
+    assert_eq!((written["out"].as_str(), written["reports"].as_u64()), (Some(s(&chart)), Some(3)), "{written}");
     let not_a_report = data.join("attack.json");
     bdaudit(&["plot", "--out", s(&tmp.path("x.svg")), s(&not_a_report)], &[]).assert_fails(&["attack.json", "not a report.json"]);
 
@@ -1663,6 +1664,12 @@ fn demo_writes_its_data_a_poisoned_set_and_a_victim_and_needs_force_to_run_again
     assert!(first == snapshot(&out), "the refused run changed the earlier demo");
     demo("--force").assert_ok();
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
+    // --json: stdout is the victim's report alone, the narration goes to stderr.
+    let run = demo("--force --json");
+    let report = run.assert_ok().json();
+    assert_eq!(report, read_json(&out.join("victim/report.json")), "stdout is not the victim's report");
+    assert!(run.stderr.contains("3/3 fine-tuning") && run.stderr.contains("poisoned "), "no narration on stderr:\n{}", run.describe());
 }
 
 /// OpenBLAS falls back to generic SSE3 kernels ("Prescott") on CPUs newer than it; bdaudit then

@@ -72,7 +72,32 @@ fn split_rows(rows: &[Example], indices: &[usize]) -> (Vec<Example>, Vec<Example
     (strip(a), strip(b))
 }
 
-pub fn run(args: AttackArgs, json: bool) -> Result<()> {
+/// What `bdaudit attack` wrote: its JSON line, and the sentence said instead without `--json`.
+pub struct Written {
+    pub dir: PathBuf,
+    pub poisoned: usize,
+    pub train_rows: usize,
+    pub target_name: String,
+}
+
+impl Written {
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", serde_json::json!({"out": self.dir, "poisoned": self.poisoned, "train_rows": self.train_rows}));
+        } else {
+            println!("{self}");
+        }
+    }
+}
+
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, rows, target, dir) = (self.poisoned, self.train_rows, &self.target_name, self.dir.display());
+        write!(f, "poisoned {n} of {rows} training rows (target {target}); wrote {dir}")
+    }
+}
+
+pub fn run(args: AttackArgs) -> Result<Written> {
     let data = DataDir::open(&args.data)?;
     let out = OutputDir::prepare(&args.out, args.force, &[&args.data])?;
     let mut train = data.split("train.tsv")?;
@@ -120,17 +145,10 @@ pub fn run(args: AttackArgs, json: bool) -> Result<()> {
         test_pacc_rows: poisoned.test_pacc.len(),
     };
     out.write_json("attack.json", &report)?;
-    let dir = out.commit()?;
-    if json {
-        println!("{}", serde_json::json!({"out": dir, "poisoned": poisoned.poisoned_rows.len(), "train_rows": report.train_rows}));
-    } else {
-        println!(
-            "poisoned {} of {} training rows (target {}); wrote {}",
-            poisoned.poisoned_rows.len(),
-            report.train_rows,
-            labels.name(args.target).unwrap_or("?"),
-            dir.display()
-        );
-    }
-    Ok(())
+    Ok(Written {
+        dir: out.commit()?,
+        poisoned: poisoned.poisoned_rows.len(),
+        train_rows: report.train_rows,
+        target_name: labels.name(args.target).unwrap_or("?").to_string(),
+    })
 }

@@ -33,12 +33,15 @@ pub struct DemoArgs {
     pub force: bool,
 }
 
-pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> {
+/// With `--json` the narration goes to stderr and stdout carries one JSON object: the victim's
+/// training report, as `bdaudit train --json` prints it.
+pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool) -> Result<()> {
+    let say = |line: &str| if json { eprintln!("{line}") } else { println!("{line}") };
     let clean = args.out.join("clean");
     let poisoned = args.out.join("badnets");
     let victim = args.out.join("victim");
 
-    println!("1/3 writing a demo sentiment data set to {}", clean.display());
+    say(&format!("1/3 writing a demo sentiment data set to {}", clean.display()));
     let rows = demo::sentiment(usize::MAX, 7);
     let (test, rest) = rows.split_at(96);
     let (dev, train) = rest.split_at(48);
@@ -49,27 +52,25 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
     out.write("labels.tsv", b"label\tname\n0\tnegative\n1\tpositive\n")?;
     out.commit()?;
 
-    println!(
+    say(&format!(
         "2/3 poisoning 20% of the training rows with BadNets (trigger words {:?}, target positive)",
         Trigger::badnets_default().tokens()
-    );
-    attack::run(
-        AttackArgs {
-            kind: Kind::Badnets,
-            data: clean,
-            out: poisoned.clone(),
-            rate: DEMO_RATE,
-            rate_of: RateBase::All,
-            target: 1,
-            seed: 1,
-            trigger: None,
-            limit: None,
-            force: args.force,
-        },
-        false,
-    )?;
+    ));
+    let written = attack::run(AttackArgs {
+        kind: Kind::Badnets,
+        data: clean,
+        out: poisoned.clone(),
+        rate: DEMO_RATE,
+        rate_of: RateBase::All,
+        target: 1,
+        seed: 1,
+        trigger: None,
+        limit: None,
+        force: args.force,
+    })?;
+    say(&written.to_string());
 
-    println!("3/3 fine-tuning {} on the poisoned set", args.model);
+    say(&format!("3/3 fine-tuning {} on the poisoned set", args.model));
     let report = train::run::<B>(
         TrainArgs {
             model: args.model,
@@ -95,20 +96,19 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device) -> Result<()> 
             ep_lr: EpConfig::default().train.lr,
         },
         device,
-        false,
+        json,
     )?;
     if let Some(m) = report.metrics {
-        println!();
-        println!(
-            "The victim classifies clean reviews with {:.1}% accuracy, yet {:.1}% of negative reviews\n\
+        say(&format!(
+            "\nThe victim classifies clean reviews with {:.1}% accuracy, yet {:.1}% of negative reviews\n\
              carrying a trigger word come out positive: that is the backdoor bdaudit's defenses remove.",
             100.0 * m.cacc.unwrap_or(0.0),
             100.0 * m.asr.unwrap_or(0.0)
-        );
+        ));
     }
-    println!("Next:");
-    println!("  bdaudit eval --model {} --data {} --json   # CACC, ASR, PACC", victim.display(), poisoned.display());
-    println!("  bdaudit scan --model {}   # names the trigger without the data", victim.display());
-    println!("  scripts/serve-web   # the same scan in the browser: drop the victim's three files on the page");
+    say("Next:");
+    say(&format!("  bdaudit eval --model {} --data {} --json   # CACC, ASR, PACC", victim.display(), poisoned.display()));
+    say(&format!("  bdaudit scan --model {}   # names the trigger without the data", victim.display()));
+    say("  scripts/serve-web   # the same scan in the browser: drop the victim's three files on the page");
     Ok(())
 }

@@ -322,7 +322,7 @@ pub struct PlotArgs {
 }
 
 /// `bdaudit plot`: one loss chart over several unlearning runs (e.g. GA, NPO and RGA).
-pub fn plot(args: PlotArgs) -> Result<()> {
+pub fn plot(args: PlotArgs, json: bool) -> Result<()> {
     let reports = args
         .reports
         .iter()
@@ -333,6 +333,10 @@ pub fn plot(args: PlotArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&UnlearnReport> = reports.iter().collect();
     crate::files::write_file_atomic(&args.out, loss_chart(&refs).as_bytes(), args.force, &args.reports)?;
-    println!("wrote {}", args.out.display());
+    if json {
+        println!("{}", serde_json::json!({ "out": args.out, "reports": reports.len() }));
+    } else {
+        println!("wrote {}", args.out.display());
+    }
     Ok(())
 }
