@@ -72,7 +72,7 @@ fn split_rows(rows: &[Example], indices: &[usize]) -> (Vec<Example>, Vec<Example
     (strip(a), strip(b))
 }
 
-/// What `bdaudit attack` wrote: its JSON line, and the sentence said instead without `--json`.
+/// What `bdaudit attack` wrote; `print` says it as one JSON object (`--json`) or one sentence.
 pub struct Written {
     pub dir: PathBuf,
     pub poisoned: usize,
