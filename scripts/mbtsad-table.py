@@ -42,10 +42,12 @@ for (ds, attack, (split, lr, epochs)), rs in runs.items():
         metrics = [r[defense] for r in rs]
         cacc, asr = ms([m["cacc"] for m in metrics]), ms([m["asr"] for m in metrics])
         print(f"| {ds} | {attack} | {split} | {lr:g} | {epochs} | {defense} | {len(rs)} | {cacc} | {asr} |")
-print("\nPer run: the defender's clean rows (before splitting), seconds per MBTSAD stage.\n")
-print("| data | attack | split | teacher lr | distill epochs | seed | clean rows | stages (s) |")
-print("|---|---|---|---|---|---|---|---|")
+print("\nPer run: the defender's clean rows (before splitting), the test rows scored (clean,")
+print("triggered), seconds per MBTSAD stage.\n")
+print("| data | attack | split | teacher lr | distill epochs | seed | clean rows | test rows | stages (s) |")
+print("|---|---|---|---|---|---|---|---|---|")
 for (ds, attack, (split, lr, epochs)), rs in runs.items():
     for r in rs:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items())
-        print(f"| {ds} | {attack} | {split} | {lr:g} | {epochs} | {r['seed']} | {r['clean rows']} | {stages} |")
+        test = f"{r['MBTSAD']['n_clean']:,}, {r['MBTSAD']['n_asr']:,}"
+        print(f"| {ds} | {attack} | {split} | {lr:g} | {epochs} | {r['seed']} | {r['clean rows']} | {test} | {stages} |")

@@ -404,6 +404,35 @@ fn attack_limit_poisons_a_stratified_subset_and_writes_that_subset() {
 }
 
 #[test]
+fn attack_test_limit_scores_on_the_same_stratified_test_rows_whatever_the_seed() {
+    let tmp = Scratch::new("attack-test-limit");
+    let data = tmp.path("clean");
+    write_data(&data);
+    let all_test = parse_tsv(&data.join("test.tsv"));
+    let mut chosen = Vec::new();
+    for seed in ["1", "2"] {
+        let out = tmp.path(&format!("seed-{seed}"));
+        bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--test-limit", "4", "--seed", seed], &[&data]).assert_ok();
+        let test = parse_tsv(&out.join("test.tsv"));
+        assert_eq!(test.iter().filter(|r| r.1 == 1).count(), 2, "stratified: 2 of each label, {test:?}");
+        assert!(test.iter().all(|r| all_test.contains(r)), "test rows come from test.tsv: {test:?}");
+        // The triggered sets are made from the subset: the non-target rows with a trigger word.
+        let asr = parse_tsv(&out.join("test-asr.tsv"));
+        assert_eq!(asr.len(), 2, "{asr:?}");
+        let report = read_json(&out.join("attack.json"));
+        assert_eq!((report["test_rows"].as_u64(), report["train_rows"].as_u64()), (Some(4), Some(TRAIN_ROWS as u64)), "{report}");
+        chosen.push(test);
+    }
+    assert_eq!(chosen[0], chosen[1], "the test subset does not depend on --seed");
+    let out = tmp.path("zero");
+    let refused = bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--test-limit", "0"], &[&data]);
+    // A usage error (clap's exit code 2), naming the option.
+    assert_eq!(refused.code, Some(2), "{}", refused.describe());
+    assert!(refused.stderr.contains("--test-limit") && refused.stderr.contains("zero"), "{}", refused.describe());
+    assert!(!out.exists());
+}
+
+#[test]
 fn out_pointing_at_an_input_is_refused() {
     let tmp = Scratch::new("out-input");
     let data = tmp.path("data");

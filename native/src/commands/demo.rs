@@ -66,6 +66,7 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool) ->
         seed: 1,
         trigger: None,
         limit: None,
+        test_limit: None,
         force: args.force,
     })?;
     say(&written.to_string());
