@@ -1,6 +1,8 @@
 //! The `bdaudit` command line: a thin shell over bdaudit-core that reads files, picks the
 //! backend, draws progress bars and writes outputs atomically.
 
+#[cfg(all(feature = "jemalloc", unix, not(target_env = "musl")))]
+mod alloc;
 mod bar;
 #[cfg(feature = "openblas")]
 mod blas;
