@@ -432,6 +432,26 @@ fn attack_test_limit_scores_on_the_same_stratified_test_rows_whatever_the_seed()
     assert!(!out.exists());
 }
 
+/// Every row-count option takes a positive number: 0 is refused before anything is read.
+#[test]
+fn a_zero_row_limit_is_a_usage_error_naming_the_option() {
+    let tmp = Scratch::new("limit-zero");
+    let data = tmp.path("clean");
+    write_data(&data);
+    let out = tmp.path("out");
+    let (d, o) = (s(&data), s(&out));
+    for args in [
+        vec!["attack", "badnets", "--data", d, "--out", o, "--limit", "0"],
+        vec!["train", "--model", "minilm", "--data", d, "--out", o, "--limit", "0"],
+        vec!["purify", "pure", "--model", "minilm", "--clean", d, "--out", o, "--limit", "0"],
+    ] {
+        let refused = bdaudit(&args, &[&data]);
+        assert_eq!(refused.code, Some(2), "{args:?}: {}", refused.describe());
+        assert!(refused.stderr.contains("--limit") && refused.stderr.contains("zero"), "{args:?}: {}", refused.describe());
+        assert!(!out.exists());
+    }
+}
+
 #[test]
 fn out_pointing_at_an_input_is_refused() {
     let tmp = Scratch::new("out-input");

@@ -45,7 +45,7 @@ pub struct AttackArgs {
     /// Poison a seeded, stratified subset of this many training rows (the written train.tsv
     /// is that subset, so its poisoned and clean parts stay consistent with it).
     #[arg(long)]
-    pub limit: Option<usize>,
+    pub limit: Option<std::num::NonZeroUsize>,
     /// Score on a stratified subset of this many test rows (test.tsv, and the triggered sets
     /// made from it): the same rows whatever --seed, so seeds differ by their training alone.
     /// For long-text sets on a CPU, where scoring all of IMDb's 10,000 test rows at every step
@@ -113,7 +113,7 @@ pub fn run(args: AttackArgs) -> Result<Written> {
     let out = OutputDir::prepare(&args.out, args.force, &[&args.data])?;
     let mut train = data.split("train.tsv")?;
     if let Some(n) = args.limit {
-        train = subsample(&train, n, args.seed);
+        train = subsample(&train, n.get(), args.seed);
     }
     let mut test = data.split("test.tsv")?;
     if let Some(n) = args.test_limit {

@@ -110,7 +110,7 @@ pub struct PureArgs {
     pub seed: u64,
     /// Use a seeded, stratified subset of this many clean training rows.
     #[arg(long)]
-    pub limit: Option<usize>,
+    pub limit: Option<std::num::NonZeroUsize>,
     #[arg(long, value_enum, default_value = "zeroed")]
     pub layout: Layout,
     /// Replace --out if it exists.
@@ -229,7 +229,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
 
     let mut train_rows = clean.split("train.tsv")?;
     if let Some(n) = args.limit {
-        train_rows = subsample(&train_rows, n, args.seed);
+        train_rows = subsample(&train_rows, n.get(), args.seed);
     }
     let (train_rows, val_rows) = match clean.optional("dev.tsv")? {
         Some(val) => (train_rows, val),

@@ -55,7 +55,7 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Train on a seeded, stratified subset of this many rows (quick runs).
     #[arg(long)]
-    pub limit: Option<usize>,
+    pub limit: Option<std::num::NonZeroUsize>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -143,7 +143,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
     let mut train_rows = data.split("train.tsv")?;
     if let Some(n) = args.limit {
-        train_rows = subsample(&train_rows, n, args.seed);
+        train_rows = subsample(&train_rows, n.get(), args.seed);
     }
     let dev_rows = data.optional("dev.tsv")?;
     let labels = data.labels(&[&train_rows])?;
