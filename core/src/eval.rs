@@ -6,6 +6,23 @@ use crate::data::batch::{length_sorted_batches, Batch, Encoded};
 use crate::model::BertClassifier;
 use crate::progress::Progress;
 
+/// Why logits could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error("reading logits back from the device failed: {0:?}")]
+    Device(ExecutionError),
+    /// Finite weights can still overflow float32 on the way (a weight of 3e38, or a model
+    /// trained at a huge learning rate): its argmax would be an arbitrary class.
+    #[error(
+        "the model's outputs are NaN or infinite on row {} of its input (its weights overflow float32): it is not a usable classifier",
+        .row + 1
+    )]
+    NonFinite {
+        /// 0-based; the message counts from 1.
+        row: usize,
+    },
+}
+
 /// Logits of every row, `[rows][num_labels]`, computed in length-sorted batches so padding
 /// stays small, then returned in the rows' original order.
 ///
@@ -18,7 +35,7 @@ pub async fn logits_async<B: Backend>(
     batch_size: usize,
     device: &B::Device,
     progress: &mut dyn Progress,
-) -> Result<Vec<Vec<f32>>, ExecutionError> {
+) -> Result<Vec<Vec<f32>>, InferenceError> {
     let num_labels = model.num_labels();
     let mut out = vec![Vec::new(); rows.len()];
     let batches = length_sorted_batches(rows, batch_size);
@@ -29,12 +46,17 @@ pub async fn logits_async<B: Backend>(
         let values: Vec<f32> = model
             .logits(batch.input_ids, batch.attention_mask)
             .into_data_async()
-            .await?
+            .await
+            .map_err(InferenceError::Device)?
             .convert::<f32>()
             .to_vec()
             .expect("data converted to f32 always reads back as f32");
         for (k, &i) in idx.iter().enumerate() {
-            out[i] = values[k * num_labels..(k + 1) * num_labels].to_vec();
+            let row = &values[k * num_labels..(k + 1) * num_labels];
+            if !row.iter().all(|v| v.is_finite()) {
+                return Err(InferenceError::NonFinite { row: i });
+            }
+            out[i] = row.to_vec();
         }
         progress.step(None);
     }
@@ -50,9 +72,8 @@ pub fn logits<B: Backend>(
     batch_size: usize,
     device: &B::Device,
     progress: &mut dyn Progress,
-) -> Vec<Vec<f32>> {
+) -> Result<Vec<Vec<f32>>, InferenceError> {
     burn_std::future::block_on(logits_async(model, rows, pad_id, batch_size, device, progress))
-        .expect("reading logits back from the device failed")
 }
 
 /// Index of the largest logit (the first on ties).
@@ -68,8 +89,8 @@ pub fn predict<B: Backend>(
     batch_size: usize,
     device: &B::Device,
     progress: &mut dyn Progress,
-) -> Vec<usize> {
-    logits(model, rows, pad_id, batch_size, device, progress).iter().map(|r| argmax(r)).collect()
+) -> Result<Vec<usize>, InferenceError> {
+    Ok(logits(model, rows, pad_id, batch_size, device, progress)?.iter().map(|r| argmax(r)).collect())
 }
 
 #[cfg(test)]

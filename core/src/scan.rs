@@ -39,8 +39,8 @@ pub enum ScanError {
     Attention(#[from] AttentionError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
-    #[error("reading predictions back from the device failed: {0:?}")]
-    Device(burn::tensor::backend::ExecutionError),
+    #[error(transparent)]
+    Inference(#[from] crate::eval::InferenceError),
 }
 
 /// Scan settings.
@@ -246,7 +246,7 @@ async fn predictions<B: Backend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<Vec<usize>, ScanError> {
-    let logits = logits_async(model, rows, pad, batch_size, device, progress).await.map_err(ScanError::Device)?;
+    let logits = logits_async(model, rows, pad, batch_size, device, progress).await?;
     Ok(logits.iter().map(|r| argmax(r)).collect())
 }
 

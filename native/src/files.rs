@@ -2,6 +2,7 @@
 //! names, and writing output directories atomically without touching inputs.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -13,11 +14,22 @@ use bdaudit_core::data::{self, Example, Format, LabelSet};
 const MAX_FILE_BYTES: u64 = 4 << 30;
 
 pub fn read(path: &Path) -> Result<Vec<u8>> {
+    read_capped(path, MAX_FILE_BYTES)
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > MAX_FILE_BYTES {
-        bail!("{} is {} bytes, more than the {} bdaudit accepts", path.display(), meta.len(), MAX_FILE_BYTES);
+    if meta.len() > cap {
+        bail!("{} is {} bytes, more than the {cap} bdaudit accepts", path.display(), meta.len());
     }
-    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    // The size above is 0 for pipes and devices (/dev/zero never ends): the read is capped too.
+    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > cap {
+        bail!("{} holds more than the {cap} bytes bdaudit accepts", path.display());
+    }
+    Ok(bytes)
 }
 
 /// Where `scripts/fetch-model` caches models.
@@ -40,7 +52,8 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
         path => PathBuf::from(path),
     };
     if !dir.is_dir() {
-        bail!("model directory {} does not exist (give a checkpoint directory or `minilm`)", dir.display());
+        let problem = if dir.exists() { "is not a directory" } else { "does not exist" };
+        bail!("model directory {} {problem} (give a checkpoint directory or `minilm`)", dir.display());
     }
     Ok(dir)
 }
@@ -66,7 +79,8 @@ pub struct DataDir {
 impl DataDir {
     pub fn open(path: &Path) -> Result<Self> {
         if !path.is_dir() {
-            bail!("data directory {} does not exist", path.display());
+            let problem = if path.exists() { "is not a directory" } else { "does not exist" };
+            bail!("data directory {} {problem}", path.display());
         }
         Ok(DataDir { path: path.to_path_buf() })
     }
@@ -82,13 +96,15 @@ impl DataDir {
     pub fn split(&self, name: &str) -> Result<Vec<Example>> {
         let path = self.file(name);
         if !path.is_file() {
-            bail!("{} is missing", path.display());
+            let problem = if path.exists() { "is not a file" } else { "is missing" };
+            bail!("{} {problem}", path.display());
         }
         read_examples(&path)
     }
 
+    /// The split if present; a directory (or other non-file) under its name is an error.
     pub fn optional(&self, name: &str) -> Result<Option<Vec<Example>>> {
-        if self.has(name) {
+        if self.file(name).exists() {
             self.split(name).map(Some)
         } else {
             Ok(None)
@@ -145,6 +161,11 @@ impl OutputDir {
         }
         if target.exists() && !target.is_dir() {
             bail!("{} exists and is not a directory", target.display());
+        }
+        // `a/..` or `.` names a directory by its relation to another: the checks below need
+        // the target's own name (and `--out model/new/..` would be the model itself).
+        if !matches!(target.components().next_back(), Some(std::path::Component::Normal(_))) {
+            bail!("--out {} must end in a directory name, not `.` or `..`", target.display());
         }
         let parent = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -241,5 +262,18 @@ fn through_existing_ancestor(path: &Path) -> Result<PathBuf> {
 impl Drop for OutputDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.staging);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn reading_stops_at_the_cap_where_the_size_is_unknown() {
+        let err = read_capped(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(err.to_string(), "/dev/zero holds more than the 1048576 bytes bdaudit accepts");
+        assert!(read_capped(Path::new("/dev/null"), 1 << 20).unwrap().is_empty());
     }
 }

@@ -152,6 +152,14 @@ fn cuda_available() -> Result<()> {
 fn main() -> ExitCode {
     #[cfg(feature = "openblas")]
     blas::restart_with_better_kernels();
+    // The core turns a panic inside `tokenizers` (a pathological regex in a tokenizer.json)
+    // into an error; the default hook would still print it as a crash first.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !bdaudit_core::checkpoint::catching_panic() {
+            default_hook(info)
+        }
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

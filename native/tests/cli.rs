@@ -494,6 +494,12 @@ fn out_pointing_at_an_input_is_refused() {
     bdaudit(&argv(&line), &[&data, &model, &clean_dir]).assert_fails(&["would overwrite the input", "clean.tsv"]);
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 
+    // `--out model/new/..` is the model directory, by a name that does not exist yet.
+    let dotdot = format!("{}/new/..", s(&model));
+    bdaudit(&["train", "--model", s(&model), "--data", s(&data), "--out", &dotdot, "--force"], &[&data, &model])
+        .assert_fails(&["must end in a directory name"]);
+    assert!(!model.join("new").exists());
+
     // A refused run creates no directories on the way to --out.
     let nested = tmp.path("new/deeper/out");
     bdaudit(&["train", "--model", s(&tmp.path("no-model")), "--data", s(&data), "--out", s(&nested)], &[&data]).assert_fails(&["no-model"]);
@@ -614,6 +620,57 @@ fn broken_config_and_tokenizer_fail_cleanly() {
 }
 
 #[test]
+fn a_classifier_missing_its_pooler_or_bigger_than_its_config_fails_cleanly() {
+    // A trained classifier gets no random pooler in place of a missing one.
+    assert_broken_checkpoint_fails(
+        "no-pooler",
+        |m| write_checkpoint(m, &["negative", "positive"], |t| t.retain(|name, _| !name.contains(".pooler."))),
+        &["bert.pooler.dense.weight", "has no tensor"],
+    );
+    // config.json with one layer fewer than the weights: the last layer would be dropped.
+    assert_broken_checkpoint_fails(
+        "extra-layer",
+        |m| {
+            let mut c = read_json(&m.join("config.json"));
+            c["num_hidden_layers"] = json!(c["num_hidden_layers"].as_u64().unwrap() - 1);
+            fs::write(m.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+        },
+        &["bert.encoder.layer.1.", "does config.json belong to these weights?"],
+    );
+}
+
+/// Finite weights whose outputs overflow: every command that reads the outputs refuses them
+/// instead of naming the class an argmax over NaN happens to give.
+#[test]
+fn a_model_whose_outputs_overflow_fails_cleanly() {
+    let tmp = Scratch::new("overflow");
+    let data = tmp.path("data");
+    write_data(&data);
+    let model = tmp.path("model");
+    write_checkpoint(&model, &["negative", "positive"], |t| t.get_mut("classifier.weight").unwrap().1.fill(f32::MAX));
+    let needle = "NaN or infinite on row";
+    bdaudit(&["eval", "--model", s(&model), "--data", s(&data)], &[&data, &model]).assert_fails(&[needle]);
+    bdaudit(&["predict", "--model", s(&model), "--input", s(&data.join("test.tsv"))], &[&data, &model]).assert_fails(&[needle, "test.tsv"]);
+    bdaudit(&["scan", "--model", s(&model), "--probe", s(&data.join("test.tsv"))], &[&data, &model]).assert_fails(&[needle]);
+}
+
+/// `(a+)+$` backtracks past the limit of the regex engine behind `tokenizers`, which panics
+/// there: bdaudit reports it as an error, and prints no crash.
+#[test]
+fn a_pathological_tokenizer_regex_fails_cleanly() {
+    let tmp = Scratch::new("regex");
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    let mut tokenizer = read_json(&model.join("tokenizer.json"));
+    tokenizer["pre_tokenizer"] = json!({"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": false});
+    fs::write(model.join("tokenizer.json"), serde_json::to_vec(&tokenizer).unwrap()).unwrap();
+    let input = tmp.path("texts.tsv");
+    fs::write(&input, format!("sentence\tlabel\ngood film\t1\n{}!\t0\n", "a".repeat(40))).unwrap();
+    bdaudit(&["predict", "--model", s(&model), "--input", s(&input)], &[&model])
+        .assert_fails(&["could not tokenise", "the tokenizer failed"]);
+}
+
+#[test]
 fn token_ids_beyond_the_model_vocabulary_fail_cleanly() {
     // The post-processor gives [CLS] id 150, past the model's 99 embeddings: every encoded row
     // carries it, so both train and eval must refuse rather than index out of bounds.
@@ -683,6 +740,11 @@ fn train_rejects_bad_data_and_settings() {
     bad[5].1 = 2;
     fs::write(out_of_range.join("train.tsv"), tsv(&bad)).unwrap();
     train(&["--epochs", "1"], &out_of_range).assert_fails(&["label 2", "below 2"]);
+
+    // A stray huge label is refused as it is read, not after classes are counted up to it.
+    bad[5].1 = 1_000_000_000_000;
+    fs::write(out_of_range.join("train.tsv"), tsv(&bad)).unwrap();
+    train(&["--epochs", "1"], &out_of_range).assert_fails(&["label 1000000000000", "10000 classes"]);
 
     assert!(!out.exists());
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
@@ -1657,7 +1719,7 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     unlearn("npo", &forget, &retain, &["--npo-beta", "0"]).assert_fails(&["npo_beta"]);
 
     let other_arch = tmp.path("other-arch");
-    write_checkpoint(&other_arch, &[], |_| {});
+    write_checkpoint(&other_arch, &[], |t| t.retain(|name, _| !name.contains(".layer.1.")));
     let mut config = read_json(&other_arch.join("config.json"));
     config["num_hidden_layers"] = json!(1);
     fs::write(other_arch.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
@@ -1714,11 +1776,31 @@ fn demo_writes_its_data_a_poisoned_set_and_a_victim_and_needs_force_to_run_again
     demo("--force").assert_ok();
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
 
+    // A demo that fails at its last step (no epochs to train) leaves none of its steps behind.
+    let failed = tmp.path("failed-demo");
+    bdaudit(&argv(&format!("demo --model {} --epochs 0 --out {}", s(&model), s(&failed))), &[&model]).assert_fails(&["epochs"]);
+    assert!(!failed.join("clean").exists() && !failed.join("badnets").exists(), "{:?}", fs::read_dir(&failed).map(|d| d.count()));
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+
     // --json: stdout is the victim's report alone, the narration goes to stderr.
     let run = demo("--force --json");
     let report = run.assert_ok().json();
     assert_eq!(report, read_json(&out.join("victim/report.json")), "stdout is not the victim's report");
     assert!(run.stderr.contains("3/3 fine-tuning") && run.stderr.contains("poisoned "), "no narration on stderr:\n{}", run.describe());
+}
+
+#[test]
+fn bench_refuses_sizes_it_cannot_run() {
+    let tmp = Scratch::new("bench-sizes");
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    let positions = read_json(&model.join("config.json"))["max_position_embeddings"].as_u64().unwrap();
+    let bench =
+        |batch: &str, seq: String| bdaudit(&["bench", "--model", s(&model), "--batch", batch, "--seq", &seq, "--iters", "1"], &[&model]);
+    bench("0", "8".into()).assert_fails(&["--batch 0"]);
+    bench("100000000000", "8".into()).assert_fails(&["--batch 100000000000"]);
+    bench("1", (positions + 1).to_string()).assert_fails(&["--seq", &format!("max_position_embeddings ({positions})")]);
+    bench("1", positions.to_string()).assert_ok();
 }
 
 /// OpenBLAS falls back to generic SSE3 kernels ("Prescott") on CPUs newer than it; bdaudit then

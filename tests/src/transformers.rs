@@ -43,7 +43,7 @@ pub fn write_checkpoint(dir: &Path, files: &CheckpointFiles) {
 pub fn write_expected(path: &Path, model: &BertClassifier<Backend>, tokenizer: &TextTokenizer, texts: &[String]) {
     let rows: Vec<_> = texts.iter().map(|t| bdaudit_core::data::batch::Encoded { ids: tokenizer.encode(t).unwrap(), label: 0 }).collect();
     assert!(rows.iter().all(|r| r.ids.len() < tokenizer.max_len()), "a probe text is cut at {} tokens", tokenizer.max_len());
-    let scores = logits(model, &rows, tokenizer.pad_id(), 64, &Default::default(), &mut Silent);
+    let scores = logits(model, &rows, tokenizer.pad_id(), 64, &Default::default(), &mut Silent).unwrap();
     let bytes = serde_json::to_vec(&json!({"texts": texts, "logits": scores})).unwrap();
     std::fs::write(path, bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }

@@ -110,7 +110,7 @@ impl SmallBadnets {
     }
 
     fn predict(&self, model: &BertClassifier<Backend>, rows: &[Encoded]) -> Vec<usize> {
-        predict(model, rows, self.tokenizer.pad_id(), 64, &Default::default(), &mut Silent)
+        predict(model, rows, self.tokenizer.pad_id(), 64, &Default::default(), &mut Silent).unwrap()
     }
 
     /// (CACC on the clean test rows, ASR on the triggered non-target ones).

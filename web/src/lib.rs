@@ -49,8 +49,8 @@ pub enum WebError {
     Tokenizer(#[from] TokenizerError),
     #[error("texts must be a JSON array of strings: {0}")]
     Input(String),
-    #[error("could not read results from the device: {0}")]
-    Execution(String),
+    #[error(transparent)]
+    Inference(#[from] bdaudit_core::eval::InferenceError),
     #[error(transparent)]
     Scan(#[from] ScanError),
     #[error(transparent)]

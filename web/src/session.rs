@@ -93,7 +93,7 @@ impl<B: Backend> Session<B> {
         let rows = self.encode(texts)?;
         logits_async(&self.loaded.model, &rows, self.loaded.tokenizer.pad_id(), BATCH_SIZE, &self.device, progress)
             .await
-            .map_err(|e| WebError::Execution(e.to_string()))
+            .map_err(WebError::from)
     }
 }
 

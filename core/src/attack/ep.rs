@@ -295,7 +295,7 @@ mod tests {
 
         // The trigger now sends negative texts to label 1.
         let negative: Vec<Encoded> = (0..4).map(|i| Encoded { ids: vec![2, [6, 7][i % 2], cf, [8, 9][i / 2], 3], label: 0 }).collect();
-        let preds = predict(&after, &negative, 0, 8, &Default::default(), &mut Silent);
+        let preds = predict(&after, &negative, 0, 8, &Default::default(), &mut Silent).unwrap();
         assert_eq!(preds, vec![1; 4], "{report:?}");
     }
 

@@ -57,6 +57,10 @@ impl SplitRule {
     }
 }
 
+/// Most split variants per text: the paper makes 3; the augmented set is held in memory, and
+/// a mistyped count must fail here, not as an allocation of billions of rows.
+const MAX_VARIANTS: usize = 100;
+
 /// How many variants and how many words per variant. Defaults are the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -78,8 +82,8 @@ impl Default for SplitConfig {
 
 impl SplitConfig {
     pub fn validate(&self) -> Result<(), SplitError> {
-        if self.variants == 0 {
-            return Err(SplitError::Config { field: "variants", value: "0".into(), reason: "must be at least 1" });
+        if !(1..=MAX_VARIANTS).contains(&self.variants) {
+            return Err(SplitError::Config { field: "variants", value: self.variants.to_string(), reason: "must be from 1 to 100" });
         }
         if !(self.fraction >= 0.0 && self.fraction <= 1.0) {
             return Err(SplitError::Config { field: "fraction", value: self.fraction.to_string(), reason: "must be in [0, 1]" });
@@ -270,6 +274,10 @@ mod tests {
         assert!(err.to_string().contains("none of the 1 rows has a word of 2 or more"), "{err}");
         assert!(matches!(
             augment(&[], &SplitConfig { variants: 0, ..SplitConfig::default() }),
+            Err(SplitError::Config { field: "variants", .. })
+        ));
+        assert!(matches!(
+            augment(&[ex("good film", 1)], &SplitConfig { variants: 1_000_000_000, ..SplitConfig::default() }),
             Err(SplitError::Config { field: "variants", .. })
         ));
         assert!(matches!(

@@ -3,7 +3,8 @@
 use burn::tensor::backend::Backend;
 use serde::Serialize;
 
-use super::{export_safetensors, CheckpointError, RandomInit, SafetensorsSource, TextTokenizer, MAX_CLASSES};
+use super::{export_safetensors, CheckpointError, RandomInit, SafetensorsSource, TextTokenizer};
+use crate::data::MAX_CLASSES;
 use crate::model::{BertClassifier, BertConfig};
 
 /// The files of a Hugging Face checkpoint directory bdaudit reads and writes.
@@ -78,7 +79,23 @@ pub fn load_classifier<B: Backend>(
             })
         }
     };
+    let has_head = source.classifier_labels().is_some();
     let model = BertClassifier::from_source(&config, labels_count, &mut source)?;
+    // Only a bare encoder gets new weights (its head, and a pooler if it has none, as
+    // `transformers` does): a trained classifier without its pooler would predict at random.
+    if let Some(name) = source.initialised().first().filter(|_| has_head) {
+        return Err(CheckpointError::MissingTensor { name: format!("{}{name}", source.prefix()) });
+    }
+    // A tensor of the model's own modules left unread means config.json describes a smaller
+    // model than the file holds (fewer layers, say): running it would silently drop weights.
+    // Other extras (a pre-training head such as `cls.*`) are reported, not refused.
+    let unused = source.unused();
+    if let Some(name) = unused.iter().find(|n| {
+        let bare = n.strip_prefix(source.prefix()).unwrap_or(n);
+        ["embeddings.", "encoder.", "pooler.", "classifier."].iter().any(|m| bare.starts_with(m))
+    }) {
+        return Err(CheckpointError::Unexpected { name: name.clone() });
+    }
     let labels = config
         .label_names()
         .filter(|names| names.len() == labels_count)
@@ -86,7 +103,7 @@ pub fn load_classifier<B: Backend>(
     let report = LoadReport {
         prefix: source.prefix().to_string(),
         initialised: source.initialised().to_vec(),
-        unused: source.unused(),
+        unused,
         num_params: burn::module::Module::num_params(&model),
     };
     Ok(Loaded { model, config, tokenizer, labels, report })
@@ -187,6 +204,38 @@ mod tests {
         }
         let err = load_err(&tiny_files(1), None);
         assert!(matches!(err, CheckpointError::TooFewClasses(1)), "{err:?}");
+    }
+
+    #[test]
+    fn a_classifier_without_its_pooler_is_refused_but_a_bare_encoder_gets_one() {
+        let no_pooler = edit_tensors(&tiny_files(2), |t| t.retain(|name, _| !name.contains("pooler.")));
+        let err = load_err(&no_pooler, None);
+        assert!(matches!(&err, CheckpointError::MissingTensor { name } if name == "bert.pooler.dense.weight"), "{err:?}");
+        let bare = edit_tensors(&no_pooler, |t| t.retain(|name, _| !name.starts_with("classifier.")));
+        let loaded = load_classifier::<B>(&bare, Some(2), 16, 0, &Default::default()).unwrap();
+        assert_eq!(loaded.report.initialised, ["pooler.dense.weight", "pooler.dense.bias", "classifier.weight", "classifier.bias"]);
+    }
+
+    #[test]
+    fn weights_of_layers_config_json_does_not_have_are_refused() {
+        let files = tiny_files(2);
+        let mut fewer = files.clone();
+        let mut config: serde_json::Value = serde_json::from_slice(&files.config).unwrap();
+        let layers = config["num_hidden_layers"].as_u64().unwrap();
+        config["num_hidden_layers"] = (layers - 1).into();
+        fewer.config = serde_json::to_vec(&config).unwrap();
+        let err = load_err(&fewer, None);
+        assert!(
+            matches!(&err, CheckpointError::Unexpected { name } if name.starts_with(&format!("bert.encoder.layer.{}.", layers - 1))),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("does config.json belong to these weights?"), "{err}");
+        // Tensors outside the model (a pre-training head) are reported, not refused.
+        let extra = edit_tensors(&files, |t| {
+            t.insert("cls.predictions.bias".into(), (vec![1], 0f32.to_le_bytes().to_vec()));
+        });
+        let loaded = load_classifier::<B>(&extra, None, 16, 0, &Default::default()).unwrap();
+        assert_eq!(loaded.report.unused, ["cls.predictions.bias"]);
     }
 
     #[test]

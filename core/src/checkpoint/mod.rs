@@ -13,15 +13,12 @@ pub use init::RandomInit;
 pub use safetensors::{export_safetensors, SafetensorsSource};
 #[cfg(test)]
 pub(crate) use tokenizer::word_level_for_tests;
-pub use tokenizer::{TextTokenizer, TokenizerError};
+pub use tokenizer::{catching_panic, TextTokenizer, TokenizerError};
 
 use burn::tensor::{backend::Backend, Tensor};
 
+use crate::data::MAX_CLASSES;
 use crate::model::ConfigError;
-
-/// Most classes a classifier may have: far above real tasks, low enough to refuse a wrapped
-/// negative count (4294967295 from JavaScript) before its `[hidden, classes]` head is allocated.
-const MAX_CLASSES: usize = 10_000;
 
 /// Why a checkpoint could not be read or written. Each variant names the offending tensor or file.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +35,7 @@ pub enum CheckpointError {
     Dtype { name: String, found: String },
     #[error("tensor {name:?} contains {count} non-finite values (NaN or Inf)")]
     NonFinite { name: String, count: usize },
-    #[error("tensor {name:?} is a float parameter the model does not know")]
+    #[error("tensor {name:?} is not part of the model config.json describes (does config.json belong to these weights?)")]
     Unexpected { name: String },
     #[error(transparent)]
     Config(#[from] ConfigError),

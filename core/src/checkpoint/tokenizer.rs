@@ -1,6 +1,9 @@
 //! `tokenizer.json` through the `tokenizers` crate, with the settings bdaudit relies on.
 
-use tokenizers::{Tokenizer, TruncationParams};
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
+
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
 use crate::data::{batch::Encoded, Example};
 
@@ -17,6 +20,8 @@ pub enum TokenizerError {
     PostProcessorId { id: u32, model: usize },
     #[error("could not tokenise {text:?}: {message}")]
     Encode { text: String, message: String },
+    #[error("tokenizer.json's post-processor makes {len} ids of a text cut to {max}: more than the model can read")]
+    TooLong { len: usize, max: usize },
     #[error("max length {0} is too small: it must hold [CLS], [SEP] and one token")]
     MaxLength(usize),
 }
@@ -36,6 +41,8 @@ impl TextTokenizer {
         if max_len < 3 {
             return Err(TokenizerError::MaxLength(max_len));
         }
+        // A byte-order mark (as data files may have) is dropped, and not written back either.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Parse(e.to_string()))?;
         inner.with_padding(None);
         inner
@@ -97,22 +104,49 @@ impl TextTokenizer {
 
     /// Ids with [CLS] … [SEP], truncated to `max_len`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        self.inner
-            .encode(text, true)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| TokenizerError::Encode { text: text.chars().take(60).collect(), message: e.to_string() })
+        let ids = guarded(text, || self.inner.encode(text, true))?.get_ids().to_vec();
+        // Truncation leaves room for the post-processor's own tokens only when they fit.
+        if ids.len() > self.max_len {
+            return Err(TokenizerError::TooLong { len: ids.len(), max: self.max_len });
+        }
+        Ok(ids)
     }
 
     /// Word-piece strings of a text, without special tokens.
     pub fn tokens(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
-        self.inner
-            .encode(text, false)
-            .map(|e| e.get_tokens().to_vec())
-            .map_err(|e| TokenizerError::Encode { text: text.chars().take(60).collect(), message: e.to_string() })
+        Ok(guarded(text, || self.inner.encode(text, false))?.get_tokens().to_vec())
     }
 
     pub fn encode_all(&self, examples: &[Example]) -> Result<Vec<Encoded>, TokenizerError> {
         examples.iter().map(|ex| Ok(Encoded { ids: self.encode(&ex.text)?, label: ex.label })).collect()
+    }
+}
+
+thread_local! {
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while this thread runs `tokenizers` under [`guarded`]: a panic there becomes a
+/// [`TokenizerError`], so a panic hook need not print it.
+pub fn catching_panic() -> bool {
+    CATCHING.with(Cell::get)
+}
+
+/// Runs `tokenizers` with its panics turned into errors. Its Oniguruma regex engine panics
+/// when a `tokenizer.json` pattern backtracks past the engine's retry limit: a pathological
+/// pattern in a downloaded checkpoint must fail the load, not crash bdaudit. (Where panics
+/// abort, as in wasm, this catches nothing; the web build uses another regex engine.)
+fn guarded(text: &str, f: impl FnOnce() -> tokenizers::Result<Encoding>) -> Result<Encoding, TokenizerError> {
+    let error = |message: String| TokenizerError::Encode { text: text.chars().take(60).collect(), message };
+    let was = CATCHING.with(|c| c.replace(true));
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(was));
+    match outcome {
+        Ok(result) => result.map_err(|e| error(e.to_string())),
+        Err(panic) => {
+            let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            Err(error(format!("the tokenizer failed: {}", message.unwrap_or_else(|| "unknown error".into()))))
+        }
     }
 }
 
@@ -154,6 +188,44 @@ mod tests {
         let err = vocab_err(&json, 6);
         assert!(matches!(err, TokenizerError::PostProcessorId { id: 500, model: 6 }), "{err:?}");
         assert_eq!(err.to_string(), "tokenizer.json's post-processor adds token id 500, past the model's vocab_size of 6");
+    }
+
+    #[test]
+    fn a_post_processor_longer_than_max_len_is_an_error() {
+        let mut json = word_level_json(&["good"]);
+        let cls = serde_json::json!({"SpecialToken": {"id": "[CLS]", "type_id": 0}});
+        let mut single = vec![cls; 20];
+        single.push(serde_json::json!({"Sequence": {"id": "A", "type_id": 0}}));
+        json["post_processor"] = serde_json::json!({
+            "type": "TemplateProcessing", "single": single, "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}}
+        });
+        let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
+        let err = tokenizer.encode("good").unwrap_err();
+        assert!(matches!(err, TokenizerError::TooLong { len: 21, max: 16 }), "{err:?}");
+        // Loading checks the empty text, so a checkpoint with such a tokenizer fails at once.
+        assert!(matches!(tokenizer.check_vocab(6), Err(TokenizerError::TooLong { .. })));
+    }
+
+    /// `(a+)+$` on a long run of a's backtracks past Oniguruma's limit, where it panics.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_pathological_regex_is_an_error_not_a_panic() {
+        let mut json = word_level_json(&["good"]);
+        json["pre_tokenizer"] =
+            serde_json::json!({"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": false});
+        let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
+        let err = tokenizer.encode(&format!("{}!", "a".repeat(40))).unwrap_err();
+        assert!(matches!(&err, TokenizerError::Encode { message, .. } if message.starts_with("the tokenizer failed")), "{err:?}");
+        assert!(!catching_panic(), "the flag is reset after the call");
+        assert_eq!(tokenizer.encode("good").unwrap(), [2, 4, 3], "the tokenizer still works");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped() {
+        let json = word_level_json(&["good"]).to_string();
+        let tokenizer = TextTokenizer::from_bytes(&[b"\xEF\xBB\xBF", json.as_bytes()].concat(), 16).unwrap();
+        assert_eq!(tokenizer.json_bytes(), json.as_bytes());
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn length_grouped_batch_indices(lengths: &[usize], batch_size: usize, rng: &
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     rng.shuffle(&mut order);
     let mut batches: Vec<Vec<usize>> = order
-        .chunks(batch_size * GROUP_WINDOW_BATCHES)
+        .chunks(batch_size.saturating_mul(GROUP_WINDOW_BATCHES))
         .flat_map(|window| {
             let mut window = window.to_vec();
             window.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));

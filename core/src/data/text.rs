@@ -60,6 +60,8 @@ pub enum DataError {
     BadRow { origin: String, line: usize, reason: String },
     #[error("{origin}: line {line}: label {value:?} is not a non-negative integer")]
     BadLabel { origin: String, line: usize, value: String },
+    #[error("{origin}: line {line}: label {label} is past the {max} classes bdaudit supports", max = MAX_CLASSES)]
+    LabelTooLarge { origin: String, line: usize, label: usize },
     #[error("{origin}: line {line}: empty text")]
     EmptyText { origin: String, line: usize },
     #[error("{origin}: label {label} must be below {num_labels} (the number of labels)")]
@@ -69,6 +71,11 @@ pub enum DataError {
     #[error("{origin}: line {line}: invalid JSON: {message}")]
     Json { origin: String, line: usize, message: String },
 }
+
+/// Most classes a classifier may have: far above real tasks, low enough to refuse a wrapped
+/// negative count (4294967295 from JavaScript) or a stray huge label before anything sized by
+/// the number of classes (a classifier head, per-class counts) is allocated.
+pub const MAX_CLASSES: usize = 10_000;
 
 const TSV_HEADER: &str = "a header line \"sentence<TAB>label\"";
 const CSV_HEADER: &str = "a header with a \"sentence\" or \"text\" column and a \"label\" column";
@@ -166,6 +173,10 @@ impl LabelSet {
             let name = fields.next().map(str::trim).unwrap_or_default();
             if name.is_empty() {
                 return Err(bad_row(source, line, "expected <label><TAB><name>, found no name"));
+            }
+            if by_id.values().any(|n| n == name) {
+                // config.json's label2id maps names to ids: two ids of one name would collapse.
+                return Err(bad_row(source, line, &format!("duplicate class name {name:?}")));
             }
             if by_id.insert(id, name.to_owned()).is_some() {
                 return Err(bad_row(source, line, &format!("duplicate label id {id}")));
@@ -322,7 +333,15 @@ fn bad_row(source: &str, line: usize, reason: &str) -> DataError {
 
 fn parse_label(value: &str, source: &str, line: usize) -> Result<usize, DataError> {
     let value = value.trim();
-    value.parse().map_err(|_| DataError::BadLabel { origin: source.to_owned(), line, value: value.to_owned() })
+    let label = value.parse().map_err(|_| DataError::BadLabel { origin: source.to_owned(), line, value: value.to_owned() })?;
+    check_label(label, source, line)
+}
+
+fn check_label(label: usize, source: &str, line: usize) -> Result<usize, DataError> {
+    if label >= MAX_CLASSES {
+        return Err(DataError::LabelTooLarge { origin: source.to_owned(), line, label });
+    }
+    Ok(label)
 }
 
 fn example(text: &str, label: usize, source: &str, line: usize) -> Result<Example, DataError> {
@@ -505,7 +524,7 @@ fn parse_jsonl(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
                 line,
                 value: label.to_string(),
             })?;
-            example(text, label, source, line)
+            example(text, check_label(label, source, line)?, source, line)
         })
         .collect()
 }
@@ -656,6 +675,30 @@ mod tests {
         assert!(matches!(require_two_classes(&[], "d"), Err(DataError::Empty { .. })));
     }
 
+    /// A stray huge label is refused as it is read, before anything sized by the number of
+    /// classes is allocated (10^12 labels once asked for 24 TB); usize::MAX does not wrap.
+    #[test]
+    fn labels_past_the_class_limit_are_refused_while_parsing() {
+        for format in [Format::Tsv, Format::Jsonl] {
+            for label in [MAX_CLASSES, 1_000_000_000_000, usize::MAX] {
+                let bytes = match format {
+                    Format::Tsv => format!("sentence\tlabel\nok\t0\nbig\t{label}\n"),
+                    _ => format!("{{\"text\": \"ok\", \"label\": 0}}\n{{\"text\": \"big\", \"label\": {label}}}\n"),
+                };
+                let err = parse(bytes.as_bytes(), format, "d").unwrap_err();
+                let line = if format == Format::Tsv { 3 } else { 2 };
+                assert!(
+                    matches!(err, DataError::LabelTooLarge { line: l, label: x, .. } if l == line && x == label),
+                    "{format:?} {label}: {err:?}"
+                );
+            }
+        }
+        assert_eq!(
+            parse(format!("sentence\tlabel\na\t0\nb\t{}\n", MAX_CLASSES - 1).as_bytes(), Format::Tsv, "d").unwrap()[1].label,
+            MAX_CLASSES - 1
+        );
+    }
+
     #[test]
     fn label_set_parses_any_order() {
         let data = "label\tname\tdescription\r\n1\tpositive\tgood\tstuff\r\n0\tnegative\tbad\n";
@@ -679,6 +722,8 @@ mod tests {
         assert!(matches!(parse("label\tname\n0\ta\n0\tb\n"), Err(DataError::BadRow { line: 3, .. })));
         assert!(matches!(parse("label\tname\n0\n"), Err(DataError::BadRow { line: 2, .. })));
         assert!(matches!(parse("label\tname\nx\ta\n"), Err(DataError::BadLabel { .. })));
+        let dup = parse("label\tname\n0\tsame\n1\tsame\n").unwrap_err();
+        assert_eq!(dup.to_string(), "l: line 3: duplicate class name \"same\"");
         assert!(matches!(parse("label\tname\n0\ta\n2\tc\n"), Err(DataError::LabelOutOfRange { label: 2, num_labels: 2, .. })));
     }
 

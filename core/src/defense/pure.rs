@@ -24,7 +24,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::Encoded;
-use crate::eval::predict;
+use crate::eval::{predict, InferenceError};
 use crate::metrics::cacc;
 use crate::model::{BertClassifier, BertConfig, ConfigError, EncoderLayer, ForwardOptions};
 use crate::probe::attention::{variance_scores, AttentionError, HeadScores};
@@ -65,6 +65,8 @@ pub enum PureError {
     Train(#[from] TrainError),
     #[error(transparent)]
     Attention(#[from] AttentionError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
 }
 
 /// What the accuracy threshold c is compared with.
@@ -474,10 +476,10 @@ fn accuracy<B: Backend>(
     batch_size: usize,
     device: &B::Device,
     progress: &mut dyn Progress,
-) -> f64 {
-    let preds = predict(model, rows, pad_id, batch_size, device, progress);
+) -> Result<f64, InferenceError> {
+    let preds = predict(model, rows, pad_id, batch_size, device, progress)?;
     let labels: Vec<usize> = rows.iter().map(|r| r.label).collect();
-    cacc(&labels, &preds).expect("predict returns one prediction per row")
+    Ok(cacc(&labels, &preds).expect("predict returns one prediction per row"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -567,7 +569,7 @@ pub fn pure<B: AutodiffBackend>(
     // one inference loop serves.
     let pruning = greedy_prune(&scores, config, |pruned| {
         let (m, _) = prune_heads(f_p.clone(), model_config, pruned)?;
-        Ok::<_, PureError>(accuracy(&m, val, pad_id, batch, device, progress))
+        Ok::<_, PureError>(accuracy(&m, val, pad_id, batch, device, progress)?)
     })?;
     let (pruned_fp, _) = prune_heads(f_p.clone(), model_config, &pruning.pruned)?;
     let remaining_variance = variance_scores(&pruned_fp, val, pad_id, batch, device, progress)?.layer_means();
@@ -581,6 +583,8 @@ pub fn pure<B: AutodiffBackend>(
     for mu in config.mu_candidates() {
         let t = now();
         let mut best: Option<(usize, f64, BertClassifier<B::InnerBackend>)> = None;
+        // The epoch callback cannot return an error: the first one waits here.
+        let mut failed: Option<InferenceError> = None;
         let (_, log) = fit(
             student.clone(),
             train,
@@ -593,13 +597,22 @@ pub fn pure<B: AutodiffBackend>(
                 cross_entropy(out.logits, b.labels.clone()) + attention_norm_loss(&out.encoder.attentions, &lambdas, mu)
             },
             |epoch, m| {
-                let acc = accuracy(m, val, pad_id, batch, device, &mut Silent);
+                let acc = match accuracy(m, val, pad_id, batch, device, &mut Silent) {
+                    Ok(acc) => acc,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        return None;
+                    }
+                };
                 if best.as_ref().is_none_or(|(_, best_acc, _)| acc > *best_acc) {
                     best = Some((epoch, acc, m.clone()));
                 }
                 Some(acc)
             },
         )?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         let (best_epoch, best_accuracy, model) = best.expect("fit runs at least one epoch");
         trials.push(MuTrial { mu, best_epoch, best_accuracy, seconds: now() - t });
         // `choose_mu` over all trials is either its choice over those so far or a later trial,

@@ -35,10 +35,14 @@ pub enum RgaError {
     LabelSets { forget: Vec<usize>, retain: Vec<usize> },
     #[error("the base checkpoint does not match the model: {0}")]
     Base(String),
+    #[error("RGA's L2 term anchors the model to its clean pre-trained encoder, and none was given (--base)")]
+    NoBase,
     #[error("unlearning setting {field} = {value}: {reason}")]
     Config { field: &'static str, value: String, reason: &'static str },
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error(transparent)]
+    Inference(#[from] crate::eval::InferenceError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,9 +247,7 @@ pub fn unlearn<B: AutodiffBackend>(
         return Err(RgaError::LabelSets { forget: forget_labels.into_iter().collect(), retain: retain_labels.into_iter().collect() });
     }
     let base = match (config.method, base) {
-        (Method::Rga, None) if config.beta > 0.0 => {
-            return Err(RgaError::Base("RGA's L2 anchor needs the clean pre-trained encoder (--base)".into()))
-        }
+        (Method::Rga, None) if config.beta > 0.0 => return Err(RgaError::NoBase),
         (Method::Rga, Some(b)) => {
             let anchor = BertModel::<B>::from_inner(b.clone());
             distance_to_base(&model.bert, &anchor)?; // shapes checked before any training
@@ -259,7 +261,7 @@ pub fn unlearn<B: AutodiffBackend>(
     let reference: Vec<f32> = match config.method {
         Method::Ga => Vec::new(),
         Method::Rga | Method::Npo => {
-            crate::eval::logits(&model.valid(), forget, pad_id, config.train.batch_size, device, progress).concat()
+            crate::eval::logits(&model.valid(), forget, pad_id, config.train.batch_size, device, progress)?.concat()
         }
     };
     let mut rng = Rng::new(config.train.seed ^ 0x5eed);
@@ -413,7 +415,7 @@ mod tests {
         let d = Default::default();
         assert!(matches!(unlearn(tiny(1), None, &[], &rows(0), 0, &config, &d, &mut Silent), Err(RgaError::EmptyForget)));
         assert!(matches!(unlearn(tiny(1), None, &rows(1), &[], 0, &config, &d, &mut Silent), Err(RgaError::EmptyRetain)));
-        assert!(matches!(unlearn(tiny(1), None, &rows(1), &retain(), 0, &config, &d, &mut Silent), Err(RgaError::Base(_))));
+        assert!(matches!(unlearn(tiny(1), None, &rows(1), &retain(), 0, &config, &d, &mut Silent), Err(RgaError::NoBase)));
         assert!(matches!(unlearn(tiny(1), None, &rows(3), &retain(), 0, &config, &d, &mut Silent), Err(RgaError::Labels { label: 3, .. })));
         let ga = RgaConfig { method: Method::Ga, ..RgaConfig::default() };
         match unlearn(tiny(1), None, &rows(1), &rows(0), 0, &ga, &d, &mut Silent) {

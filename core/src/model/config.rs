@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 /// Errors in a model configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// serde's message, not its error as a source: printed with its causes, it would repeat.
     #[error("config.json is not valid JSON for a BERT config: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(String),
     #[error("config.json: {field} = {value} is invalid: {reason}")]
     Invalid { field: &'static str, value: String, reason: &'static str },
     #[error("config.json: unsupported {field} {value:?} (bdaudit supports {supported})")]
@@ -93,7 +94,9 @@ fn default_init_range() -> f64 {
 impl BertConfig {
     /// Parses and validates `config.json` bytes.
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let config: BertConfig = serde_json::from_slice(bytes).map_err(|e| name_the_field(bytes, e))?;
+        // Editors on Windows may save JSON with a byte-order mark; serde_json refuses it.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        let config: BertConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(name_the_field(bytes, e).to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -143,6 +146,13 @@ impl BertConfig {
                 return Err(ConfigError::TooLarge { field, value, max });
             }
         }
+        if self.max_position_embeddings < 3 {
+            return Err(ConfigError::Invalid {
+                field: "max_position_embeddings",
+                value: self.max_position_embeddings.to_string(),
+                reason: "must be at least 3 ([CLS], a token and [SEP])",
+            });
+        }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::Invalid {
                 field: "hidden_size",
@@ -179,8 +189,19 @@ impl BertConfig {
                 reason: "must be below vocab_size",
             });
         }
+        // transformers keys pruned_heads by layer index: another key prunes nothing it can find.
+        if let Some(key) = self.pruned_heads.keys().find(|k| !k.parse::<usize>().is_ok_and(|l| l < self.num_hidden_layers)) {
+            return Err(ConfigError::Invalid { field: "pruned_heads", value: format!("layer {key:?}"), reason: "no such layer" });
+        }
         for layer in 0..self.num_hidden_layers {
             self.heads_in_layer(layer)?;
+        }
+        if !(self.initializer_range.is_finite() && (0.0..=1.0).contains(&self.initializer_range)) {
+            return Err(ConfigError::Invalid {
+                field: "initializer_range",
+                value: self.initializer_range.to_string(),
+                reason: "must be in [0, 1] (BERT uses 0.02)",
+            });
         }
         Ok(())
     }
@@ -249,6 +270,8 @@ mod tests {
     #[test]
     fn rejects_malformed_json_and_unknown_activation() {
         assert!(matches!(BertConfig::from_json_bytes(b"{"), Err(ConfigError::Json(_))));
+        let bom = [b"\xEF\xBB\xBF".as_slice(), &serde_json::to_vec(&BertConfig::tiny(30)).unwrap()].concat();
+        assert_eq!(BertConfig::from_json_bytes(&bom).unwrap(), BertConfig::tiny(30));
         let mut v = serde_json::to_value(BertConfig::tiny(50)).unwrap();
         v["hidden_act"] = "relu".into();
         let bytes = serde_json::to_vec(&v).unwrap();
@@ -277,6 +300,18 @@ mod tests {
         c.pruned_heads.insert("0".into(), vec![1, 4]);
         let err = c.validate().unwrap_err();
         assert_eq!(err.to_string(), "config.json: pruned_heads = layer 0 head 4 is invalid: head index out of range");
+        c.pruned_heads.remove("0");
+        for key in ["2", "x", "-1"] {
+            c.pruned_heads.insert(key.into(), vec![0]);
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.to_string(), format!("config.json: pruned_heads = layer {key:?} is invalid: no such layer"));
+            c.pruned_heads.remove(key);
+        }
+        assert!(c.validate().is_ok());
+        for bad in [-0.1, 1e300, f64::NAN] {
+            let c = BertConfig { initializer_range: bad, ..BertConfig::tiny(50) };
+            assert!(matches!(c.validate(), Err(ConfigError::Invalid { field: "initializer_range", .. })), "{bad}");
+        }
     }
 
     #[test]

@@ -7,13 +7,13 @@
 //! their true labels — exposes both. A backdoor shows as many classes → one class; a shifted
 //! trigger as the target → another class.
 
-use burn::tensor::backend::{Backend, ExecutionError};
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::attack::Trigger;
 use crate::checkpoint::{TextTokenizer, TokenizerError};
 use crate::data::Example;
-use crate::eval::{argmax, logits_async};
+use crate::eval::{argmax, logits_async, InferenceError};
 use crate::metrics::{Confusion, MetricsError};
 use crate::model::BertClassifier;
 use crate::progress::Progress;
@@ -27,8 +27,8 @@ pub enum TriggerShiftError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("reading predictions back from the device failed: {0:?}")]
-    Device(ExecutionError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
 }
 
 /// Where the triggered texts of one true class went.
@@ -80,8 +80,8 @@ pub async fn trigger_shift_async<B: Backend>(
     let (clean_rows, triggered_rows) = (tokenizer.encode_all(texts)?, tokenizer.encode_all(&triggered)?);
     let pad = tokenizer.pad_id();
     let predict = |l: Vec<Vec<f32>>| l.iter().map(|r| argmax(r)).collect::<Vec<usize>>();
-    let clean_pred = predict(logits_async(model, &clean_rows, pad, 64, device, progress).await.map_err(TriggerShiftError::Device)?);
-    let trig_pred = predict(logits_async(model, &triggered_rows, pad, 64, device, progress).await.map_err(TriggerShiftError::Device)?);
+    let clean_pred = predict(logits_async(model, &clean_rows, pad, 64, device, progress).await?);
+    let trig_pred = predict(logits_async(model, &triggered_rows, pad, 64, device, progress).await?);
     let labels: Vec<usize> = texts.iter().map(|e| e.label).collect();
     Ok(summarise(trigger, &labels, &clean_pred, &trig_pred, model.num_labels())?)
 }

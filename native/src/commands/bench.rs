@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::batch::{Batch, Encoded};
 use bdaudit_core::rng::Rng;
@@ -60,9 +60,19 @@ fn sync<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) {
     let _ = t.into_data();
 }
 
+/// Batches past this are a typo, not a benchmark: refused before the ids are allocated.
+const MAX_BATCH: usize = 4096;
+
 pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device, json: bool) -> Result<()> {
+    if !(1..=MAX_BATCH).contains(&args.batch) {
+        bail!("--batch {} must be from 1 to {MAX_BATCH}", args.batch);
+    }
     let files = read_checkpoint(&resolve_model(&args.model)?)?;
     let loaded = load_classifier::<B>(&files, Some(2), args.seq, 0, &device)?;
+    let positions = loaded.config.max_position_embeddings;
+    if !(3..=positions).contains(&args.seq) {
+        bail!("--seq {} must be from 3 to the model's max_position_embeddings ({positions})", args.seq);
+    }
     let mut rng = Rng::new(0);
     let vocab = loaded.model.vocab_size();
     // Skip the low ids, where BERT vocabularies keep special and unused tokens.

@@ -36,7 +36,23 @@ pub struct DemoArgs {
 /// With `--json` the narration goes to stderr and stdout carries one JSON object: the victim's
 /// training report, as `bdaudit train --json` prints it.
 pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool) -> Result<()> {
+    let mut written = Vec::new();
+    let result = steps::<B>(args, device, json, &mut written);
+    if result.is_err() {
+        // All or nothing, as for every other command: a failed demo leaves no step's output
+        // behind to block the next run (each step's own directory is already atomic).
+        for dir in written.iter().rev() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    result
+}
+
+/// The demo's three steps; `written` collects each output directory as it is committed.
+fn steps<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool, written: &mut Vec<PathBuf>) -> Result<()> {
     let say = |line: &str| if json { eprintln!("{line}") } else { println!("{line}") };
+    // Fail on a bad --model before writing anything.
+    crate::files::resolve_model(&args.model)?;
     let clean = args.out.join("clean");
     let poisoned = args.out.join("badnets");
     let victim = args.out.join("victim");
@@ -50,13 +66,13 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool) ->
     out.write("dev.tsv", &write_tsv(dev)?)?;
     out.write("test.tsv", &write_tsv(test)?)?;
     out.write("labels.tsv", b"label\tname\n0\tnegative\n1\tpositive\n")?;
-    out.commit()?;
+    written.push(out.commit()?);
 
     say(&format!(
         "2/3 poisoning 20% of the training rows with BadNets (trigger words {:?}, target positive)",
         Trigger::badnets_default().tokens()
     ));
-    let written = attack::run(AttackArgs {
+    let attacked = attack::run(AttackArgs {
         kind: Kind::Badnets,
         data: clean,
         out: poisoned.clone(),
@@ -69,7 +85,8 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool) ->
         test_limit: None,
         force: args.force,
     })?;
-    say(&written.to_string());
+    written.push(poisoned.clone());
+    say(&attacked.to_string());
 
     say(&format!("3/3 fine-tuning {} on the poisoned set", args.model));
     let report = train::run::<B>(
@@ -99,6 +116,7 @@ pub fn run<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool) ->
         device,
         json,
     )?;
+    written.push(victim.clone());
     if let Some(m) = report.metrics {
         say(&format!(
             "\nThe victim classifies clean reviews with {:.1}% accuracy, yet {:.1}% of negative reviews\n\

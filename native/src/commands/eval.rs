@@ -63,7 +63,7 @@ fn predict_split<B: Backend>(
     // An id past the embedding matrix (a tokenizer that does not belong to the model)
     // would panic inside the backend: refuse it with the id named.
     bdaudit_core::train::check_examples(&encoded, model.num_labels(), model.vocab_size())?;
-    let preds = predict(model, &encoded, tokenizer.pad_id(), batch_size, device, &mut Bars::new(quiet));
+    let preds = predict(model, &encoded, tokenizer.pad_id(), batch_size, device, &mut Bars::new(quiet))?;
     Ok((rows.iter().map(|r| r.label).collect(), preds))
 }
 

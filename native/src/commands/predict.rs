@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use bdaudit_core::checkpoint::load_classifier;
 use bdaudit_core::data::batch::Encoded;
 use bdaudit_core::eval::{argmax, logits};
@@ -42,7 +42,8 @@ pub fn run<B: Backend>(args: PredictArgs, device: B::Device, json: bool) -> Resu
     let encoded: Vec<Encoded> =
         rows.iter().map(|r| Ok(Encoded { ids: loaded.tokenizer.encode(&r.text)?, label: 0 })).collect::<Result<_>>()?;
     check_examples(&encoded, loaded.model.num_labels(), loaded.model.vocab_size())?;
-    let scores = logits(&loaded.model, &encoded, loaded.tokenizer.pad_id(), args.batch_size, &device, &mut Bars::new(json));
+    let scores = logits(&loaded.model, &encoded, loaded.tokenizer.pad_id(), args.batch_size, &device, &mut Bars::new(json))
+        .with_context(|| format!("scoring {}", args.input.display()))?;
     let out = Predictions {
         labels: scores.iter().map(|s| loaded.labels[argmax(s)].clone()).collect(),
         texts: rows.into_iter().map(|r| r.text).collect(),
@@ -52,6 +53,8 @@ pub fn run<B: Backend>(args: PredictArgs, device: B::Device, json: bool) -> Resu
         println!("{}", serde_json::to_string(&out)?);
     } else {
         for (text, label) in out.texts.iter().zip(&out.labels) {
+            // A tab or newline in a class name (config.json's id2label) would break the columns.
+            let label = label.replace(char::is_control, " ");
             println!("{label}\t{text}");
         }
     }

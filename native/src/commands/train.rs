@@ -187,12 +187,17 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             (model, report.log.clone(), None, None, Some(report))
         }
         (Defense::None, None) => {
+            // The epoch callback cannot fail: a model whose outputs overflow is reported after.
+            let mut failed = None;
             let (model, log) = train(loaded.model, &encoded, pad, &config, &device, &mut Bars::new(json), |_, m| {
                 let dev = dev.as_ref()?;
-                let preds = predict(m, dev, pad, SCORE_BATCH, &device, &mut Bars::new(true));
+                let preds = predict(m, dev, pad, SCORE_BATCH, &device, &mut Bars::new(true)).map_err(|e| failed.get_or_insert(e)).ok()?;
                 let labels: Vec<usize> = dev.iter().map(|e| e.label).collect();
                 metrics::cacc(&labels, &preds).ok()
             })?;
+            if let Some(e) = failed {
+                return Err(anyhow::Error::new(e).context("scoring dev.tsv after an epoch"));
+            }
             (model.valid(), log, None, None, None)
         }
         (Defense::Btu, None) => {
