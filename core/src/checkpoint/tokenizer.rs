@@ -134,8 +134,8 @@ pub fn catching_panic() -> bool {
 
 /// Runs `tokenizers` with its panics turned into errors. Its Oniguruma regex engine panics
 /// when a `tokenizer.json` pattern backtracks past the engine's retry limit: a pathological
-/// pattern in a downloaded checkpoint must fail the load, not crash bdaudit. (Where panics
-/// abort, as in wasm, this catches nothing; the web build uses another regex engine.)
+/// pattern in a downloaded checkpoint must give an error, not crash bdaudit. (Where panics
+/// abort, as in wasm, this catches nothing: the web build's engine, fancy-regex, does not panic.)
 fn guarded(text: &str, f: impl FnOnce() -> tokenizers::Result<Encoding>) -> Result<Encoding, TokenizerError> {
     let error = |message: String| TokenizerError::Encode { text: text.chars().take(60).collect(), message };
     let was = CATCHING.with(|c| c.replace(true));
