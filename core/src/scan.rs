@@ -105,6 +105,10 @@ impl ScanConfig {
         if self.max_probe_texts == 0 || self.batch_size == 0 {
             return bad("max_probe_texts", self.max_probe_texts.to_string(), "probe texts and batch size must be at least 1");
         }
+        // An empty candidate inserts nothing: it would be listed at ASR 0 as if screened.
+        if let Some(t) = self.extra_triggers.iter().find(|t| t.is_empty()) {
+            return bad("extra_triggers", format!("{t:?}"), "a candidate trigger must have a word or a sentence");
+        }
         Ok(())
     }
 }
@@ -384,5 +388,9 @@ mod tests {
         let bad = ScanConfig { suspicious_asr: 0.1, inconclusive_asr: 0.2, ..ScanConfig::default() };
         assert!(matches!(bad.validate(), Err(ScanError::Config { .. })));
         assert!(ScanConfig::default().validate().is_ok());
+        for empty in [Trigger::BadNets { words: vec![String::new()], insertions: 1 }, Trigger::AddSent { sentence: " ".into() }] {
+            let config = ScanConfig { extra_triggers: vec![empty], ..ScanConfig::default() };
+            assert!(matches!(config.validate(), Err(ScanError::Config { field: "extra_triggers", .. })));
+        }
     }
 }

@@ -424,6 +424,20 @@ fn attack_test_limit_scores_on_the_same_stratified_test_rows_whatever_the_seed()
         chosen.push(test);
     }
     assert_eq!(chosen[0], chosen[1], "the test subset does not depend on --seed");
+    // One test row is of one class: for that class as the target, no row is left to trigger.
+    let (mut refused, mut written) = (0, 0);
+    for target in ["0", "1"] {
+        let out = tmp.path(&format!("one-row-{target}"));
+        let run = bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--test-limit", "1", "--target", target], &[&data]);
+        if run.code == Some(0) {
+            written += 1;
+        } else {
+            run.assert_fails(&["nothing to measure ASR on"]);
+            assert!(!out.exists());
+            refused += 1;
+        }
+    }
+    assert_eq!((refused, written), (1, 1));
     let out = tmp.path("zero");
     let refused = bdaudit(&["attack", "badnets", "--data", s(&data), "--out", s(&out), "--test-limit", "0"], &[&data]);
     // A usage error (clap's exit code 2), naming the option.
@@ -1696,6 +1710,9 @@ fn unlearn_rejects_bad_input_writing_nothing() {
         bdaudit(&args, &[&data, &victim, &encoder])
     };
     unlearn("rga", &forget, &retain, &[]).assert_fails(&["--base"]);
+    // One step at an absurd rate: the loss before it was fine, the model after it is not.
+    unlearn("ga", &forget, &retain, &["--lr", "1e30", "--batch-size", "64"]).assert_fails(&["training diverged", "NaN or infinite"]);
+    assert!(!out.exists());
     let empty = tmp.path("empty.tsv");
     fs::write(&empty, "sentence\tlabel\n").unwrap();
     unlearn("ga", &empty, &retain, &[]).assert_fails(&["empty.tsv"]);

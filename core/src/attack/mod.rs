@@ -77,7 +77,7 @@ impl Trigger {
 
     /// A trigger that would insert nothing (or blank words) cannot plant a
     /// backdoor and would make evaluation meaningless.
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         match self {
             Trigger::BadNets { words, insertions } => words.is_empty() || *insertions == 0 || words.iter().any(|w| w.trim().is_empty()),
             Trigger::AddSent { sentence } => sentence.trim().is_empty(),

@@ -73,11 +73,7 @@ pub fn load_classifier<B: Backend>(
         (Some(found), Some(expected)) if found != expected => return Err(CheckpointError::Labels { expected, found }),
         (Some(found), _) => found,
         (None, Some(expected)) => expected,
-        (None, None) => {
-            return Err(CheckpointError::MissingTensor {
-                name: "classifier.weight (a pre-trained encoder needs a label count to get a new head)".into(),
-            })
-        }
+        (None, None) => return Err(CheckpointError::NoHead),
     };
     let has_head = source.classifier_labels().is_some();
     let model = BertClassifier::from_source(&config, labels_count, &mut source)?;

@@ -41,6 +41,8 @@ pub enum CheckpointError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error("the checkpoint has no classifier head (classifier.weight): it is a pre-trained encoder, which must be fine-tuned on a task before it can be used here")]
+    NoHead,
     #[error("the checkpoint has {found} labels, but {expected} were asked for")]
     Labels { expected: usize, found: usize },
     #[error("a classifier needs at least 2 classes, got {0}")]

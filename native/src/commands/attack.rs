@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use bdaudit_core::attack::{poison, PoisonConfig, RateOf, Trigger};
 use bdaudit_core::data::{subsample, write_tsv, Example};
 use clap::{Args, ValueEnum};
@@ -137,6 +137,10 @@ pub fn run(args: AttackArgs) -> Result<Written> {
         seed: args.seed,
     };
     let poisoned = poison(&train, &test, labels.len(), &config)?;
+    if poisoned.test_asr.is_empty() {
+        // Every command that scores the set would refuse an empty test-asr.tsv.
+        bail!("no test row is outside the target class {}, so there is nothing to measure ASR on (a larger --test-limit?)", args.target);
+    }
     out.write("train.tsv", &write_tsv(&poisoned.train)?)?;
     // The poisoned rows and the rest, apart: the forget and retain sets of `bdaudit unlearn`.
     let (forget, retain) = split_rows(&poisoned.train, &poisoned.poisoned_rows);

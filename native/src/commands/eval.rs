@@ -67,6 +67,19 @@ fn predict_split<B: Backend>(
     Ok((rows.iter().map(|r| r.label).collect(), preds))
 }
 
+/// Rows [`check_trained`] scores: enough to catch a model that overflows on most inputs.
+const CHECK_ROWS: usize = 32;
+
+/// Training checks its loss before each step, so a last step that blows the weights up (a
+/// huge learning rate) would leave a model whose outputs overflow, written with exit 0 when
+/// no test set is scored: its first training rows are scored before it is written.
+pub fn check_trained<B: Backend>(model: &BertClassifier<B>, tokenizer: &TextTokenizer, rows: &[Example], device: &B::Device) -> Result<()> {
+    let encoded = tokenizer.encode_all(&rows[..rows.len().min(CHECK_ROWS)])?;
+    bdaudit_core::eval::logits(model, &encoded, tokenizer.pad_id(), CHECK_ROWS, device, &mut Bars::new(true))
+        .context("training diverged: the trained model cannot be used (a lower learning rate?)")?;
+    Ok(())
+}
+
 /// The test splits `bdaudit attack` writes and [`evaluate`] scores, whichever of them a
 /// directory holds.
 pub const TEST_SPLITS: [&str; 3] = ["test.tsv", "test-asr.tsv", "test-pacc.tsv"];

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate_if, print_metrics};
+use crate::commands::eval::{check_trained, evaluate_if, print_metrics};
 use crate::files::{read, read_checkpoint, resolve_model, DataDir, OutputDir};
 use crate::provenance::{differences, sha256_hex};
 
@@ -276,6 +276,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
         Layout::Zeroed => zero_pruned_heads(outcome.purified, &outcome.config)?,
         Layout::Sliced => (outcome.purified, outcome.config),
     };
+    check_trained(&model, tokenizer, &train_rows, &device)?;
     let written = save_classifier(&model, &model_config, tokenizer, &loaded.labels)?;
     let report = PurifyReport {
         method: "pure",
@@ -465,6 +466,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     if args.save_splits {
         out.write("splits.tsv", &write_tsv(&outcome.splits)?)?;
     }
+    check_trained(&outcome.purified, tokenizer, &rows, &device)?;
     let written = save_classifier(&outcome.purified, &loaded.config, tokenizer, &loaded.labels)?;
     let report = MbtsadPurifyReport {
         method: "mbtsad",

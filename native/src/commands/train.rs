@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate_if, print_metrics, SCORE_BATCH, TEST_SPLITS};
+use crate::commands::eval::{check_trained, evaluate_if, print_metrics, SCORE_BATCH, TEST_SPLITS};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +237,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     };
     let seconds_train = train_start.elapsed().as_secs_f64();
     let metrics = evaluate_on_test(&model)?;
+    check_trained(&model, tokenizer, &train_rows, &device)?;
     let files = save_classifier(&model, &loaded.config, tokenizer, &labels.names)?;
     let report = TrainReport {
         base: model_dir.display().to_string(),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{evaluate_if, print_metrics, reference_pacc, test_sha256, SCORE_BATCH};
+use crate::commands::eval::{check_trained, evaluate_if, print_metrics, reference_pacc, test_sha256, SCORE_BATCH};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 use crate::plot::{line_chart, Series};
 use crate::provenance::{checkpoint_sha256, differences};
@@ -247,6 +247,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     let metrics_after = score(&model)?;
     let delta = |m: &Option<EvalMetrics>| reference_pacc.zip(m.as_ref().and_then(|m| m.pacc)).map(|(r, p)| metrics::delta_pacc(p, r));
 
+    check_trained(&model, tokenizer, &forget_rows, &device)?;
     let written = save_classifier(&model, &loaded.config, tokenizer, &loaded.labels)?;
     let report = UnlearnReport {
         method,
