@@ -129,7 +129,7 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
             );
         }
         if let Some(top) = report.candidates.first().filter(|_| report.verdict.level != Level::Clean) {
-            let heads: Vec<String> = top.heads.iter().map(|h| format!("L{}H{} (+{:.3})", h.layer, h.head, h.drift)).collect();
+            let heads: Vec<String> = top.heads.iter().map(|h| format!("L{}H{} ({:+.3})", h.layer, h.head, h.drift)).collect();
             println!("heads locking onto it: {}", heads.join(", "));
         }
         println!("({} probe texts, {:.1} s)", report.probe_texts.len(), report.seconds.unwrap_or(0.0));

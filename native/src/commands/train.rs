@@ -203,7 +203,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         (Defense::Btu, None) => {
             let clean_path = args.clean.clone().unwrap_or_else(|| data.file("dev.tsv"));
             if !clean_path.is_file() {
-                bail!("BTU repairs the model on clean rows: {} does not exist (pass --clean FILE)", clean_path.display());
+                let problem = if clean_path.exists() { "is not a file" } else { "does not exist" };
+                bail!("BTU repairs the model on clean rows: {} {problem} (pass --clean FILE)", clean_path.display());
             }
             let clean_rows = read_examples(&clean_path)?;
             check_labels(&clean_rows, labels.len(), &clean_path.display().to_string())?;
