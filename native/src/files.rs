@@ -32,6 +32,16 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Why `path` is not the `kind` ("file" or "directory") a command needs: absent, or of the
+/// other kind.
+pub fn unusable(path: &Path, kind: &str) -> String {
+    if path.exists() {
+        format!("is not a {kind}")
+    } else {
+        "does not exist".into()
+    }
+}
+
 /// Where `scripts/fetch-model` caches models.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("BDAUDIT_CACHE")
@@ -52,8 +62,7 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
         path => PathBuf::from(path),
     };
     if !dir.is_dir() {
-        let problem = if dir.exists() { "is not a directory" } else { "does not exist" };
-        bail!("model directory {} {problem} (give a checkpoint directory or `minilm`)", dir.display());
+        bail!("model directory {} {} (give a checkpoint directory or `minilm`)", dir.display(), unusable(&dir, "directory"));
     }
     Ok(dir)
 }
@@ -79,8 +88,7 @@ pub struct DataDir {
 impl DataDir {
     pub fn open(path: &Path) -> Result<Self> {
         if !path.is_dir() {
-            let problem = if path.exists() { "is not a directory" } else { "does not exist" };
-            bail!("data directory {} {problem}", path.display());
+            bail!("data directory {} {}", path.display(), unusable(path, "directory"));
         }
         Ok(DataDir { path: path.to_path_buf() })
     }
@@ -96,8 +104,7 @@ impl DataDir {
     pub fn split(&self, name: &str) -> Result<Vec<Example>> {
         let path = self.file(name);
         if !path.is_file() {
-            let problem = if path.exists() { "is not a file" } else { "is missing" };
-            bail!("{} {problem}", path.display());
+            bail!("{} {}", path.display(), unusable(&path, "file"));
         }
         read_examples(&path)
     }

@@ -203,7 +203,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         (Defense::Btu, None) => {
             let clean_path = args.clean.clone().unwrap_or_else(|| data.file("dev.tsv"));
             if !clean_path.is_file() {
-                let problem = if clean_path.exists() { "is not a file" } else { "does not exist" };
+                let problem = crate::files::unusable(&clean_path, "file");
                 bail!("BTU repairs the model on clean rows: {} {problem} (pass --clean FILE)", clean_path.display());
             }
             let clean_rows = read_examples(&clean_path)?;
