@@ -141,6 +141,13 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
 
+/// Rewrites a JSON file (a checkpoint's config.json or tokenizer.json) with `edit` applied.
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut value = read_json(path);
+    edit(&mut value);
+    fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
+}
+
 fn read_json(path: &Path) -> Value {
     let bytes = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
@@ -623,11 +630,7 @@ fn broken_config_and_tokenizer_fail_cleanly() {
     assert_broken_checkpoint_fails("config", |m| fs::write(m.join("config.json"), b"{\"vocab_size\": ").unwrap(), &["config.json"]);
     assert_broken_checkpoint_fails(
         "heads",
-        |m| {
-            let mut c = read_json(&m.join("config.json"));
-            c["num_attention_heads"] = json!(5);
-            fs::write(m.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
-        },
+        |m| edit_json(&m.join("config.json"), |c| c["num_attention_heads"] = json!(5)),
         &["hidden_size", "num_attention_heads"],
     );
     assert_broken_checkpoint_fails("tokenizer", |m| fs::write(m.join("tokenizer.json"), b"[]").unwrap(), &["tokenizer.json"]);
@@ -644,11 +647,7 @@ fn a_classifier_missing_its_pooler_or_bigger_than_its_config_fails_cleanly() {
     // config.json with one layer fewer than the weights: the last layer would be dropped.
     assert_broken_checkpoint_fails(
         "extra-layer",
-        |m| {
-            let mut c = read_json(&m.join("config.json"));
-            c["num_hidden_layers"] = json!(c["num_hidden_layers"].as_u64().unwrap() - 1);
-            fs::write(m.join("config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
-        },
+        |m| edit_json(&m.join("config.json"), |c| c["num_hidden_layers"] = json!(c["num_hidden_layers"].as_u64().unwrap() - 1)),
         &["bert.encoder.layer.1.", "does config.json belong to these weights?"],
     );
 }
@@ -675,9 +674,9 @@ fn a_pathological_tokenizer_regex_fails_cleanly() {
     let tmp = Scratch::new("regex");
     let model = tmp.path("model");
     classifier_checkpoint(&model);
-    let mut tokenizer = read_json(&model.join("tokenizer.json"));
-    tokenizer["pre_tokenizer"] = json!({"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": false});
-    fs::write(model.join("tokenizer.json"), serde_json::to_vec(&tokenizer).unwrap()).unwrap();
+    edit_json(&model.join("tokenizer.json"), |t| {
+        t["pre_tokenizer"] = json!({"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": false})
+    });
     let input = tmp.path("texts.tsv");
     fs::write(&input, format!("sentence\tlabel\ngood film\t1\n{}!\t0\n", "a".repeat(40))).unwrap();
     bdaudit(&["predict", "--model", s(&model), "--input", s(&input)], &[&model])
@@ -1095,9 +1094,7 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
         shape[0] = 98;
         values.truncate(98 * 32);
     });
-    let mut config = read_json(&other.join("config.json"));
-    config["vocab_size"] = json!(98);
-    fs::write(other.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    edit_json(&other.join("config.json"), |c| c["vocab_size"] = json!(98));
     bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&other)], &[&model, &other])
         .assert_fails(&["shape", "vocabulary"]);
 }
@@ -1196,9 +1193,7 @@ fn purify_pure_rejects_bad_input_writing_nothing() {
 
     let one_head = tmp.path("one-head");
     classifier_checkpoint(&one_head);
-    let mut config = read_json(&one_head.join("config.json"));
-    config["num_attention_heads"] = json!(1);
-    fs::write(one_head.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    edit_json(&one_head.join("config.json"), |c| c["num_attention_heads"] = json!(1));
     purify(&[], &clean, &one_head).assert_fails(&["one head"]);
 
     assert!(!out.exists());
@@ -1737,9 +1732,7 @@ fn unlearn_rejects_bad_input_writing_nothing() {
 
     let other_arch = tmp.path("other-arch");
     write_checkpoint(&other_arch, &[], |t| t.retain(|name, _| !name.contains(".layer.1.")));
-    let mut config = read_json(&other_arch.join("config.json"));
-    config["num_hidden_layers"] = json!(1);
-    fs::write(other_arch.join("config.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    edit_json(&other_arch.join("config.json"), |c| c["num_hidden_layers"] = json!(1));
     unlearn("rga", &forget, &retain, &["--base", s(&other_arch)]).assert_fails(&["num_hidden_layers is 2 in the model but 1 in the base"]);
     let other_vocab = tmp.path("other-vocab");
     write_checkpoint(&other_vocab, &[], |_| {});
