@@ -143,6 +143,16 @@ pub async fn scan_async<B: Backend>(
     progress: &mut dyn Progress,
 ) -> Result<ScanReport, ScanError> {
     config.validate()?;
+    // Fewer screening texts than classes leaves some class without a text to flip away from
+    // the target, and every candidate would be screened out at ASR 0.
+    let num_labels = model.num_labels();
+    if (1..num_labels).contains(&config.screen_texts) {
+        return Err(ScanError::Config {
+            field: "screen_texts",
+            value: config.screen_texts.to_string(),
+            reason: "must be 0 (no screening) or at least the number of classes",
+        });
+    }
     let texts: Vec<&String> = probe_texts.iter().filter(|t| !t.trim().is_empty()).take(config.max_probe_texts).collect();
     if texts.is_empty() {
         return Err(ScanError::NoProbeTexts);
@@ -176,7 +186,6 @@ pub async fn scan_async<B: Backend>(
         }
     }
 
-    let num_labels = model.num_labels();
     let screen = screen_indices(&clean_pred, num_labels, config.screen_texts);
     let rest: Vec<usize> = (0..probe.len()).filter(|i| !screen.contains(i)).collect();
     // The probe's labels are the clean predictions themselves.

@@ -118,14 +118,19 @@ impl DataDir {
         }
     }
 
+    /// Class names from `labels.tsv`, if the directory has one.
+    pub fn label_names(&self) -> Result<Option<LabelSet>> {
+        if !self.has("labels.tsv") {
+            return Ok(None);
+        }
+        let path = self.file("labels.tsv");
+        Ok(Some(LabelSet::parse_tsv(&read(&path)?, &path.display().to_string())?))
+    }
+
     /// Class names from `labels.tsv`, or numeric names for the largest label seen.
     pub fn labels(&self, seen: &[&[Example]]) -> Result<LabelSet> {
-        if self.has("labels.tsv") {
-            let path = self.file("labels.tsv");
-            return Ok(LabelSet::parse_tsv(&read(&path)?, &path.display().to_string())?);
-        }
         let max = seen.iter().flat_map(|s| s.iter()).map(|e| e.label).max().unwrap_or(0);
-        Ok(LabelSet::numeric(max + 1))
+        Ok(self.label_names()?.unwrap_or_else(|| LabelSet::numeric(max + 1)))
     }
 }
 

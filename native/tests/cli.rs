@@ -667,6 +667,22 @@ fn a_model_whose_outputs_overflow_fails_cleanly() {
     bdaudit(&["scan", "--model", s(&model), "--probe", s(&data.join("test.tsv"))], &[&data, &model]).assert_fails(&[needle]);
 }
 
+#[test]
+fn scan_refuses_a_screen_smaller_than_the_classes() {
+    let tmp = Scratch::new("scan-screen");
+    let data = tmp.path("data");
+    write_data(&data);
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    let scan =
+        |n: &str| bdaudit(&["scan", "--model", s(&model), "--probe", s(&data.join("test.tsv")), "--screen-texts", n], &[&data, &model]);
+    scan("1").assert_fails(&["screen_texts = 1", "at least the number of classes"]);
+    // Two texts, one per class, are enough: the scan runs to a verdict (exit 0, or 2 when it
+    // calls the random model suspicious).
+    let two = scan("2");
+    assert!(matches!(two.code, Some(0 | 2)), "{}", two.describe());
+}
+
 /// `(a+)+$` backtracks past the limit of the regex engine behind `tokenizers`, which panics
 /// there: bdaudit reports it as an error, and prints no crash.
 #[test]
@@ -711,6 +727,30 @@ fn eval_rejects_labels_the_model_does_not_have() {
     write_checkpoint(&encoder, &[], |_| {});
     fs::write(data.join("test.tsv"), tsv(&rows(TEST_ROWS, 200))).unwrap();
     bdaudit(&["eval", "--model", s(&encoder), "--data", s(&data)], &[&data, &encoder]).assert_fails(&["classifier.weight"]);
+}
+
+#[test]
+fn eval_compares_labels_tsv_with_the_model_classes() {
+    let tmp = Scratch::new("eval-names");
+    let data = tmp.path("data");
+    write_data(&data);
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    let eval = || bdaudit(&["eval", "--model", s(&model), "--data", s(&data)], &[&data, &model]);
+    fs::write(data.join("labels.tsv"), "label\tname\n0\tpositive\n1\tnegative\n").unwrap();
+    eval().assert_fails(&["labels.tsv calls class 0 \"positive\", which the model calls class 1", "another order"]);
+    fs::write(data.join("labels.tsv"), "label\tname\n0\tnegative\n1\tpositive\n2\tneutral\n").unwrap();
+    eval().assert_fails(&["names 3 classes, but the model has 2"]);
+    // Other names only get a note; numbered ones none.
+    fs::write(data.join("labels.tsv"), "label\tname\n0\tneg\n1\tpos\n").unwrap();
+    let run = eval();
+    assert!(
+        run.assert_ok().stderr.contains("note: ") && run.stderr.contains("calls class 0 \"neg\", the model \"negative\""),
+        "{}",
+        run.describe()
+    );
+    fs::write(data.join("labels.tsv"), "label\tname\n0\tLABEL_0\n1\tPositive\n").unwrap();
+    assert_eq!(eval().assert_ok().stderr, "");
 }
 
 #[test]
@@ -898,6 +938,27 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     assert_eq!(grouped["log"]["steps"], TRAIN_ROWS / 8);
 }
 
+#[test]
+fn train_on_a_classifier_without_labels_tsv_keeps_its_classes_and_names() {
+    let tmp = Scratch::new("train-head");
+    let data = tmp.path("data");
+    write_data(&data);
+    fs::remove_file(data.join("labels.tsv")).unwrap();
+    // A three-class classifier fine-tuned on rows of two of its classes.
+    let model = tmp.path("three");
+    write_checkpoint(&model, &["negative", "positive", "neutral"], |_| {});
+    let out = tmp.path("out");
+    let args = argv(&format!("train --model {} --data {} --out {} --epochs 1 --max-len 16", s(&model), s(&data), s(&out)));
+    bdaudit(&args, &[&data, &model]).assert_ok();
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["id2label"], json!({"0": "negative", "1": "positive", "2": "neutral"}));
+    // A label past the head is still refused, before training.
+    let mut bad = rows(TRAIN_ROWS, 0);
+    bad[5].1 = 3;
+    fs::write(data.join("train.tsv"), tsv(&bad)).unwrap();
+    bdaudit(&[&args[..], &["--force".to_string()]].concat(), &[&data, &model]).assert_fails(&["label 3", "below 3"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // BTU and token scores
 
@@ -1027,6 +1088,18 @@ fn btu_rejects_bad_settings_and_data_writing_nothing() {
     fs::write(one_class.join("train.tsv"), tsv(&same)).unwrap();
     fs::copy(data.join("dev.tsv"), one_class.join("dev.tsv")).unwrap();
     btu(&[], &one_class, &model).assert_fails(&["two classes"]);
+    // The repair rows: never a test split of the data, and of at least two classes.
+    btu(&["--clean", s(&data.join("test.tsv"))], &data, &model).assert_fails(&["is the data's test.tsv", "scores the defense"]);
+    btu(&["--clean", s(&one_class.join("train.tsv"))], &data, &model).assert_fails(&["two classes"]);
+    // BTU's settings without --defense btu are refused, not ignored.
+    let plain = |extra: &[&str]| {
+        let mut args = vec!["train", "--model", s(&model), "--data", s(&data), "--out", s(&out), "--epochs", "1", "--max-len", "16"];
+        args.extend(extra);
+        bdaudit(&args, &[&data, &model])
+    };
+    plain(&["--btu-rounds", "2"]).assert_fails(&["--btu-rounds is a setting of --defense btu"]);
+    plain(&["--clean", s(&data.join("dev.tsv"))]).assert_fails(&["--clean is a setting of --defense btu"]);
+    plain(&["--ep-lr", "0.1"]).assert_fails(&["--ep-epochs and --ep-lr", "need --ep-trigger"]);
 
     // A poisoned test set whose labels the model does not have is refused before training.
     let bad_test = tmp.path("bad-test");
@@ -1067,16 +1140,18 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
         .json();
     assert_eq!(report["method"], "base");
     let tokens = report["tokens"].as_array().unwrap();
-    assert_eq!(tokens.len(), 3);
+    // Only `cf` moved: rows that did not are not listed, whatever --top asks.
+    assert_eq!(tokens.len(), 1, "{report}");
     assert_eq!(tokens[0]["token"], "cf", "{report}");
     assert!((tokens[0]["score"].as_f64().unwrap() - 32f64.sqrt()).abs() < 1e-3, "{report}");
-    assert_eq!(tokens[1]["score"].as_f64().unwrap(), 0.0, "{report}");
     // The text form: a header naming the method, then rank, token and score per line.
     let text = bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&base), "--top", "2"], &[&model, &base]);
     let lines: Vec<&str> = text.assert_ok().stdout.lines().collect();
     assert!(lines[0].starts_with("tokens whose embeddings moved most (base, against "), "{}", text.describe());
     assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["1", "cf", "5.65685"], "{}", text.describe());
-    assert_eq!(lines.len(), 3, "{}", text.describe());
+    assert_eq!(lines.len(), 2, "{}", text.describe());
+    let same = bdaudit(&["scan", "--token-scores", "--model", s(&model), "--base", s(&model)], &[&model]);
+    assert!(same.assert_ok().stdout.starts_with("no token's embedding moved (base, against "), "{}", same.describe());
 
     let tmp_data = poisoned_data(&tmp);
     let report =
@@ -1085,6 +1160,11 @@ fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
             .json();
     assert_eq!(report["method"], "embedding-only");
     assert_eq!(report["tokens"].as_array().unwrap().len(), 20);
+    // A classifier with a third class scores rows that use only two of them.
+    let three = tmp.path("three");
+    write_checkpoint(&three, &["negative", "positive", "neutral"], |_| {});
+    bdaudit(&["scan", "--token-scores", "--model", s(&three), "--data", s(&tmp_data.join("train.tsv")), "--json"], &[&three, &tmp_data])
+        .assert_ok();
 
     bdaudit(&["scan", "--token-scores", "--model", s(&model)], &[&model]).assert_fails(&["--base", "--data"]);
     // A base of another vocabulary size cannot be compared row by row.
@@ -1160,6 +1240,21 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
         assert_eq!(eval["asr"], report["metrics"]["asr"], "{eval}");
     }
     assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
+fn purify_pure_says_why_nothing_was_pruned_when_c_is_above_the_model() {
+    let tmp = Scratch::new("pure-c");
+    let clean = tmp.path("clean");
+    clean_for_pure(&clean);
+    let model = tmp.path("suspect");
+    classifier_checkpoint(&model);
+    let out = tmp.path("out");
+    let args = argv(&format!("purify pure --model {} --clean {} --out {} --epochs 1 --max-len 16 --c 1", s(&model), s(&clean), s(&out)));
+    let run = bdaudit(&args, &[&clean, &model]);
+    let stdout = &run.assert_ok().stdout;
+    assert!(stdout.contains("pruned 0 heads") && stdout.contains("below the floor 100.00%"), "{}", run.describe());
+    assert!(stdout.contains("--threshold relative"), "{}", run.describe());
 }
 
 #[test]
@@ -1545,6 +1640,12 @@ fn train_ep_trigger_refuses_bad_triggers_and_models_writing_nothing() {
     ep(&["--ep-trigger", "cf", "--ep-lr", "0"], &data, &model).assert_fails(&["lr"]);
     // The clean data has no row with the trigger: the row would get no gradient.
     ep(&["--ep-trigger", "cf"], &tmp.path("clean-data"), &model).assert_fails(&["no training row contains", "cf"]);
+    // Rows whose trigger lies past --max-len (16 tokens) are named as such.
+    let late = tmp.path("late");
+    fs::create_dir_all(&late).unwrap();
+    let long: Vec<(String, usize)> = (0..8).map(|i| (format!("{} cf", [NEGATIVE[i % 5]; 15].join(" ")), 1)).chain(rows(8, 0)).collect();
+    fs::write(late.join("train.tsv"), tsv(&long)).unwrap();
+    ep(&["--ep-trigger", "cf"], &late, &model).assert_fails(&["appears in 8 training rows", "past the maximum length of 16"]);
     // EP poisons a fine-tuned classifier, not a bare encoder with a random head.
     let encoder = tmp.path("encoder");
     write_checkpoint(&encoder, &[], |_| {});

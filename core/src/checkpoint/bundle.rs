@@ -27,6 +27,12 @@ impl CheckpointFiles {
         Ok(Self { model: read(Self::MODEL)?, config: read(Self::CONFIG)?, tokenizer: read(Self::TOKENIZER)? })
     }
 
+    /// The number of classes of the stored classifier head; `None` for a bare encoder. Reads
+    /// only the weights' header, so a command can size its labels before loading.
+    pub fn head_classes(&self) -> Result<Option<usize>, CheckpointError> {
+        super::safetensors::head_rows(&super::safetensors::parse(&self.model)?)
+    }
+
     /// The three files with the names `transformers` looks for, for writing.
     pub fn named(&self) -> [(&'static str, &[u8]); 3] {
         [(Self::MODEL, &self.model), (Self::CONFIG, &self.config), (Self::TOKENIZER, &self.tokenizer)]
@@ -69,13 +75,23 @@ pub fn load_classifier<B: Backend>(
     let tokenizer = TextTokenizer::from_bytes(&files.tokenizer, max_len.min(config.max_position_embeddings))?;
     tokenizer.check_vocab(config.vocab_size)?;
     let mut source = SafetensorsSource::new(&files.model, device)?.with_fallback(RandomInit::new(seed, config.initializer_range, device));
-    let labels_count = match (source.classifier_labels().map(check_classes).transpose()?, num_labels) {
+    let head = source.classifier_labels()?;
+    let labels_count = match (head.map(check_classes).transpose()?, num_labels) {
         (Some(found), Some(expected)) if found != expected => return Err(CheckpointError::Labels { expected, found }),
         (Some(found), _) => found,
         (None, Some(expected)) => expected,
         (None, None) => return Err(CheckpointError::NoHead),
     };
-    let has_head = source.classifier_labels().is_some();
+    let has_head = head.is_some();
+    // `transformers` sizes the head from config.json and refuses weights of another size: a
+    // config naming other classes than the head has belongs to another model.
+    // (`num_labels` alone, without `id2label`, sizes it the same way.)
+    let named = config.label_names().map(|n| n.len()).or_else(|| config.extra.get("num_labels")?.as_u64().map(|n| n as usize));
+    if let (Some(rows), Some(names)) = (head, named) {
+        if names != rows {
+            return Err(CheckpointError::LabelNames { names, rows });
+        }
+    }
     let model = BertClassifier::from_source(&config, labels_count, &mut source)?;
     // Only a bare encoder gets new weights (its head, and a pooler if it has none, as
     // `transformers` does): a trained classifier without its pooler would predict at random.
@@ -242,6 +258,42 @@ mod tests {
         files.config = serde_json::to_vec(&config).unwrap();
         let loaded = load_classifier::<B>(&files, None, 16, 0, &Default::default()).unwrap();
         assert_eq!(loaded.labels, ["0", "1"]);
+    }
+
+    #[test]
+    fn a_config_naming_other_classes_than_the_head_is_refused() {
+        let mut files = tiny_files(2);
+        let mut config: serde_json::Value = serde_json::from_slice(&files.config).unwrap();
+        config["id2label"] = serde_json::json!({"0": "a", "1": "b", "2": "c"});
+        files.config = serde_json::to_vec(&config).unwrap();
+        let err = load_err(&files, None);
+        assert!(matches!(err, CheckpointError::LabelNames { names: 3, rows: 2 }), "{err:?}");
+        // A bare encoder's id2label says nothing of the head it will get.
+        let bare = edit_tensors(&files, |t| {
+            t.remove("classifier.weight");
+            t.remove("classifier.bias");
+        });
+        assert_eq!(load_classifier::<B>(&bare, Some(2), 16, 0, &Default::default()).unwrap().labels, ["0", "1"]);
+        // `num_labels` without `id2label` counts the same.
+        config.as_object_mut().unwrap().remove("id2label");
+        config["num_labels"] = 5.into();
+        files.config = serde_json::to_vec(&config).unwrap();
+        assert!(matches!(load_err(&files, None), CheckpointError::LabelNames { names: 5, rows: 2 }));
+        config["num_labels"] = 2.into();
+        files.config = serde_json::to_vec(&config).unwrap();
+        assert_eq!(load_classifier::<B>(&files, None, 16, 0, &Default::default()).unwrap().labels, ["0", "1"]);
+    }
+
+    #[test]
+    fn a_head_of_another_rank_is_malformed_not_absent() {
+        let files = tiny_files(2);
+        assert_eq!(files.head_classes().unwrap(), Some(2));
+        let scalar = edit_tensors(&files, |t| {
+            t.insert("classifier.weight".into(), (vec![], 0f32.to_le_bytes().to_vec()));
+        });
+        for err in [scalar.head_classes().unwrap_err(), load_err(&scalar, Some(2))] {
+            assert!(err.to_string().contains("classifier.weight has shape [], expected [num_labels, hidden_size]"), "{err}");
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum CheckpointError {
     NoHead,
     #[error("the checkpoint has {found} labels, but {expected} were asked for")]
     Labels { expected: usize, found: usize },
+    #[error(
+        "config.json's id2label names {names} classes, but classifier.weight has {rows} rows (does config.json belong to these weights?)"
+    )]
+    LabelNames { names: usize, rows: usize },
     #[error("a classifier needs at least 2 classes, got {0}")]
     TooFewClasses(usize),
     #[error("a classifier may have at most {max} classes, got {0}", max = MAX_CLASSES)]

@@ -26,14 +26,7 @@ pub struct SafetensorsSource<'a, B: Backend> {
 
 impl<'a, B: Backend> SafetensorsSource<'a, B> {
     pub fn new(bytes: &'a [u8], device: &B::Device) -> Result<Self, CheckpointError> {
-        let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
-            CheckpointError::Malformed(match e {
-                SafeTensorError::MetadataIncompleteBuffer | SafeTensorError::InvalidHeaderLength => {
-                    format!("{e} (the file is truncated or corrupted)")
-                }
-                other => other.to_string(),
-            })
-        })?;
+        let tensors = parse(bytes)?;
         let names: BTreeSet<&str> = tensors.names().into_iter().collect();
         let prefix = if names.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
         Ok(SafetensorsSource { tensors, prefix, device: device.clone(), used: BTreeSet::new(), fallback: None, initialised: Vec::new() })
@@ -45,9 +38,9 @@ impl<'a, B: Backend> SafetensorsSource<'a, B> {
         self
     }
 
-    /// `[num_labels, hidden]` of the stored classifier, if any.
-    pub fn classifier_labels(&self) -> Option<usize> {
-        self.tensors.tensor("classifier.weight").ok().and_then(|t| t.shape().first().copied())
+    /// The number of classes of the stored classifier (`[num_labels, hidden]`), if it has one.
+    pub fn classifier_labels(&self) -> Result<Option<usize>, CheckpointError> {
+        head_rows(&self.tensors)
     }
 
     /// `"bert."` when the file uses `BertForSequenceClassification` names, else `""`.
@@ -230,6 +223,30 @@ pub fn export_safetensors<B: Backend>(model: &BertClassifier<B>) -> Result<Vec<u
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Serialize(format!("{e:?}")))
+}
+
+/// The file's header and tensor views (no copy).
+pub(super) fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>, CheckpointError> {
+    SafeTensors::deserialize(bytes).map_err(|e| {
+        CheckpointError::Malformed(match e {
+            SafeTensorError::MetadataIncompleteBuffer | SafeTensorError::InvalidHeaderLength => {
+                format!("{e} (the file is truncated or corrupted)")
+            }
+            other => other.to_string(),
+        })
+    })
+}
+
+/// Rows of `classifier.weight`, if the file has one; a head of another rank is malformed
+/// rather than absent (it would otherwise pass for a bare encoder and get a new head).
+pub(super) fn head_rows(tensors: &SafeTensors<'_>) -> Result<Option<usize>, CheckpointError> {
+    match tensors.tensor("classifier.weight") {
+        Err(_) => Ok(None),
+        Ok(t) => match t.shape() {
+            &[rows, _] => Ok(Some(rows)),
+            other => Err(CheckpointError::Malformed(format!("classifier.weight has shape {other:?}, expected [num_labels, hidden_size]"))),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -104,12 +104,20 @@ impl TextTokenizer {
 
     /// Ids with [CLS] … [SEP], truncated to `max_len`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let ids = guarded(text, || self.inner.encode(text, true))?.get_ids().to_vec();
+        self.encode_with_cut(text).map(|(ids, _)| ids)
+    }
+
+    /// [`encode`](Self::encode), and the ids truncation cut off (with the special tokens of
+    /// each cut piece): what a model never sees of a long text.
+    pub fn encode_with_cut(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), TokenizerError> {
+        let encoding = guarded(text, || self.inner.encode(text, true))?;
+        let ids = encoding.get_ids().to_vec();
         // Truncation leaves room for the post-processor's own tokens only when they fit.
         if ids.len() > self.max_len {
             return Err(TokenizerError::TooLong { len: ids.len(), max: self.max_len });
         }
-        Ok(ids)
+        let cut = encoding.get_overflowing().iter().flat_map(|o| o.get_ids().iter().copied()).collect();
+        Ok((ids, cut))
     }
 
     /// Word-piece strings of a text, without special tokens.

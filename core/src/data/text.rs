@@ -4,6 +4,7 @@
 //! Everything works on in-memory bytes so the same code serves the CLI and the
 //! browser (wasm), where there is no filesystem.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -82,13 +83,13 @@ const CSV_HEADER: &str = "a header with a \"sentence\" or \"text\" column and a 
 const LABELS_HEADER: &str = "a header line \"label<TAB>name<TAB>description\"";
 
 /// Parses a data file held in memory. Blank lines are skipped, text is trimmed,
-/// a leading UTF-8 BOM and CRLF line ends are accepted.
+/// a leading UTF-8 BOM and CRLF or CR-only line ends are accepted.
 pub fn parse(bytes: &[u8], format: Format, source: &str) -> Result<Vec<Example>, DataError> {
     let text = decode(bytes, source)?;
     let examples = match format {
-        Format::Tsv => parse_tsv(text, source)?,
-        Format::Csv => parse_csv(text, source)?,
-        Format::Jsonl => parse_jsonl(text, source)?,
+        Format::Tsv => parse_tsv(&text, source)?,
+        Format::Csv => parse_csv(&text, source)?,
+        Format::Jsonl => parse_jsonl(&text, source)?,
     };
     if examples.is_empty() {
         return Err(DataError::Empty { origin: source.to_owned() });
@@ -158,7 +159,7 @@ impl LabelSet {
     /// classifier output has a name.
     pub fn parse_tsv(bytes: &[u8], source: &str) -> Result<LabelSet, DataError> {
         let text = decode(bytes, source)?;
-        let mut lines = non_blank_lines(text);
+        let mut lines = non_blank_lines(&text);
         let Some((_, header)) = lines.next() else {
             return Err(DataError::Empty { origin: source.to_owned() });
         };
@@ -291,12 +292,18 @@ fn rows_by_label(examples: &[Example]) -> BTreeMap<usize, Vec<usize>> {
 }
 
 /// Decodes UTF-8, reporting the line of the first bad byte, and drops a BOM.
-fn decode<'a>(bytes: &'a [u8], source: &str) -> Result<&'a str, DataError> {
+/// The text of a data file: UTF-8, without a BOM, with LF line ends. CRLF is left to the
+/// parsers (they drop the CR); a file with CRs and no LF at all (classic Mac OS line ends,
+/// which some spreadsheets still export) has each CR read as a line end.
+fn decode<'a>(bytes: &'a [u8], source: &str) -> Result<Cow<'a, str>, DataError> {
+    let cr_only = !bytes.contains(&b'\n') && bytes.contains(&b'\r');
+    let end = if cr_only { b'\r' } else { b'\n' };
     let text = std::str::from_utf8(bytes).map_err(|e| DataError::NotUtf8 {
         origin: source.to_owned(),
-        line: bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1,
+        line: bytes[..e.valid_up_to()].iter().filter(|&&b| b == end).count() + 1,
     })?;
-    Ok(text.strip_prefix('\u{FEFF}').unwrap_or(text))
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    Ok(if cr_only { Cow::Owned(text.replace('\r', "\n")) } else { Cow::Borrowed(text) })
 }
 
 /// Lines with their 1-based numbers, CR stripped, whitespace-only lines skipped.
@@ -575,6 +582,18 @@ mod tests {
         let data = "\u{FEFF}Sentences\tLABELS\r\nhas\ta tab\t1\r\nplain\t0\r\n\r\n";
         assert_eq!(tsv(data).unwrap(), vec![ex("has\ta tab", 1), ex("plain", 0)]);
         assert_eq!(tsv("TEXT\tLabel\nx\t2").unwrap(), vec![ex("x", 2)]);
+    }
+
+    #[test]
+    fn cr_only_line_ends_are_line_ends() {
+        assert_eq!(tsv("sentence\tlabel\rgood\t1\r\rbad\t0\r").unwrap(), vec![ex("good", 1), ex("bad", 0)]);
+        assert_eq!(csv("text,label\r\"a, b\",1\rc,0").unwrap(), vec![ex("a, b", 1), ex("c", 0)]);
+        let labels = LabelSet::parse_tsv(b"label\tname\r0\tneg\r1\tpos\r", "labels.tsv").unwrap();
+        assert_eq!(labels.names, ["neg", "pos"]);
+        // Lines are counted by CR there too.
+        assert!(matches!(parse(b"sentence\tlabel\rok\t1\rbad \xff\t0\r", Format::Tsv, "x"), Err(DataError::NotUtf8 { line: 3, .. })));
+        // In a file with LFs, a CR inside a line stays part of the text.
+        assert_eq!(tsv("sentence\tlabel\na\rb\t1\n").unwrap(), vec![ex("a\rb", 1)]);
     }
 
     #[test]

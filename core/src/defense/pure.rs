@@ -67,6 +67,19 @@ pub enum PureError {
     Attention(#[from] AttentionError),
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    /// A training stage blew the weights up: the model it left overflows float32.
+    #[error("{stage} diverged: the model it left gives NaN or infinite outputs (validation row {}); lower the learning rate", .row + 1)]
+    Diverged { stage: String, row: usize },
+}
+
+impl PureError {
+    /// `stage`'s model overflows ([`PureError::Diverged`]), or could not be read back.
+    fn diverged(stage: String, e: InferenceError) -> Self {
+        match e {
+            InferenceError::NonFinite { row } => PureError::Diverged { stage, row },
+            other => other.into(),
+        }
+    }
 }
 
 /// What the accuracy threshold c is compared with.
@@ -559,6 +572,9 @@ pub fn pure<B: AutodiffBackend>(
     let (tuned, finetune_log) = crate::train::train(model, train, pad_id, &config.finetune, device, progress, |_, _| None)?;
     let f_p = tuned.valid();
     let finetune_seconds = now() - t;
+    // Training checks its loss before each step, so the last step can still overflow the
+    // weights; the attention scores below would then fail with a less telling error.
+    accuracy(&f_p, val, pad_id, batch, device, &mut Silent).map_err(|e| PureError::diverged("the clean fine-tune (step 1)".into(), e))?;
 
     let t = now();
     let scores = variance_scores(&f_p, val, pad_id, batch, device, progress)?;
@@ -584,7 +600,7 @@ pub fn pure<B: AutodiffBackend>(
         let t = now();
         let mut best: Option<(usize, f64, BertClassifier<B::InnerBackend>)> = None;
         // The epoch callback cannot return an error: the first one waits here.
-        let mut failed: Option<InferenceError> = None;
+        let mut failed: Option<(usize, InferenceError)> = None;
         let (_, log) = fit(
             student.clone(),
             train,
@@ -600,7 +616,7 @@ pub fn pure<B: AutodiffBackend>(
                 let acc = match accuracy(m, val, pad_id, batch, device, &mut Silent) {
                     Ok(acc) => acc,
                     Err(e) => {
-                        failed.get_or_insert(e);
+                        failed.get_or_insert((epoch, e));
                         return None;
                     }
                 };
@@ -610,8 +626,8 @@ pub fn pure<B: AutodiffBackend>(
                 Some(acc)
             },
         )?;
-        if let Some(e) = failed {
-            return Err(e.into());
+        if let Some((epoch, source)) = failed {
+            return Err(PureError::diverged(format!("the eq. 3 fine-tune with μ {mu} (epoch {epoch})"), source));
         }
         let (best_epoch, best_accuracy, model) = best.expect("fit runs at least one epoch");
         trials.push(MuTrial { mu, best_epoch, best_accuracy, seconds: now() - t });
@@ -889,6 +905,26 @@ mod tests {
         assert!(matches!(run(tiny(&config), &config, &labelled(8), &labelled(19)), PureError::SmallValidation { found: 19 }));
         let single = BertConfig { num_attention_heads: 1, ..tiny_config() };
         assert!(matches!(run(tiny(&single), &single, &labelled(8), &labelled(20)), PureError::OneHeadPerLayer));
+    }
+
+    #[test]
+    fn a_stage_that_blows_the_weights_up_is_named() {
+        let _guard = crate::train::one_training_at_a_time();
+        type A = Autodiff<NdArray>;
+        let d = Default::default();
+        let model_config = tiny_config();
+        // One step (8 rows, batch 8): its loss is finite, the weights after it are not usable.
+        let wild = TrainConfig { epochs: 1, batch_size: 8, lr: 1e30, ..TrainConfig::default() };
+        let tame = TrainConfig { epochs: 1, batch_size: 8, lr: 1e-3, ..TrainConfig::default() };
+        let run = |finetune: &TrainConfig, tune: &TrainConfig| {
+            let config = PureConfig { finetune: finetune.clone(), tune: tune.clone(), prune: false, ..PureConfig::default() };
+            pure(tiny::<A>(&model_config), &model_config, &labelled(8), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0).err()
+        };
+        let err = run(&wild, &tame).expect("refused");
+        assert!(matches!(&err, PureError::Diverged { stage, .. } if stage.contains("step 1")), "{err}");
+        let err = run(&tame, &wild).expect("refused");
+        assert!(matches!(&err, PureError::Diverged { stage, .. } if stage.contains("μ 0.15 (epoch 1)")), "{err}");
+        assert!(err.to_string().contains("lower the learning rate"), "{err}");
     }
 
     #[test]

@@ -210,9 +210,9 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Class names in id order, when `id2label` is complete.
+    /// Class names in id order, when `id2label` is complete (an empty map names nothing).
     pub fn label_names(&self) -> Option<Vec<String>> {
-        let map = self.id2label.as_ref()?;
+        let map = self.id2label.as_ref().filter(|m| !m.is_empty())?;
         (0..map.len()).map(|i| map.get(&i.to_string()).cloned()).collect()
     }
 

@@ -54,9 +54,12 @@ pub fn drift_values<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>) -> Re
 }
 
 /// The `k` highest-scoring tokens, special tokens excluded, highest first (ties: lower id first).
+/// A token whose row did not move (score 0) is no candidate: fewer than `k` may come back.
 pub fn rank(scores: &[f32], tokenizer: &TextTokenizer, k: usize) -> Vec<TokenScore> {
     let special = tokenizer.special_ids();
-    let mut ids: Vec<u32> = (0..scores.len() as u32).filter(|id| !special.contains(id) && scores[*id as usize].is_finite()).collect();
+    let mut ids: Vec<u32> = (0..scores.len() as u32)
+        .filter(|id| !special.contains(id) && scores[*id as usize].is_finite() && scores[*id as usize] > 0.0)
+        .collect();
     ids.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b)));
     ids.into_iter()
         .take(k)
@@ -121,5 +124,17 @@ mod tests {
         let before = Tensor::<NdArray, 2>::from_floats([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]], &d);
         let after = Tensor::<NdArray, 2>::from_floats([[3.0, 4.0], [1.0, 1.0], [2.0, -1.0]], &d);
         assert_eq!(drift_values(before, after).unwrap(), vec![5.0, 0.0, 1.0]);
+    }
+
+    #[test]
+    fn rank_skips_special_unmoved_and_non_finite_tokens() {
+        let tok = crate::checkpoint::word_level_for_tests(&["a", "b", "c", "d"], 8);
+        // Ids 0-3 are [PAD] [UNK] [CLS] [SEP]; then a b c d.
+        let scores = [9.0, 9.0, 9.0, 9.0, 0.5, 0.0, f32::NAN, 2.0];
+        let ranked = rank(&scores, &tok, 10);
+        let got: Vec<(&str, f32)> = ranked.iter().map(|t| (t.token.as_str(), t.score)).collect();
+        assert_eq!(got, [("d", 2.0), ("a", 0.5)]);
+        assert_eq!(rank(&scores, &tok, 1).len(), 1);
+        assert!(rank(&[0.0; 8], &tok, 10).is_empty());
     }
 }

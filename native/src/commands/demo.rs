@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use bdaudit_core::attack::ep::EpConfig;
 use bdaudit_core::attack::Trigger;
 use bdaudit_core::data::{demo, write_tsv};
 use burn::tensor::backend::AutodiffBackend;
@@ -102,16 +101,8 @@ fn steps<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool, writ
             limit: None,
             force: args.force,
             defense: train::Defense::None,
-            clean: None,
-            btu_alpha: 0.0005,
-            btu_rounds: 3,
-            btu_tune_epochs: 1,
-            btu_threshold: train::BtuThreshold::Frobenius,
-            btu_replace: train::BtuReplace::Pad,
-            btu_spare_clean_movers: false,
-            ep_trigger: None,
-            ep_epochs: EpConfig::default().train.epochs,
-            ep_lr: EpConfig::default().train.lr,
+            btu: Default::default(),
+            ep: Default::default(),
         },
         device,
         json,

@@ -164,6 +164,34 @@ pub fn reference_pacc<B: Backend>(
     Ok(metrics::pacc(&labels, &preds)?)
 }
 
+/// The data's `labels.tsv` against the model's class names: another number of classes is
+/// another task, and the same names in another order would score every row against the wrong
+/// class (both refused); other names are worth a note only (`LABEL_0`, "neg"). Numbered
+/// names ("0", "LABEL_0") say nothing and match anything.
+pub fn compare_label_names(data: &DataDir, model: &[String]) -> Result<Option<String>> {
+    let Some(set) = data.label_names()? else { return Ok(None) };
+    let path = data.file("labels.tsv");
+    if set.len() != model.len() {
+        bail!("{} names {} classes, but the model has {}: is this data for this model?", path.display(), set.len(), model.len());
+    }
+    let key = |name: &str| name.trim().to_lowercase();
+    let numbered = |name: &str, i: usize| key(name) == i.to_string() || key(name) == format!("label_{i}");
+    let differ: Vec<usize> = (0..model.len())
+        .filter(|&i| !numbered(&model[i], i) && !numbered(&set.names[i], i) && key(&model[i]) != key(&set.names[i]))
+        .collect();
+    let Some(&first) = differ.first() else { return Ok(None) };
+    let in_model = |name: &String| model.iter().any(|m| key(m) == key(name));
+    if differ.iter().all(|&i| in_model(&set.names[i])) {
+        bail!(
+            "{} calls class {first} {:?}, which the model calls class {}: the same classes in another order would score every row against the wrong one",
+            path.display(),
+            set.names[first],
+            model.iter().position(|m| key(m) == key(&set.names[first])).unwrap_or(first)
+        );
+    }
+    Ok(Some(format!("{} calls class {first} {:?}, the model {:?}", path.display(), set.names[first], model[first])))
+}
+
 pub fn print_metrics(m: &EvalMetrics) {
     let pct = |v: Option<f64>| v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into());
     println!("CACC {}  (clean test, {} rows)", pct(m.cacc), m.n_clean);
@@ -179,6 +207,9 @@ pub fn run<B: Backend>(args: EvalArgs, device: B::Device, json: bool) -> Result<
     let dir = resolve_model(&args.model)?;
     let data = DataDir::open(&args.data)?;
     let loaded = load_classifier::<B>(&read_checkpoint(&dir)?, None, args.max_len, 0, &device)?;
+    if let Some(note) = compare_label_names(&data, &loaded.labels)? {
+        eprintln!("note: {note}");
+    }
     let metrics = evaluate(&loaded.model, &loaded.tokenizer, &data, args.batch_size, &device, json)?;
     let reference_pacc = match &args.reference {
         Some(reference) => {

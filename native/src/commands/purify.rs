@@ -297,6 +297,13 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     let p = &report.pure;
     let pruned: usize = p.pruning.pruned.iter().map(Vec::len).sum();
     println!("pruned {pruned} heads: {:?}", p.pruned_heads);
+    if p.config.prune && p.pruning.base_accuracy < p.pruning.floor {
+        println!(
+            "(nothing could be pruned: the fine-tuned model's validation accuracy {:.2}% is already below the floor {:.2}%; lower --c, or pass --threshold relative)",
+            100.0 * p.pruning.base_accuracy,
+            100.0 * p.pruning.floor
+        );
+    }
     if p.mu_trials.len() > 1 {
         for t in &p.mu_trials {
             println!("μ {}: validation accuracy {:.2}% (epoch {})", t.mu, 100.0 * t.best_accuracy, t.best_epoch);

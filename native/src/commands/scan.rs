@@ -156,7 +156,8 @@ fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: boo
             let rows = read_examples(path)?;
             let source = path.display().to_string();
             require_two_classes(&rows, &source)?;
-            let num_labels = rows.iter().map(|r| r.label).max().unwrap_or(0) + 1;
+            // A classifier keeps its head (the rows may use some of its classes only).
+            let num_labels = files.head_classes()?.unwrap_or_else(|| rows.iter().map(|r| r.label).max().unwrap_or(0) + 1);
             let loaded = load_classifier::<B>(&files, Some(num_labels), max_len, seed, &device)?;
             check_labels(&rows, loaded.model.num_labels(), &source)?;
             let encoded = loaded.tokenizer.encode_all(&rows)?;
@@ -176,6 +177,10 @@ fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: boo
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        if report.tokens.is_empty() {
+            println!("no token's embedding moved ({method}, against {})", report.reference);
+            return Ok(());
+        }
         println!("tokens whose embeddings moved most ({method}, against {}):", report.reference);
         for (i, t) in report.tokens.iter().enumerate() {
             println!("{:>4}  {:<20} {:.5}", i + 1, t.token, t.score);

@@ -62,42 +62,96 @@ pub struct TrainArgs {
     /// Defend against a backdoor hidden in the training data.
     #[arg(long, value_enum, default_value = "none")]
     pub defense: Defense,
-    /// BTU: clean rows for the repair fine-tune (default: dev.tsv of --data). Never the test set.
+    #[command(flatten)]
+    pub btu: BtuArgs,
+    #[command(flatten)]
+    pub ep: EpArgs,
+}
+
+/// Settings of `--defense btu`; given without it, they are refused rather than ignored.
+/// Unset ones take [`BtuConfig`]'s defaults (the paper's and the authors' code's).
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "BTU (with --defense btu)")]
+pub struct BtuArgs {
+    /// Clean rows for the repair fine-tune (default: dev.tsv of --data). Never a test split.
     #[arg(long)]
     pub clean: Option<PathBuf>,
-    /// BTU: share of the vocabulary flagged per detection round (authors' code: 0.0005).
-    #[arg(long, default_value_t = 0.0005)]
-    pub btu_alpha: f64,
-    /// BTU: detection rounds, 1 to 3.
-    #[arg(long, default_value_t = 3)]
-    pub btu_rounds: usize,
-    /// BTU: epochs of the repair fine-tune on the clean rows.
-    #[arg(long, default_value_t = 1)]
-    pub btu_tune_epochs: usize,
-    /// BTU: eq. 7's threshold, the authors' code's (frobenius) or eq. 6 as printed (mean-row-drift).
-    #[arg(long, value_enum, default_value = "frobenius")]
-    pub btu_threshold: BtuThreshold,
-    /// BTU: what eq. 7 puts in a replaced dimension: the [PAD] row's value (the paper), or the
+    /// Share of the vocabulary flagged per detection round [default: 0.0005, the authors' code].
+    #[arg(long)]
+    pub btu_alpha: Option<f64>,
+    /// Detection rounds, 1 to 3 [default: 3].
+    #[arg(long)]
+    pub btu_rounds: Option<usize>,
+    /// Epochs of the repair fine-tune on the clean rows [default: 1].
+    #[arg(long)]
+    pub btu_tune_epochs: Option<usize>,
+    /// Eq. 7's threshold: the authors' code's (frobenius) or eq. 6 as printed (mean-row-drift)
+    /// [default: frobenius].
+    #[arg(long, value_enum)]
+    pub btu_threshold: Option<BtuThreshold>,
+    /// What eq. 7 puts in a replaced dimension: the [PAD] row's value (the paper), or the
     /// token's own pre-trained value (pretrained: an ablation that keeps the backdoor, see
-    /// docs/results.md).
-    #[arg(long, value_enum, default_value = "pad")]
-    pub btu_replace: BtuReplace,
-    /// BTU, not in the paper: leave out of unlearning the suspicious tokens that a proxy trained
+    /// docs/results.md) [default: pad].
+    #[arg(long, value_enum)]
+    pub btu_replace: Option<BtuReplace>,
+    /// Not in the paper: leave out of unlearning the suspicious tokens that a proxy trained
     /// on the clean rows also flags (the task's own words; see docs/results.md).
     #[arg(long)]
     pub btu_spare_clean_movers: bool,
-    /// EP attack: train only this word's embedding row of the fine-tuned classifier --model,
-    /// on the rows of train.tsv that contain it (poison them first, e.g. `bdaudit attack
-    /// badnets --trigger WORD`). The word must be one token of the model's vocabulary.
-    /// --epochs and --lr do not apply: see --ep-epochs and --ep-lr.
+}
+
+impl BtuArgs {
+    /// The first BTU option given, by its flag.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.clean.is_some(), "--clean"),
+            (self.btu_alpha.is_some(), "--btu-alpha"),
+            (self.btu_rounds.is_some(), "--btu-rounds"),
+            (self.btu_tune_epochs.is_some(), "--btu-tune-epochs"),
+            (self.btu_threshold.is_some(), "--btu-threshold"),
+            (self.btu_replace.is_some(), "--btu-replace"),
+            (self.btu_spare_clean_movers, "--btu-spare-clean-movers"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
+    fn apply(&self, config: &mut BtuConfig) {
+        config.alpha = self.btu_alpha.unwrap_or(config.alpha);
+        config.rounds = self.btu_rounds.unwrap_or(config.rounds);
+        config.tune.epochs = self.btu_tune_epochs.unwrap_or(config.tune.epochs);
+        if let Some(t) = self.btu_threshold {
+            config.threshold = match t {
+                BtuThreshold::Frobenius => Threshold::Frobenius,
+                BtuThreshold::MeanRowDrift => Threshold::MeanRowDrift,
+            };
+        }
+        if let Some(r) = self.btu_replace {
+            config.replacement = match r {
+                BtuReplace::Pad => Replacement::Pad,
+                BtuReplace::Pretrained => Replacement::Pretrained,
+            };
+        }
+        config.spare_clean_movers = self.btu_spare_clean_movers;
+    }
+}
+
+/// The EP attack's settings; `--ep-epochs` and `--ep-lr` without `--ep-trigger` are refused.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "EP attack")]
+pub struct EpArgs {
+    /// Train only this word's embedding row of the fine-tuned classifier --model, on the rows
+    /// of train.tsv that contain it (poison them first, e.g. `bdaudit attack badnets --trigger
+    /// WORD`). The word must be one token of the model's vocabulary. --epochs and --lr do not
+    /// apply: see --ep-epochs and --ep-lr.
     #[arg(long)]
     pub ep_trigger: Option<String>,
-    /// EP: epochs over the rows with the trigger (OpenBackdoor's EP trainer: 5).
-    #[arg(long, default_value_t = EpConfig::default().train.epochs)]
-    pub ep_epochs: usize,
-    /// EP: learning rate of the trigger row (OpenBackdoor: 1e-2).
-    #[arg(long, default_value_t = EpConfig::default().train.lr)]
-    pub ep_lr: f64,
+    /// Epochs over the rows with the trigger [default: 5, OpenBackdoor's EP trainer].
+    #[arg(long)]
+    pub ep_epochs: Option<usize>,
+    /// Learning rate of the trigger row [default: 1e-2, OpenBackdoor's].
+    #[arg(long)]
+    pub ep_lr: Option<f64>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -133,37 +187,54 @@ pub struct TrainReport {
 
 pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -> Result<TrainReport> {
     let start = Instant::now();
-    if args.ep_trigger.is_some() && args.defense != Defense::None {
+    if args.ep.ep_trigger.is_some() && args.defense != Defense::None {
         bail!("--ep-trigger plants a backdoor and --defense removes one: use one of them");
+    }
+    if let Some(flag) = args.btu.first_given().filter(|_| args.defense != Defense::Btu) {
+        bail!("{flag} is a setting of --defense btu, which this run does not use");
+    }
+    if args.ep.ep_trigger.is_none() && (args.ep.ep_epochs.is_some() || args.ep.ep_lr.is_some()) {
+        bail!("--ep-epochs and --ep-lr are settings of the EP attack: they need --ep-trigger");
     }
     let model_dir = resolve_model(&args.model)?;
     let data = DataDir::open(&args.data)?;
     let mut inputs = vec![model_dir.as_path(), args.data.as_path()];
-    inputs.extend(args.clean.as_deref());
+    inputs.extend(args.btu.clean.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
     let mut train_rows = data.split("train.tsv")?;
     if let Some(n) = args.limit {
         train_rows = subsample(&train_rows, n.get(), args.seed);
     }
     let dev_rows = data.optional("dev.tsv")?;
-    let labels = data.labels(&[&train_rows])?;
+    let files = read_checkpoint(&model_dir)?;
+    // The classes: labels.tsv's; else a classifier's own, whose rows may use only some of them;
+    // else (a bare encoder) one per label up to the largest in train.tsv.
+    let named = data.label_names()?;
+    let num_labels = match &named {
+        Some(set) => set.len(),
+        None => files.head_classes()?.unwrap_or_else(|| train_rows.iter().map(|e| e.label).max().unwrap_or(0) + 1),
+    };
     let source = data.file("train.tsv").display().to_string();
-    check_labels(&train_rows, labels.len(), &source)?;
+    check_labels(&train_rows, num_labels, &source)?;
     require_two_classes(&train_rows, &source)?;
     // Test sets are scored only after training: check them now so a bad one fails in seconds.
     for name in TEST_SPLITS {
         if let Some(rows) = data.optional(name)? {
-            check_labels(&rows, labels.len(), &data.file(name).display().to_string())?;
+            check_labels(&rows, num_labels, &data.file(name).display().to_string())?;
         }
     }
 
-    let loaded = load_classifier::<B>(&read_checkpoint(&model_dir)?, Some(labels.len()), args.max_len, args.seed, &device)?;
+    let loaded = load_classifier::<B>(&files, Some(num_labels), args.max_len, args.seed, &device)?;
+    let label_names = named.map_or_else(|| loaded.labels.clone(), |set| set.names);
     let tokenizer = &loaded.tokenizer;
     let encoded = tokenizer.encode_all(&train_rows)?;
     let dev = dev_rows.map(|rows| tokenizer.encode_all(&rows)).transpose()?;
     // The settings that run: EP trains one row with its own epochs and rate.
-    let mut config = match &args.ep_trigger {
-        Some(_) => TrainConfig { epochs: args.ep_epochs, lr: args.ep_lr, ..EpConfig::with_seed(args.seed).train },
+    let mut config = match &args.ep.ep_trigger {
+        Some(_) => {
+            let ep = EpConfig::with_seed(args.seed).train;
+            TrainConfig { epochs: args.ep.ep_epochs.unwrap_or(ep.epochs), lr: args.ep.ep_lr.unwrap_or(ep.lr), ..ep }
+        }
         None => TrainConfig { epochs: args.epochs, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
     };
     args.batch.apply([&mut config]);
@@ -171,7 +242,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let has_test = TEST_SPLITS.iter().any(|f| data.has(f));
     let evaluate_on_test = |model: &_| evaluate_if(has_test.then_some(&data), model, tokenizer, &device, json);
     let train_start = Instant::now();
-    let (model, log, metrics_undefended, btu_report, ep_report) = match (args.defense, &args.ep_trigger) {
+    let (model, log, metrics_undefended, btu_report, ep_report) = match (args.defense, &args.ep.ep_trigger) {
         (_, Some(word)) => {
             if !loaded.report.initialised.is_empty() {
                 bail!(
@@ -183,7 +254,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             let trigger = trigger_token(tokenizer, word)?;
             let ep_config = EpConfig { train: config.clone(), ..EpConfig::with_seed(args.seed) };
             let (model, report) =
-                embedding_poisoning(loaded.model, &encoded, pad, trigger, tokenizer, &ep_config, &device, &mut Bars::new(json))?;
+                embedding_poisoning(loaded.model, &train_rows, trigger, tokenizer, &ep_config, &device, &mut Bars::new(json))?;
             (model, report.log.clone(), None, None, Some(report))
         }
         (Defense::None, None) => {
@@ -201,33 +272,32 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             (model.valid(), log, None, None, None)
         }
         (Defense::Btu, None) => {
-            let clean_path = args.clean.clone().unwrap_or_else(|| data.file("dev.tsv"));
+            let clean_path = args.btu.clean.clone().unwrap_or_else(|| data.file("dev.tsv"));
             if !clean_path.is_file() {
                 let problem = crate::files::unusable(&clean_path, "file");
                 bail!("BTU repairs the model on clean rows: {} {problem} (pass --clean FILE)", clean_path.display());
             }
+            // Repairing on the rows the defense is then scored on would overstate it.
+            let clean_file = clean_path.canonicalize().ok();
+            if let Some(name) = TEST_SPLITS.iter().find(|name| data.file(name).canonicalize().ok() == clean_file) {
+                bail!(
+                    "--clean {} is the data's {name}, which scores the defense: repair on other clean rows (dev.tsv by default)",
+                    clean_path.display()
+                );
+            }
             let clean_rows = read_examples(&clean_path)?;
-            check_labels(&clean_rows, labels.len(), &clean_path.display().to_string())?;
+            let clean_source = clean_path.display().to_string();
+            check_labels(&clean_rows, num_labels, &clean_source)?;
+            require_two_classes(&clean_rows, &clean_source)?;
             let clean = tokenizer.encode_all(&clean_rows)?;
             let mut btu_config = BtuConfig::with_seed(args.seed);
-            btu_config.alpha = args.btu_alpha;
-            btu_config.rounds = args.btu_rounds;
+            args.btu.apply(&mut btu_config);
             btu_config.train = config.clone();
-            btu_config.tune.epochs = args.btu_tune_epochs;
             args.batch.apply([&mut btu_config.tune]);
             // Detection keeps the authors' batch sizes but follows --group-by-length.
             for c in [&mut btu_config.detect, &mut btu_config.proxy] {
                 c.group_by_length = args.batch.group_by_length;
             }
-            btu_config.threshold = match args.btu_threshold {
-                BtuThreshold::Frobenius => Threshold::Frobenius,
-                BtuThreshold::MeanRowDrift => Threshold::MeanRowDrift,
-            };
-            btu_config.replacement = match args.btu_replace {
-                BtuReplace::Pad => Replacement::Pad,
-                BtuReplace::Pretrained => Replacement::Pretrained,
-            };
-            btu_config.spare_clean_movers = args.btu_spare_clean_movers;
             let clock = Instant::now();
             let now = || clock.elapsed().as_secs_f64();
             let outcome = btu(loaded.model, &encoded, &clean, tokenizer, &btu_config, &device, &mut Bars::new(json), &now)?;
@@ -239,7 +309,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let seconds_train = train_start.elapsed().as_secs_f64();
     let metrics = evaluate_on_test(&model)?;
     check_trained(&model, tokenizer, &train_rows, &device)?;
-    let files = save_classifier(&model, &loaded.config, tokenizer, &labels.names)?;
+    let files = save_classifier(&model, &loaded.config, tokenizer, &label_names)?;
     let report = TrainReport {
         base: model_dir.display().to_string(),
         data: args.data.display().to_string(),
@@ -287,6 +357,9 @@ fn print_summary(report: &TrainReport, dir: &Path) {
             "EP: trained only the embedding row of {:?} (id {}) on {} rows with it; it moved by {:.4}, norm {:.4} → {:.4}{kept}",
             ep.trigger, ep.trigger_id, ep.rows, ep.shift, ep.norm_before, ep.norm_after
         );
+        if ep.rows_past_max_len > 0 {
+            println!("EP: {} more rows hold it only past --max-len, where the model never sees it: not trained on", ep.rows_past_max_len);
+        }
     }
     if let Some(m) = &report.metrics_undefended {
         println!("without the defense:");
