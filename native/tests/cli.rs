@@ -936,6 +936,15 @@ fn train_end_to_end_writes_a_reloadable_classifier() {
     let grouped = read_json(&out.join("report.json"));
     assert_eq!((report["config"]["group_by_length"].as_bool(), grouped["config"]["group_by_length"].as_bool()), (Some(false), Some(true)));
     assert_eq!(grouped["log"]["steps"], TRAIN_ROWS / 8);
+    assert_eq!(grouped["dev_rows"], DEV_ROWS);
+
+    // --dev-limit scores a stratified subset of dev.tsv after each epoch.
+    let mut limited = args.clone();
+    limited.extend(argv("--force --dev-limit 4"));
+    bdaudit(&limited, &[&data, &model]).assert_ok();
+    let report = read_json(&out.join("report.json"));
+    assert_eq!(report["dev_rows"], 4);
+    assert!(report["log"]["epochs"][0]["eval"].is_number(), "{report}");
 }
 
 #[test]

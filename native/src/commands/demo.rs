@@ -99,6 +99,7 @@ fn steps<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool, writ
             max_len: 64,
             seed: 42,
             limit: None,
+            dev_limit: None,
             force: args.force,
             defense: train::Defense::None,
             btu: Default::default(),

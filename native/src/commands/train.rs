@@ -56,6 +56,10 @@ pub struct TrainArgs {
     /// Train on a seeded, stratified subset of this many rows (quick runs).
     #[arg(long)]
     pub limit: Option<std::num::NonZeroUsize>,
+    /// Score dev.tsv after each epoch on a seeded, stratified subset of this many rows (long
+    /// dev sets, such as IMDb's, cost minutes an epoch on a CPU).
+    #[arg(long)]
+    pub dev_limit: Option<std::num::NonZeroUsize>,
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
@@ -171,6 +175,8 @@ pub struct TrainReport {
     pub base: String,
     pub data: String,
     pub train_rows: usize,
+    /// dev.tsv rows scored after each epoch (0 without dev.tsv).
+    pub dev_rows: usize,
     pub config: TrainConfig,
     pub load: LoadReport,
     pub log: TrainLog,
@@ -205,7 +211,10 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     if let Some(n) = args.limit {
         train_rows = subsample(&train_rows, n.get(), args.seed);
     }
-    let dev_rows = data.optional("dev.tsv")?;
+    let dev_rows = data.optional("dev.tsv")?.map(|rows| match args.dev_limit {
+        Some(n) => subsample(&rows, n.get(), args.seed),
+        None => rows,
+    });
     let files = read_checkpoint(&model_dir)?;
     // The classes: labels.tsv's; else a classifier's own, whose rows may use only some of them;
     // else (a bare encoder) one per label up to the largest in train.tsv.
@@ -314,6 +323,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         base: model_dir.display().to_string(),
         data: args.data.display().to_string(),
         train_rows: encoded.len(),
+        dev_rows: dev.as_ref().map_or(0, Vec::len),
         config,
         load: loaded.report,
         log,
