@@ -793,6 +793,13 @@ fn train_rejects_bad_data_and_settings() {
     bad[5].1 = 2;
     fs::write(out_of_range.join("train.tsv"), tsv(&bad)).unwrap();
     train(&["--epochs", "1"], &out_of_range).assert_fails(&["label 2", "below 2"]);
+    // dev.tsv's labels too, before training rather than as a silent miss after each epoch.
+    fs::write(out_of_range.join("train.tsv"), tsv(&rows(TRAIN_ROWS, 0))).unwrap();
+    let mut dev = rows(DEV_ROWS, 100);
+    dev[2].1 = 2;
+    fs::write(out_of_range.join("dev.tsv"), tsv(&dev)).unwrap();
+    train(&["--epochs", "1"], &out_of_range).assert_fails(&["dev.tsv", "label 2", "below 2"]);
+    fs::write(out_of_range.join("dev.tsv"), tsv(&rows(DEV_ROWS, 100))).unwrap();
 
     // A stray huge label is refused as it is read, not after classes are counted up to it.
     bad[5].1 = 1_000_000_000_000;

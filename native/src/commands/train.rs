@@ -226,6 +226,9 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let source = data.file("train.tsv").display().to_string();
     check_labels(&train_rows, num_labels, &source)?;
     require_two_classes(&train_rows, &source)?;
+    if let Some(rows) = &dev_rows {
+        check_labels(rows, num_labels, &data.file("dev.tsv").display().to_string())?;
+    }
     // Test sets are scored only after training: check them now so a bad one fails in seconds.
     for name in TEST_SPLITS {
         if let Some(rows) = data.optional(name)? {
