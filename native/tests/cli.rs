@@ -1302,6 +1302,12 @@ fn purify_pure_rejects_bad_input_writing_nothing() {
     fs::write(one_class.join("train.tsv"), tsv(&same)).unwrap();
     purify(&[], &one_class, &model).assert_fails(&["two classes"]);
 
+    // Clean rows that name the model's classes in another order would teach it the swap.
+    let swapped = tmp.path("swapped");
+    clean_for_pure(&swapped);
+    fs::write(swapped.join("labels.tsv"), "label\tname\n0\tpositive\n1\tnegative\n").unwrap();
+    purify(&[], &swapped, &model).assert_fails(&["swapped/labels.tsv calls class 0 \"positive\"", "another order"]);
+
     let one_head = tmp.path("one-head");
     classifier_checkpoint(&one_head);
     edit_json(&one_head.join("config.json"), |c| c["num_attention_heads"] = json!(1));

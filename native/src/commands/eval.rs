@@ -168,7 +168,7 @@ pub fn reference_pacc<B: Backend>(
 /// another task, and the same names in another order would score every row against the wrong
 /// class (both refused); other names are worth a note only (`LABEL_0`, "neg"). Numbered
 /// names ("0", "LABEL_0") say nothing and match anything.
-pub fn compare_label_names(data: &DataDir, model: &[String]) -> Result<Option<String>> {
+fn compare_label_names(data: &DataDir, model: &[String]) -> Result<Option<String>> {
     let Some(set) = data.label_names()? else { return Ok(None) };
     let path = data.file("labels.tsv");
     if set.len() != model.len() {
@@ -192,6 +192,17 @@ pub fn compare_label_names(data: &DataDir, model: &[String]) -> Result<Option<St
     Ok(Some(format!("{} calls class {first} {:?}, the model {:?}", path.display(), set.names[first], model[first])))
 }
 
+/// [`compare_label_names`] for each data directory a command reads with a model; notes go
+/// to stderr.
+pub fn check_label_names<'a>(dirs: impl IntoIterator<Item = &'a DataDir>, model: &[String]) -> Result<()> {
+    for dir in dirs {
+        if let Some(note) = compare_label_names(dir, model)? {
+            eprintln!("note: {note}");
+        }
+    }
+    Ok(())
+}
+
 pub fn print_metrics(m: &EvalMetrics) {
     let pct = |v: Option<f64>| v.map(|x| format!("{:.2}%", 100.0 * x)).unwrap_or_else(|| "-".into());
     println!("CACC {}  (clean test, {} rows)", pct(m.cacc), m.n_clean);
@@ -207,9 +218,7 @@ pub fn run<B: Backend>(args: EvalArgs, device: B::Device, json: bool) -> Result<
     let dir = resolve_model(&args.model)?;
     let data = DataDir::open(&args.data)?;
     let loaded = load_classifier::<B>(&read_checkpoint(&dir)?, None, args.max_len, 0, &device)?;
-    if let Some(note) = compare_label_names(&data, &loaded.labels)? {
-        eprintln!("note: {note}");
-    }
+    check_label_names([&data], &loaded.labels)?;
     let metrics = evaluate(&loaded.model, &loaded.tokenizer, &data, args.batch_size, &device, json)?;
     let reference_pacc = match &args.reference {
         Some(reference) => {

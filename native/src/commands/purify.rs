@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{check_trained, evaluate_if, print_metrics};
+use crate::commands::eval::{check_label_names, check_trained, evaluate_if, print_metrics};
 use crate::files::{read, read_checkpoint, resolve_model, DataDir, OutputDir};
 use crate::provenance::{differences, sha256_hex};
 
@@ -239,6 +239,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     require_two_classes(&train_rows, &source)?;
     let files = read_checkpoint(&model_dir)?;
     let loaded = load_classifier::<B>(&files, None, args.max_len, args.seed, &device)?;
+    check_label_names(std::iter::once(&clean).chain(&test), &loaded.labels)?;
     let num_labels = loaded.model.num_labels();
     check_labels(&train_rows, num_labels, &source)?;
     check_labels(&val_rows, num_labels, "validation rows")?;
@@ -424,6 +425,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     require_two_classes(&rows, &source)?;
     let files = read_checkpoint(&model_dir)?;
     let loaded = load_classifier::<B>(&files, None, args.max_len, args.seed, &device)?;
+    check_label_names(std::iter::once(&clean).chain(&test), &loaded.labels)?;
     check_labels(&rows, loaded.model.num_labels(), &source)?;
     let tokenizer = &loaded.tokenizer;
     // Hashing the inputs is needed only to check a given teacher or record a saved one.

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{check_trained, evaluate_if, print_metrics, reference_pacc, test_sha256, SCORE_BATCH};
+use crate::commands::eval::{check_label_names, check_trained, evaluate_if, print_metrics, reference_pacc, test_sha256, SCORE_BATCH};
 use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 use crate::plot::{line_chart, Series};
 use crate::provenance::{checkpoint_sha256, differences};
@@ -196,6 +196,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
 
     let model_files = read_checkpoint(&model_dir)?;
     let loaded = load_classifier::<B>(&model_files, None, args.max_len, args.seed, &device)?;
+    check_label_names(&test, &loaded.labels)?;
     let tokenizer = &loaded.tokenizer;
     let (num_labels, vocab) = (loaded.model.num_labels(), loaded.model.vocab_size());
     let forget = tokenizer.encode_all(&forget_rows)?;
