@@ -471,6 +471,16 @@ fn a_zero_row_limit_is_a_usage_error_naming_the_option() {
         assert!(refused.stderr.contains("--limit") && refused.stderr.contains("zero"), "{args:?}: {}", refused.describe());
         assert!(!out.exists());
     }
+    // PURE's pruning settings with --no-prune, and --mu-tolerance without a search, do nothing.
+    for (extra, needles) in
+        [(vec!["--no-prune", "--c", "0.5"], ["--no-prune", "--c <C>"]), (vec!["--mu-tolerance", "0.02"], ["--mu-tolerance", "--mu-search"])]
+    {
+        let mut args = vec!["purify", "pure", "--model", "minilm", "--clean", d, "--out", o];
+        args.extend(extra);
+        let refused = bdaudit(&args, &[&data]);
+        assert_eq!(refused.code, Some(2), "{args:?}: {}", refused.describe());
+        assert!(needles.iter().all(|n| refused.stderr.contains(n)), "{args:?}: {}", refused.describe());
+    }
 }
 
 #[test]
@@ -1852,6 +1862,9 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     );
     bdaudit(&argv(&line), &[&data, &victim, &encoder]).assert_fails(&["would overwrite the input"]);
     unlearn("npo", &forget, &retain, &["--npo-beta", "0"]).assert_fails(&["npo_beta"]);
+    // Another method's settings would be reported as if used.
+    unlearn("ga", &forget, &retain, &["--beta", "0.1"]).assert_fails(&["--alpha and --beta are settings of rga, not of Ga"]);
+    unlearn("rga", &forget, &retain, &["--npo-beta", "2"]).assert_fails(&["--npo-beta is a setting of npo, not of Rga"]);
 
     let other_arch = tmp.path("other-arch");
     write_checkpoint(&other_arch, &[], |t| t.retain(|name, _| !name.contains(".layer.1.")));

@@ -92,10 +92,10 @@ pub struct PureArgs {
     #[arg(long, value_delimiter = ',')]
     pub mu_search: Vec<f64>,
     /// Validation accuracy (a share, 0.01 = 1 point) a searched μ may cost.
-    #[arg(long, default_value_t = PureConfig::default().mu_tolerance)]
+    #[arg(long, default_value_t = PureConfig::default().mu_tolerance, requires = "mu_search")]
     pub mu_tolerance: f64,
-    /// Skip pruning (normalisation only; an ablation).
-    #[arg(long)]
+    /// Skip pruning (normalisation only; an ablation). The pruning settings then do not apply.
+    #[arg(long, conflicts_with_all = ["c", "threshold", "heads_per_step"])]
     pub no_prune: bool,
     /// Epochs of each of the two fine-tunes.
     #[arg(long, default_value_t = 3)]

@@ -22,7 +22,7 @@ use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, Outpu
 use crate::plot::{line_chart, Series};
 use crate::provenance::{checkpoint_sha256, differences};
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MethodArg {
     /// Robust gradient ascent: ascent weighted by λ = exp(−α·KL) and anchored to --base.
     Rga,
@@ -73,15 +73,15 @@ pub struct UnlearnArgs {
     pub lr: f64,
     #[command(flatten)]
     pub batch: BatchArgs,
-    /// α of RGA's adaptive weight λ = exp(−α·KL).
-    #[arg(long, default_value_t = 2.0)]
-    pub alpha: f64,
-    /// β of RGA's L2 anchor to --base.
-    #[arg(long, default_value_t = 1e-2)]
-    pub beta: f64,
-    /// NPO's β.
-    #[arg(long, default_value_t = 1.0)]
-    pub npo_beta: f64,
+    /// rga: α of the adaptive weight λ = exp(−α·KL) [default: 2, the paper's].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// rga: β of the L2 anchor to --base [default: 0.01, the paper's].
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// npo: its β [default: 1].
+    #[arg(long)]
+    pub npo_beta: Option<f64>,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
     #[arg(long, default_value_t = 42)]
@@ -177,16 +177,24 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     inputs.extend(args.before_from.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
 
+    // Settings of another method would be recorded in the report as if they had been used.
+    if args.method != MethodArg::Rga && (args.alpha.is_some() || args.beta.is_some()) {
+        anyhow::bail!("--alpha and --beta are settings of rga, not of {:?}", args.method);
+    }
+    if args.method != MethodArg::Npo && args.npo_beta.is_some() {
+        anyhow::bail!("--npo-beta is a setting of npo, not of {:?}", args.method);
+    }
     let method = match args.method {
         MethodArg::Rga => Method::Rga,
         MethodArg::Ga => Method::Ga,
         MethodArg::Npo => Method::Npo,
     };
+    let defaults = RgaConfig::default();
     let mut config = RgaConfig {
         method,
-        alpha: args.alpha,
-        beta: args.beta,
-        npo_beta: args.npo_beta,
+        alpha: args.alpha.unwrap_or(defaults.alpha),
+        beta: args.beta.unwrap_or(defaults.beta),
+        npo_beta: args.npo_beta.unwrap_or(defaults.npo_beta),
         train: TrainConfig { epochs: args.epochs, lr: args.lr, seed: args.seed, ..TrainConfig::default() },
     };
     args.batch.apply([&mut config.train]);
