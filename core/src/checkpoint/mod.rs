@@ -46,7 +46,7 @@ pub enum CheckpointError {
     #[error("the checkpoint has {found} labels, but {expected} were asked for")]
     Labels { expected: usize, found: usize },
     #[error(
-        "config.json's id2label names {names} classes, but classifier.weight has {rows} rows (does config.json belong to these weights?)"
+        "config.json gives {names} classes (id2label, or num_labels), but classifier.weight has {rows} rows (does config.json belong to these weights?)"
     )]
     LabelNames { names: usize, rows: usize },
     #[error("a classifier needs at least 2 classes, got {0}")]
