@@ -572,9 +572,6 @@ pub fn pure<B: AutodiffBackend>(
     let (tuned, finetune_log) = crate::train::train(model, train, pad_id, &config.finetune, device, progress, |_, _| None)?;
     let f_p = tuned.valid();
     let finetune_seconds = now() - t;
-    // Training checks its loss before each step, so the last step can still overflow the
-    // weights; the attention scores below would then fail with a less telling error.
-    accuracy(&f_p, val, pad_id, batch, device, &mut Silent).map_err(|e| PureError::diverged("the clean fine-tune (step 1)".into(), e))?;
 
     let t = now();
     let scores = variance_scores(&f_p, val, pad_id, batch, device, progress)?;
@@ -585,7 +582,15 @@ pub fn pure<B: AutodiffBackend>(
     // one inference loop serves.
     let pruning = greedy_prune(&scores, config, |pruned| {
         let (m, _) = prune_heads(f_p.clone(), model_config, pruned)?;
-        Ok::<_, PureError>(accuracy(&m, val, pad_id, batch, device, progress)?)
+        accuracy(&m, val, pad_id, batch, device, progress).map_err(|e| {
+            // The unpruned model, scored first, is step 1's: training checks its loss before
+            // each step, so the last step can still have overflowed the weights.
+            if pruned.iter().all(Vec::is_empty) {
+                PureError::diverged("the clean fine-tune (step 1)".into(), e)
+            } else {
+                e.into()
+            }
+        })
     })?;
     let (pruned_fp, _) = prune_heads(f_p.clone(), model_config, &pruning.pruned)?;
     let remaining_variance = variance_scores(&pruned_fp, val, pad_id, batch, device, progress)?.layer_means();
