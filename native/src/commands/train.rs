@@ -239,7 +239,6 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let loaded = load_classifier::<B>(&files, Some(num_labels), args.max_len, args.seed, &device)?;
     let label_names = named.map_or_else(|| loaded.labels.clone(), |set| set.names);
     let tokenizer = &loaded.tokenizer;
-    let encoded = tokenizer.encode_all(&train_rows)?;
     let dev = dev_rows.map(|rows| tokenizer.encode_all(&rows)).transpose()?;
     // The settings that run: EP trains one row with its own epochs and rate.
     let mut config = match &args.ep.ep_trigger {
@@ -272,6 +271,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         (Defense::None, None) => {
             // The epoch callback cannot fail: a model whose outputs overflow is reported after.
             let mut failed = None;
+            let encoded = tokenizer.encode_all(&train_rows)?;
             let (model, log) = train(loaded.model, &encoded, pad, &config, &device, &mut Bars::new(json), |_, m| {
                 let dev = dev.as_ref()?;
                 let preds = predict(m, dev, pad, SCORE_BATCH, &device, &mut Bars::new(true)).map_err(|e| failed.get_or_insert(e)).ok()?;
@@ -312,6 +312,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
             }
             let clock = Instant::now();
             let now = || clock.elapsed().as_secs_f64();
+            let encoded = tokenizer.encode_all(&train_rows)?;
             let outcome = btu(loaded.model, &encoded, &clean, tokenizer, &btu_config, &device, &mut Bars::new(json), &now)?;
             let before = evaluate_on_test(&outcome.undefended)?;
             let log = outcome.report.train_log.clone();
@@ -325,7 +326,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let report = TrainReport {
         base: model_dir.display().to_string(),
         data: args.data.display().to_string(),
-        train_rows: encoded.len(),
+        train_rows: train_rows.len(),
         dev_rows: dev.as_ref().map_or(0, Vec::len),
         config,
         load: loaded.report,
