@@ -134,6 +134,13 @@ impl DataDir {
     }
 }
 
+/// The classes a model is sized for on `rows` when no labels.tsv names them: a classifier
+/// keeps its own (the rows may use only some of them); a bare encoder gets one per label up
+/// to the largest in `rows`.
+pub fn classes_for(files: &CheckpointFiles, rows: &[Example]) -> Result<usize> {
+    Ok(files.head_classes()?.unwrap_or_else(|| rows.iter().map(|e| e.label).max().unwrap_or(0) + 1))
+}
+
 /// Writes one file through a temporary sibling and a rename, so readers never see half of it;
 /// an existing file is replaced only with `force`, and never one of `inputs`.
 pub fn write_file_atomic(target: &Path, bytes: &[u8], force: bool, inputs: &[PathBuf]) -> Result<()> {

@@ -16,7 +16,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::bar::Bars;
-use crate::files::{read_checkpoint, read_examples, resolve_model};
+use crate::files::{classes_for, read_checkpoint, read_examples, resolve_model};
 
 #[derive(Args, Debug)]
 pub struct ScanArgs {
@@ -156,8 +156,7 @@ fn token_scores<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: boo
             let rows = read_examples(path)?;
             let source = path.display().to_string();
             require_two_classes(&rows, &source)?;
-            // A classifier keeps its head (the rows may use some of its classes only).
-            let num_labels = files.head_classes()?.unwrap_or_else(|| rows.iter().map(|r| r.label).max().unwrap_or(0) + 1);
+            let num_labels = classes_for(&files, &rows)?;
             let loaded = load_classifier::<B>(&files, Some(num_labels), max_len, seed, &device)?;
             check_labels(&rows, loaded.model.num_labels(), &source)?;
             let encoded = loaded.tokenizer.encode_all(&rows)?;

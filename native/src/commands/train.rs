@@ -21,7 +21,7 @@ use serde::Serialize;
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
 use crate::commands::eval::{check_trained, evaluate_if, print_metrics, SCORE_BATCH, TEST_SPLITS};
-use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
+use crate::files::{classes_for, read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Defense {
@@ -221,7 +221,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     let named = data.label_names()?;
     let num_labels = match &named {
         Some(set) => set.len(),
-        None => files.head_classes()?.unwrap_or_else(|| train_rows.iter().map(|e| e.label).max().unwrap_or(0) + 1),
+        None => classes_for(&files, &train_rows)?,
     };
     let source = data.file("train.tsv").display().to_string();
     check_labels(&train_rows, num_labels, &source)?;
