@@ -749,6 +749,9 @@ fn eval_compares_labels_tsv_with_the_model_classes() {
     let eval = || bdaudit(&["eval", "--model", s(&model), "--data", s(&data)], &[&data, &model]);
     fs::write(data.join("labels.tsv"), "label\tname\n0\tpositive\n1\tnegative\n").unwrap();
     eval().assert_fails(&["labels.tsv calls class 0 \"positive\", which the model calls class 1", "another order"]);
+    // A swap with a rename: "positive" still names the model's class 1.
+    fs::write(data.join("labels.tsv"), "label\tname\n0\tpositive\n1\tbad\n").unwrap();
+    eval().assert_fails(&["labels.tsv calls class 0 \"positive\", which the model calls class 1"]);
     fs::write(data.join("labels.tsv"), "label\tname\n0\tnegative\n1\tpositive\n2\tneutral\n").unwrap();
     eval().assert_fails(&["names 3 classes, but the model has 2"]);
     // Other names only get a note; numbered ones none.
@@ -810,6 +813,11 @@ fn train_rejects_bad_data_and_settings() {
     fs::write(out_of_range.join("dev.tsv"), tsv(&dev)).unwrap();
     train(&["--epochs", "1"], &out_of_range).assert_fails(&["dev.tsv", "label 2", "below 2"]);
     fs::write(out_of_range.join("dev.tsv"), tsv(&rows(DEV_ROWS, 100))).unwrap();
+
+    let no_dev = tmp.path("no-dev");
+    write_data(&no_dev);
+    fs::remove_file(no_dev.join("dev.tsv")).unwrap();
+    train(&["--epochs", "1", "--dev-limit", "4"], &no_dev).assert_fails(&["--dev-limit", "has none"]);
 
     // A stray huge label is refused as it is read, not after classes are counted up to it.
     bad[5].1 = 1_000_000_000_000;
@@ -983,6 +991,21 @@ fn train_on_a_classifier_without_labels_tsv_keeps_its_classes_and_names() {
     bad[5].1 = 3;
     fs::write(data.join("train.tsv"), tsv(&bad)).unwrap();
     bdaudit(&[&args[..], &["--force".to_string()]].concat(), &[&data, &model]).assert_fails(&["label 3", "below 3"]);
+}
+
+#[test]
+fn train_on_a_classifier_refuses_its_classes_in_another_order() {
+    let tmp = Scratch::new("train-order");
+    let data = tmp.path("data");
+    write_data(&data);
+    let model = tmp.path("model");
+    write_checkpoint(&model, &["negative", "positive"], |_| {});
+    // Fine-tuning (or EP, which keeps the head) would start from a head whose classes are swapped.
+    fs::write(data.join("labels.tsv"), "label\tname\n0\tpositive\n1\tnegative\n").unwrap();
+    let out = tmp.path("out");
+    let args = argv(&format!("train --model {} --data {} --out {} --epochs 1 --max-len 16", s(&model), s(&data), s(&out)));
+    bdaudit(&args, &[&data, &model]).assert_fails(&["calls class 0 \"positive\", which the model calls class 1"]);
+    assert!(!out.exists());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1711,16 +1734,18 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
     for method in ["ga", "npo", "rga"] {
         let out = tmp.path(&format!("unlearned-{method}"));
         let mut args = argv(&format!(
-            "unlearn {method} --model {} --forget {} --retain {} --base {} --test {} --reference {} --out {} --epochs \
-             4 --batch-size 4 --lr 3e-3 --max-len 16 --json",
+            "unlearn {method} --model {} --forget {} --retain {} --test {} --reference {} --out {} --epochs 4 --batch-size \
+             4 --lr 3e-3 --max-len 16 --json",
             s(&victim),
             s(&forget),
             s(&retain),
-            s(&encoder),
             s(&data),
             s(&clean),
             s(&out)
         ));
+        if method == "rga" {
+            args.extend(["--base".to_string(), s(&encoder).to_string()]);
+        }
         // NPO and RGA take GA's scores before unlearning instead of computing them again.
         if let Some(ga) = reports.first() {
             args.extend(["--before-from".to_string(), s(ga).to_string()]);
@@ -1735,7 +1760,7 @@ fn unlearn_writes_the_model_its_report_and_the_loss_chart() {
             }
         }
         assert_eq!(report["method"], method, "{report}");
-        // Only RGA anchors to the base; GA and NPO do not load it, and the report says so.
+        // Only RGA takes the base (GA and NPO refuse it), and its report names it.
         assert_eq!(report["base"].is_string(), method == "rga", "{report}");
         assert_eq!(report["forget_rows"], 12);
         let epochs = report["epochs"].as_array().unwrap();
@@ -1865,6 +1890,7 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     // Another method's settings would be reported as if used.
     unlearn("ga", &forget, &retain, &["--beta", "0.1"]).assert_fails(&["--alpha and --beta are settings of rga, not of Ga"]);
     unlearn("rga", &forget, &retain, &["--npo-beta", "2"]).assert_fails(&["--npo-beta is a setting of npo, not of Rga"]);
+    unlearn("npo", &forget, &retain, &["--base", s(&encoder)]).assert_fails(&["--base is rga's anchor; Npo does not use it"]);
 
     let other_arch = tmp.path("other-arch");
     write_checkpoint(&other_arch, &[], |t| t.retain(|name, _| !name.contains(".layer.1.")));

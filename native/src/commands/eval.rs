@@ -165,7 +165,7 @@ pub fn reference_pacc<B: Backend>(
 }
 
 /// The data's `labels.tsv` against the model's class names: another number of classes is
-/// another task, and the same names in another order would score every row against the wrong
+/// another task, and a name the model gives another class would score rows against the wrong
 /// class (both refused); other names are worth a note only (`LABEL_0`, "neg"). Numbered
 /// names ("0", "LABEL_0") say nothing and match anything.
 fn compare_label_names(data: &DataDir, model: &[String]) -> Result<Option<String>> {
@@ -180,13 +180,14 @@ fn compare_label_names(data: &DataDir, model: &[String]) -> Result<Option<String
         .filter(|&i| !numbered(&model[i], i) && !numbered(&set.names[i], i) && key(&model[i]) != key(&set.names[i]))
         .collect();
     let Some(&first) = differ.first() else { return Ok(None) };
-    let in_model = |name: &String| model.iter().any(|m| key(m) == key(name));
-    if differ.iter().all(|&i| in_model(&set.names[i])) {
+    // One name the model gives another class is enough: with the rest renamed, say, the rows
+    // of that class would still be scored against the wrong one.
+    let elsewhere = |i: usize| model.iter().position(|m| key(m) == key(&set.names[i])).map(|j| (i, j));
+    if let Some((i, j)) = differ.iter().find_map(|&i| elsewhere(i)) {
         bail!(
-            "{} calls class {first} {:?}, which the model calls class {}: the same classes in another order would score every row against the wrong one",
+            "{} calls class {i} {:?}, which the model calls class {j}: the model's classes in another order would score rows against the wrong one",
             path.display(),
-            set.names[first],
-            model.iter().position(|m| key(m) == key(&set.names[first])).unwrap_or(first)
+            set.names[i]
         );
     }
     Ok(Some(format!("{} calls class {first} {:?}, the model {:?}", path.display(), set.names[first], model[first])))

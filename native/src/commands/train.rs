@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
-use crate::commands::eval::{check_trained, evaluate_if, print_metrics, SCORE_BATCH, TEST_SPLITS};
+use crate::commands::eval::{check_label_names, check_trained, evaluate_if, print_metrics, SCORE_BATCH, TEST_SPLITS};
 use crate::files::{classes_for, read_checkpoint, read_examples, resolve_model, DataDir, OutputDir};
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +215,9 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         Some(n) => subsample(&rows, n.get(), args.seed),
         None => rows,
     });
+    if args.dev_limit.is_some() && dev_rows.is_none() {
+        bail!("--dev-limit subsamples dev.tsv, but {} has none", args.data.display());
+    }
     let files = read_checkpoint(&model_dir)?;
     // The classes: labels.tsv's; else a classifier's own, whose rows may use only some of them;
     // else (a bare encoder) one per label up to the largest in train.tsv.
@@ -237,6 +240,11 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     }
 
     let loaded = load_classifier::<B>(&files, Some(num_labels), args.max_len, args.seed, &device)?;
+    // A trained head is kept (EP trains only one embedding row): labels.tsv naming its classes
+    // in another order would start from, or keep, a head that scores them swapped.
+    if loaded.report.initialised.is_empty() {
+        check_label_names([&data], &loaded.labels)?;
+    }
     let label_names = named.map_or_else(|| loaded.labels.clone(), |set| set.names);
     let tokenizer = &loaded.tokenizer;
     let dev = dev_rows.map(|rows| tokenizer.encode_all(&rows)).transpose()?;

@@ -47,8 +47,8 @@ pub struct UnlearnArgs {
     #[arg(long)]
     pub retain: PathBuf,
     /// The clean pre-trained encoder the model was fine-tuned from (`minilm` or a directory):
-    /// RGA's L2 anchor. Required by `rga` unless --beta 0; `ga` and `npo` do not use it (the
-    /// report then names no base).
+    /// RGA's L2 anchor. Required by `rga` unless --beta 0; refused by `ga` and `npo`, which
+    /// do not use it.
     #[arg(long)]
     pub base: Option<String>,
     #[arg(long)]
@@ -184,6 +184,9 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     if args.method != MethodArg::Npo && args.npo_beta.is_some() {
         anyhow::bail!("--npo-beta is a setting of npo, not of {:?}", args.method);
     }
+    if args.method != MethodArg::Rga && args.base.is_some() {
+        anyhow::bail!("--base is rga's anchor; {:?} does not use it", args.method);
+    }
     let method = match args.method {
         MethodArg::Rga => Method::Rga,
         MethodArg::Ga => Method::Ga,
@@ -211,15 +214,14 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     let retain = tokenizer.encode_all(&retain_rows)?;
     check_examples(&forget, num_labels, vocab).with_context(|| format!("forget set {}", args.forget.display()))?;
     check_examples(&retain, num_labels, vocab).with_context(|| format!("retain set {}", args.retain.display()))?;
-    // Only RGA uses the anchor; GA and NPO ignore --base rather than load 90 MB for nothing.
-    let base = match (&base_dir, method) {
-        (Some(dir), Method::Rga) => {
+    let base = match &base_dir {
+        Some(dir) => {
             let b = load_classifier::<B::InnerBackend>(&read_checkpoint(dir)?, Some(num_labels), args.max_len, args.seed, &device)
                 .with_context(|| format!("loading the base checkpoint {}", dir.display()))?;
             check_base(&loaded.config, tokenizer, &b.config, &b.tokenizer)?;
             Some(b.model.bert)
         }
-        _ => None,
+        None => None,
     };
 
     let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
@@ -263,7 +265,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         model: model_dir.display().to_string(),
         forget: args.forget.display().to_string(),
         retain: args.retain.display().to_string(),
-        base: base_dir.filter(|_| method == Method::Rga).map(|d| d.display().to_string()),
+        base: base_dir.map(|d| d.display().to_string()),
         forget_rows: forget.len(),
         retain_rows: retain.len(),
         config,
