@@ -607,6 +607,15 @@ fn garbage_model_safetensors_fails_cleanly() {
 }
 
 #[test]
+fn git_lfs_pointer_weights_fail_naming_git_lfs() {
+    assert_broken_checkpoint_fails(
+        "lfs-pointer",
+        |m| fs::write(m.join("model.safetensors"), "version https://git-lfs.github.com/spec/v1\noid sha256:ab12\nsize 90868376\n").unwrap(),
+        &["model.safetensors is a Git LFS pointer to 90868376 bytes", "git lfs pull"],
+    );
+}
+
+#[test]
 fn nan_in_a_weight_fails_cleanly() {
     let name = "bert.encoder.layer.0.attention.self.key.weight";
     let tag = "nan";

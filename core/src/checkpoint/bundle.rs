@@ -30,7 +30,20 @@ impl CheckpointFiles {
     /// The number of classes of the stored classifier head; `None` for a bare encoder. Reads
     /// only the weights' header, so a command can size its labels before loading.
     pub fn head_classes(&self) -> Result<Option<usize>, CheckpointError> {
+        self.refuse_lfs_pointers()?;
         super::safetensors::head_rows(&super::safetensors::parse(&self.model)?)
+    }
+
+    /// Cloning a Hugging Face repository without git-lfs leaves small text pointers where the
+    /// weights (and sometimes tokenizer.json) should be; each format's parser would call one
+    /// "malformed" without saying what to do.
+    fn refuse_lfs_pointers(&self) -> Result<(), CheckpointError> {
+        for (file, bytes) in self.named() {
+            let Some(text) = bytes.strip_prefix(b"version https://git-lfs.github.com/spec/") else { continue };
+            let size = String::from_utf8_lossy(text).lines().find_map(|l| l.strip_prefix("size ")?.trim().parse().ok());
+            return Err(CheckpointError::LfsPointer { file, size });
+        }
+        Ok(())
     }
 
     /// The three files with the names `transformers` looks for, for writing.
@@ -71,6 +84,7 @@ pub fn load_classifier<B: Backend>(
     device: &B::Device,
 ) -> Result<Loaded<B>, CheckpointError> {
     let num_labels = num_labels.map(check_classes).transpose()?;
+    files.refuse_lfs_pointers()?;
     let config = BertConfig::from_json_bytes(&files.config)?;
     let tokenizer = TextTokenizer::from_bytes(&files.tokenizer, max_len.min(config.max_position_embeddings))?;
     tokenizer.check_vocab(config.vocab_size)?;
@@ -294,6 +308,22 @@ mod tests {
         for err in [scalar.head_classes().unwrap_err(), load_err(&scalar, Some(2))] {
             assert!(err.to_string().contains("classifier.weight has shape [], expected [num_labels, hidden_size]"), "{err}");
         }
+    }
+
+    #[test]
+    fn git_lfs_pointers_are_named_with_what_to_do() {
+        let pointer = |size: &str| format!("version https://git-lfs.github.com/spec/v1\noid sha256:4f1c\nsize {size}\n").into_bytes();
+        let weights = CheckpointFiles { model: pointer("90868376"), ..tiny_files(2) };
+        for err in [load_err(&weights, None), weights.head_classes().unwrap_err()] {
+            assert!(matches!(err, CheckpointError::LfsPointer { file: "model.safetensors", size: Some(90_868_376) }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "model.safetensors is a Git LFS pointer to 90868376 bytes, not the file itself: run `git lfs pull` in the model's \
+                 repository, or download model.safetensors directly"
+            );
+        }
+        let tokenizer = CheckpointFiles { tokenizer: pointer("not a number"), ..tiny_files(2) };
+        assert!(matches!(load_err(&tokenizer, None), CheckpointError::LfsPointer { file: "tokenizer.json", size: None }));
     }
 
     #[test]

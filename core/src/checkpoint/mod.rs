@@ -26,6 +26,11 @@ pub enum CheckpointError {
     #[error("model.safetensors is malformed: {0}")]
     Malformed(String),
     #[error(
+        "{file} is a Git LFS pointer{}, not the file itself: run `git lfs pull` in the model's repository, or download {file} directly",
+        size.map(|n| format!(" to {n} bytes")).unwrap_or_default()
+    )]
+    LfsPointer { file: &'static str, size: Option<u64> },
+    #[error(
         "model.safetensors has no tensor {name:?} (looked for BertModel names and the `bert.` prefix of BertForSequenceClassification)"
     )]
     MissingTensor { name: String },
