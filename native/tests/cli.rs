@@ -773,6 +773,10 @@ fn eval_compares_labels_tsv_with_the_model_classes() {
     );
     fs::write(data.join("labels.tsv"), "label\tname\n0\tLABEL_0\n1\tPositive\n").unwrap();
     assert_eq!(eval().assert_ok().stderr, "");
+    // A numbered name of the model's is no name to clash with: a note, not a refusal.
+    write_checkpoint(&model, &["LABEL_0", "positive"], |_| {});
+    fs::write(data.join("labels.tsv"), "label\tname\n0\tnegative\n1\tlabel_0\n").unwrap();
+    assert!(eval().assert_ok().stderr.contains("calls class 1 \"label_0\", the model \"positive\""));
 }
 
 #[test]
@@ -827,6 +831,7 @@ fn train_rejects_bad_data_and_settings() {
     write_data(&no_dev);
     fs::remove_file(no_dev.join("dev.tsv")).unwrap();
     train(&["--epochs", "1", "--dev-limit", "4"], &no_dev).assert_fails(&["--dev-limit", "has none"]);
+    train(&["--epochs", "1", "--dev-limit", "4", "--defense", "btu"], &data).assert_fails(&["--dev-limit", "do not score it"]);
 
     // A stray huge label is refused as it is read, not after classes are counted up to it.
     bad[5].1 = 1_000_000_000_000;
@@ -1003,18 +1008,31 @@ fn train_on_a_classifier_without_labels_tsv_keeps_its_classes_and_names() {
 }
 
 #[test]
-fn train_on_a_classifier_refuses_its_classes_in_another_order() {
+fn train_on_a_classifier_with_its_classes_in_another_order() {
     let tmp = Scratch::new("train-order");
-    let data = tmp.path("data");
-    write_data(&data);
-    let model = tmp.path("model");
-    write_checkpoint(&model, &["negative", "positive"], |_| {});
-    // Fine-tuning (or EP, which keeps the head) would start from a head whose classes are swapped.
+    let data = poisoned_data(&tmp);
     fs::write(data.join("labels.tsv"), "label\tname\n0\tpositive\n1\tnegative\n").unwrap();
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
     let out = tmp.path("out");
-    let args = argv(&format!("train --model {} --data {} --out {} --epochs 1 --max-len 16", s(&model), s(&data), s(&out)));
-    bdaudit(&args, &[&data, &model]).assert_fails(&["calls class 0 \"positive\", which the model calls class 1"]);
+    let train = |extra: &str| {
+        let line = format!("train --model {} --data {} --out {} --epochs 1 --max-len 16 --force {extra}", s(&model), s(&data), s(&out));
+        bdaudit(&argv(&line), &[&data, &model])
+    };
+    // EP keeps the head, which would then score the classes swapped under labels.tsv's names.
+    train("--ep-trigger cf").assert_fails(&["calls class 0 \"positive\", which the model calls class 1"]);
     assert!(!out.exists());
+    // A fine-tune retrains the head to labels.tsv's order: a note on where it starts.
+    let run = train("");
+    assert!(run.assert_ok().stderr.contains("note: ") && run.stderr.contains("starting from the swapped one"), "{}", run.describe());
+    assert_eq!(read_json(&out.join("config.json"))["id2label"], json!({"0": "positive", "1": "negative"}));
+    // A bare encoder's names (its config's, with no head behind them) are not compared.
+    let encoder = tmp.path("encoder");
+    write_checkpoint(&encoder, &[], |_| {});
+    edit_json(&encoder.join("config.json"), |c| c["id2label"] = json!({"0": "negative", "1": "positive"}));
+    let line = format!("train --model {} --data {} --out {} --epochs 1 --max-len 16 --force", s(&encoder), s(&data), s(&out));
+    let run = bdaudit(&argv(&line), &[&data, &encoder]);
+    assert!(!run.assert_ok().stderr.contains("note: "), "{}", run.describe());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1897,9 +1915,11 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     bdaudit(&argv(&line), &[&data, &victim, &encoder]).assert_fails(&["would overwrite the input"]);
     unlearn("npo", &forget, &retain, &["--npo-beta", "0"]).assert_fails(&["npo_beta"]);
     // Another method's settings would be reported as if used.
-    unlearn("ga", &forget, &retain, &["--beta", "0.1"]).assert_fails(&["--alpha and --beta are settings of rga, not of Ga"]);
-    unlearn("rga", &forget, &retain, &["--npo-beta", "2"]).assert_fails(&["--npo-beta is a setting of npo, not of Rga"]);
-    unlearn("npo", &forget, &retain, &["--base", s(&encoder)]).assert_fails(&["--base is rga's anchor; Npo does not use it"]);
+    unlearn("ga", &forget, &retain, &["--beta", "0.1"]).assert_fails(&["--alpha and --beta are settings of rga, not of ga"]);
+    unlearn("rga", &forget, &retain, &["--npo-beta", "2"]).assert_fails(&["--npo-beta is a setting of npo, not of rga"]);
+    unlearn("npo", &forget, &retain, &["--base", s(&encoder)]).assert_fails(&["--base is rga's anchor; npo does not use it"]);
+    // Refused before the base is looked for: a missing one would otherwise be the error.
+    unlearn("ga", &forget, &retain, &["--base", "no-such-model"]).assert_fails(&["--base is rga's anchor; ga does not use it"]);
 
     let other_arch = tmp.path("other-arch");
     write_checkpoint(&other_arch, &[], |t| t.retain(|name, _| !name.contains(".layer.1.")));

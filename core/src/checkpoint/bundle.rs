@@ -324,6 +324,8 @@ mod tests {
         }
         let tokenizer = CheckpointFiles { tokenizer: pointer("not a number"), ..tiny_files(2) };
         assert!(matches!(load_err(&tokenizer, None), CheckpointError::LfsPointer { file: "tokenizer.json", size: None }));
+        let config = CheckpointFiles { config: pointer("612"), ..tiny_files(2) };
+        assert!(matches!(load_err(&config, None), CheckpointError::LfsPointer { file: "config.json", size: Some(612) }));
     }
 
     #[test]

@@ -182,7 +182,7 @@ fn compare_label_names(data: &DataDir, model: &[String]) -> Result<Option<String
     let Some(&first) = differ.first() else { return Ok(None) };
     // One name the model gives another class is enough: with the rest renamed, say, the rows
     // of that class would still be scored against the wrong one.
-    let elsewhere = |i: usize| model.iter().position(|m| key(m) == key(&set.names[i])).map(|j| (i, j));
+    let elsewhere = |i: usize| (0..model.len()).find(|&j| !numbered(&model[j], j) && key(&model[j]) == key(&set.names[i])).map(|j| (i, j));
     if let Some((i, j)) = differ.iter().find_map(|&i| elsewhere(i)) {
         bail!(
             "{} calls class {i} {:?}, which the model calls class {j}: the model's classes in another order would score rows against the wrong one",

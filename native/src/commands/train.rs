@@ -175,7 +175,8 @@ pub struct TrainReport {
     pub base: String,
     pub data: String,
     pub train_rows: usize,
-    /// dev.tsv rows scored after each epoch (0 without dev.tsv).
+    /// dev.tsv rows scored after each epoch (0 without dev.tsv, and with BTU or EP, which do
+    /// not score it).
     pub dev_rows: usize,
     pub config: TrainConfig,
     pub load: LoadReport,
@@ -198,6 +199,11 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     }
     if let Some(flag) = args.btu.first_given().filter(|_| args.defense != Defense::Btu) {
         bail!("{flag} is a setting of --defense btu, which this run does not use");
+    }
+    // Only plain fine-tuning scores dev.tsv per epoch (BTU repairs on it whole; EP ignores it).
+    let plain = args.defense == Defense::None && args.ep.ep_trigger.is_none();
+    if args.dev_limit.is_some() && !plain {
+        bail!("--dev-limit sets how much of dev.tsv plain fine-tuning scores after each epoch; --defense btu and --ep-trigger do not score it");
     }
     if args.ep.ep_trigger.is_none() && (args.ep.ep_epochs.is_some() || args.ep.ep_lr.is_some()) {
         bail!("--ep-epochs and --ep-lr are settings of the EP attack: they need --ep-trigger");
@@ -240,14 +246,20 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     }
 
     let loaded = load_classifier::<B>(&files, Some(num_labels), args.max_len, args.seed, &device)?;
-    // A trained head is kept (EP trains only one embedding row): labels.tsv naming its classes
-    // in another order would start from, or keep, a head that scores them swapped.
+    // labels.tsv naming a trained head's classes in another order: EP keeps the head (it
+    // trains one embedding row), so its output would score them swapped under labels.tsv's
+    // names; a fine-tune retrains the head to labels.tsv's order, from a swapped start.
     if loaded.report.initialised.is_empty() {
-        check_label_names([&data], &loaded.labels)?;
+        match check_label_names([&data], &loaded.labels) {
+            Err(e) if args.ep.ep_trigger.is_none() => {
+                eprintln!("note: {e:#}. Fine-tuning retrains the head to labels.tsv's order, starting from the swapped one.")
+            }
+            other => other?,
+        }
     }
     let label_names = named.map_or_else(|| loaded.labels.clone(), |set| set.names);
     let tokenizer = &loaded.tokenizer;
-    let dev = dev_rows.map(|rows| tokenizer.encode_all(&rows)).transpose()?;
+    let dev = dev_rows.filter(|_| plain).map(|rows| tokenizer.encode_all(&rows)).transpose()?;
     // The settings that run: EP trains one row with its own epochs and rate.
     let mut config = match &args.ep.ep_trigger {
         Some(_) => {

@@ -163,6 +163,18 @@ impl ScoreInputs {
 
 pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool) -> Result<()> {
     let start = Instant::now();
+    // Settings of another method would be recorded in the report as if they had been used;
+    // refused before any file is looked at, so the refusal is what a user sees.
+    let name = args.method.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+    if args.method != MethodArg::Rga && (args.alpha.is_some() || args.beta.is_some()) {
+        anyhow::bail!("--alpha and --beta are settings of rga, not of {name}");
+    }
+    if args.method != MethodArg::Npo && args.npo_beta.is_some() {
+        anyhow::bail!("--npo-beta is a setting of npo, not of {name}");
+    }
+    if args.method != MethodArg::Rga && args.base.is_some() {
+        anyhow::bail!("--base is rga's anchor; {name} does not use it");
+    }
     let model_dir = resolve_model(&args.model)?;
     let base_dir = args.base.as_deref().map(resolve_model).transpose()?;
     let test = args.test.as_deref().map(DataDir::open).transpose()?;
@@ -177,16 +189,6 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     inputs.extend(args.before_from.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
 
-    // Settings of another method would be recorded in the report as if they had been used.
-    if args.method != MethodArg::Rga && (args.alpha.is_some() || args.beta.is_some()) {
-        anyhow::bail!("--alpha and --beta are settings of rga, not of {:?}", args.method);
-    }
-    if args.method != MethodArg::Npo && args.npo_beta.is_some() {
-        anyhow::bail!("--npo-beta is a setting of npo, not of {:?}", args.method);
-    }
-    if args.method != MethodArg::Rga && args.base.is_some() {
-        anyhow::bail!("--base is rga's anchor; {:?} does not use it", args.method);
-    }
     let method = match args.method {
         MethodArg::Rga => Method::Rga,
         MethodArg::Ga => Method::Ga,
