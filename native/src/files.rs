@@ -17,19 +17,74 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     read_capped(path, MAX_FILE_BYTES)
 }
 
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+/// Opens `path` for reading after refusing it by size; its metadata says whether it is a
+/// regular file (a device or a pipe reports size 0 and may never end).
+fn open_capped(path: &Path, cap: u64) -> Result<(fs::File, fs::Metadata)> {
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > cap {
         bail!("{} is {} bytes, more than the {cap} bdaudit accepts", path.display(), meta.len());
     }
-    // The size above is 0 for pipes and devices (/dev/zero never ends): the read is capped too.
     let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok((file, meta))
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let (file, meta) = open_capped(path, cap)?;
+    read_to_cap(file, &meta, cap, path)
+}
+
+fn read_to_cap(file: fs::File, meta: &fs::Metadata, cap: u64, path: &Path) -> Result<Vec<u8>> {
+    // The size above is 0 for pipes and devices (/dev/zero never ends): the read is capped too.
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(cap + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.len() as u64 > cap {
         bail!("{} holds more than the {cap} bytes bdaudit accepts", path.display());
     }
     Ok(bytes)
+}
+
+/// The safetensors crate's limit on a header (its `MAX_HEADER_SIZE`).
+const SAFETENSORS_MAX_HEADER: u64 = 100_000_000;
+/// What is read of a file whose first 8 bytes are no header length: enough for the core to
+/// recognise a Git LFS pointer (about 130 bytes) or call the rest malformed.
+const SNIFF_BYTES: u64 = 1024;
+
+/// Reads model.safetensors. A regular file is read whole, as any input. A device or a pipe has
+/// no size to check beforehand, but a safetensors file declares its own: an 8-byte header
+/// length, then a JSON header whose data offsets end where the file does. Only that much is
+/// read, so `/dev/zero` in place of the weights is malformed after 8 bytes instead of after
+/// the 4 GiB cap. What was read goes to the core's parser either way, which gives every error.
+fn read_safetensors(path: &Path) -> Result<Vec<u8>> {
+    let (mut file, meta) = open_capped(path, MAX_FILE_BYTES)?;
+    if meta.is_file() {
+        return read_to_cap(file, &meta, MAX_FILE_BYTES, path);
+    }
+    let context = || format!("cannot read {}", path.display());
+    let mut bytes = Vec::new();
+    (&mut file).take(8).read_to_end(&mut bytes).with_context(context)?;
+    let Ok(length) = <[u8; 8]>::try_from(bytes.as_slice()) else { return Ok(bytes) };
+    let header_len = u64::from_le_bytes(length);
+    if header_len > SAFETENSORS_MAX_HEADER {
+        (&mut file).take(SNIFF_BYTES).read_to_end(&mut bytes).with_context(context)?;
+        return Ok(bytes);
+    }
+    (&mut file).take(header_len).read_to_end(&mut bytes).with_context(context)?;
+    let Some(data_len) = declared_data_len(&bytes[8..]) else { return Ok(bytes) };
+    if header_len.saturating_add(8).saturating_add(data_len) > MAX_FILE_BYTES {
+        bail!("{} declares {} bytes of tensors, more than the {MAX_FILE_BYTES} bdaudit accepts", path.display(), data_len);
+    }
+    (&mut file).take(data_len).read_to_end(&mut bytes).with_context(context)?;
+    Ok(bytes)
+}
+
+/// Where a safetensors header says its tensor data ends; `None` for a header the core's parser
+/// will refuse anyway.
+fn declared_data_len(header: &[u8]) -> Option<u64> {
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    header
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .try_fold(0, |end, (_, tensor)| Some(end.max(tensor.get("data_offsets")?.get(1)?.as_u64()?)))
 }
 
 /// Why `path` is not the `kind` ("file" or "directory") a command needs: absent, or of the
@@ -68,7 +123,10 @@ pub fn resolve_model(arg: &str) -> Result<PathBuf> {
 }
 
 pub fn read_checkpoint(dir: &Path) -> Result<CheckpointFiles> {
-    CheckpointFiles::read_with(|name| read(&dir.join(name)))
+    CheckpointFiles::read_with(|name| match name {
+        CheckpointFiles::MODEL => read_safetensors(&dir.join(name)),
+        _ => read(&dir.join(name)),
+    })
 }
 
 /// Reads one data file in TSV, CSV or JSONL (by extension; TSV otherwise).

@@ -49,7 +49,10 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
         for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
             let path = entry.unwrap().path();
             let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            if path.is_dir() {
+            // A link is compared by its target: one to /dev/zero cannot be read whole.
+            if fs::symlink_metadata(&path).unwrap().file_type().is_symlink() {
+                out.insert(rel, Some(fs::read_link(&path).unwrap().into_os_string().into_encoded_bytes()));
+            } else if path.is_dir() {
                 out.insert(rel, None);
                 walk(root, &path, out);
             } else {
@@ -604,6 +607,36 @@ fn garbage_model_safetensors_fails_cleanly() {
         |m| fs::write(m.join("model.safetensors"), b"this is not a safetensors file at all").unwrap(),
         &["model.safetensors is malformed"],
     );
+}
+
+/// A device has no size to refuse beforehand: the weights are read only as far as their header
+/// says, so /dev/zero is malformed at once (it was read up to the 4 GiB cap first).
+#[cfg(unix)]
+#[test]
+fn a_device_in_place_of_the_weights_is_malformed_without_reading_it_whole() {
+    assert_broken_checkpoint_fails(
+        "dev-zero",
+        |m| {
+            fs::remove_file(m.join("model.safetensors")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", m.join("model.safetensors")).unwrap();
+        },
+        &["model.safetensors is malformed"],
+    );
+}
+
+/// Files over the 4 GiB cap are refused by their size, before a byte is read (a sparse file:
+/// no disk is used).
+#[test]
+fn a_data_file_over_the_size_cap_is_refused_before_reading() {
+    let tmp = Scratch::new("huge");
+    let data = tmp.path("data");
+    write_data(&data);
+    fs::File::options().write(true).open(data.join("test.tsv")).unwrap().set_len(5 << 30).unwrap();
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    bdaudit(&["eval", "--model", s(&model), "--data", s(&data)], &[&model])
+        .assert_fails(&["test.tsv is 5368709120 bytes, more than the 4294967296 bdaudit accepts"]);
+    assert_eq!(fs::metadata(data.join("test.tsv")).unwrap().len(), 5 << 30, "the input was changed");
 }
 
 #[test]
