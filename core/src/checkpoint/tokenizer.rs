@@ -2,8 +2,9 @@
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
+use std::sync::OnceLock;
 
-use tokenizers::{Encoding, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationParams};
 
 use crate::data::{batch::Encoded, Example};
 
@@ -30,6 +31,7 @@ pub enum TokenizerError {
 /// themselves to their longest row, which is faster than padding everything to 128.
 pub struct TextTokenizer {
     inner: Tokenizer,
+    untruncated: OnceLock<Tokenizer>,
     bytes: Vec<u8>,
     pad_id: u32,
     special_ids: Vec<u32>,
@@ -54,7 +56,7 @@ impl TextTokenizer {
             .filter_map(|t| inner.token_to_id(t))
             .chain(inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id))
             .collect();
-        Ok(TextTokenizer { inner, bytes: bytes.to_vec(), pad_id, special_ids, max_len })
+        Ok(TextTokenizer { inner, untruncated: OnceLock::new(), bytes: bytes.to_vec(), pad_id, special_ids, max_len })
     }
 
     /// The original `tokenizer.json`, written unchanged next to purified weights.
@@ -104,20 +106,37 @@ impl TextTokenizer {
 
     /// Ids with [CLS] … [SEP], truncated to `max_len`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        self.encode_with_cut(text).map(|(ids, _)| ids)
-    }
-
-    /// [`encode`](Self::encode), and the ids truncation cut off (with the special tokens of
-    /// each cut piece): what a model never sees of a long text.
-    pub fn encode_with_cut(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), TokenizerError> {
-        let encoding = guarded(text, || self.inner.encode(text, true))?;
-        let ids = encoding.get_ids().to_vec();
+        let ids = guarded(text, || self.inner.encode(text, true))?.get_ids().to_vec();
         // Truncation leaves room for the post-processor's own tokens only when they fit.
         if ids.len() > self.max_len {
             return Err(TokenizerError::TooLong { len: ids.len(), max: self.max_len });
         }
-        let cut = encoding.get_overflowing().iter().flat_map(|o| o.get_ids().iter().copied()).collect();
+        Ok(ids)
+    }
+
+    /// [`encode`](Self::encode), and the text's own ids that truncation cut off: what a model
+    /// never sees of a long text.
+    ///
+    /// Not read from the truncated encoding's overflowing windows: tokenizers 0.23 keeps only
+    /// the first few ids of the rest there (a window of 4 ids for an IMDb review 872 ids over
+    /// the limit, MiniLM's tokenizer), so EP counted triggers past the maximum length as
+    /// absent. The text is encoded again without truncation instead.
+    pub fn encode_with_cut(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), TokenizerError> {
+        let ids = self.encode(text)?;
+        let added = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
+        let whole = guarded(text, || self.untruncated()?.encode(text, false))?;
+        let cut = whole.get_ids().get(ids.len().saturating_sub(added)..).unwrap_or_default().to_vec();
         Ok((ids, cut))
+    }
+
+    /// This tokenizer without truncation, made on first use (only EP asks for it).
+    fn untruncated(&self) -> tokenizers::Result<&Tokenizer> {
+        if let Some(t) = self.untruncated.get() {
+            return Ok(t);
+        }
+        let mut whole = self.inner.clone();
+        whole.with_truncation(None)?;
+        Ok(self.untruncated.get_or_init(|| whole))
     }
 
     /// Word-piece strings of a text, without special tokens.
@@ -186,6 +205,30 @@ mod tests {
     fn vocab_err(json: &serde_json::Value, model_vocab: usize) -> TokenizerError {
         let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
         tokenizer.check_vocab(model_vocab).unwrap_err()
+    }
+
+    /// Both post-processors BERT checkpoints use (MiniLM's is `TemplateProcessing`); the
+    /// overflowing windows this replaced held [CLS] w6 w7 [SEP] of either.
+    #[test]
+    fn the_cut_is_every_id_past_the_maximum_length_under_either_post_processor() {
+        let words: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
+        let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+        let mut template = word_level_json(&refs);
+        template["post_processor"] = serde_json::json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}, "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}
+        });
+        let text = words.join(" ");
+        for json in [word_level_json(&refs), template] {
+            let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 8).unwrap();
+            let (ids, cut) = tokenizer.encode_with_cut(&text).unwrap();
+            // w0…w5 between [CLS] and [SEP]; w6…w19 (ids 10…23) cut.
+            assert_eq!(ids, [2, 4, 5, 6, 7, 8, 9, 3]);
+            assert_eq!(cut, (10..24).collect::<Vec<u32>>(), "{}", json["post_processor"]["type"]);
+            assert_eq!(tokenizer.encode_with_cut("w1 w2").unwrap(), (vec![2, 5, 6, 3], vec![]));
+        }
     }
 
     #[test]
