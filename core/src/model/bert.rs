@@ -9,6 +9,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Li
 use burn::tensor::{activation, backend::Backend, Int, Tensor};
 
 use crate::checkpoint::{CheckpointError, ParamKind, ParamSource};
+use crate::model::gelu::gelu;
 use crate::model::BertConfig;
 
 /// Added to attention scores at padding keys: large enough that softmax gives them exactly 0.
@@ -119,7 +120,7 @@ impl<B: Backend> EncoderLayer<B> {
         }
         let context = probs.clone().matmul(v).swap_dims(1, 2).reshape([batch * seq, self.heads * self.head_dim]);
         let attended = self.attention_norm.forward(self.dropout.forward(self.attention_output.forward(context)) + x);
-        let inner = activation::gelu(self.intermediate.forward(attended.clone()));
+        let inner = gelu(self.intermediate.forward(attended.clone()));
         let out = self.output_norm.forward(self.dropout.forward(self.output.forward(inner)) + attended);
         (out.reshape([batch, seq, hidden]), probs)
     }

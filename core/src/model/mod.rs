@@ -2,6 +2,7 @@
 
 mod bert;
 mod config;
+mod gelu;
 
 pub use bert::{BertClassifier, BertModel, ClassifierOutput, Embeddings, EncoderLayer, EncoderOutput, ForwardOptions};
 pub use config::{BertConfig, ConfigError};
