@@ -6,8 +6,8 @@
 //! than PyTorch's. Here the chain rule runs through `erf`, whose backward is exact
 //! (2/√π·e^(−x²)). The forward is the same op sequence as burn's default, so outputs are
 //! bit-identical; on the CPU backend a training step is also faster (burn's backward is 15
-//! elementwise passes in f64 `tanh`), for autodiff keeping `erf`'s input as well
-//! (docs/benchmarks.md).
+//! elementwise passes in f64 `tanh`), for autodiff keeping `erf`'s input and `1 + erf` beside
+//! GELU's input (docs/benchmarks.md).
 
 use burn::tensor::{backend::Backend, Tensor};
 
