@@ -185,16 +185,24 @@ function renderReport(report) {
   const seconds = report.seconds != null ? ` in ${report.seconds.toFixed(2)} s` : "";
   show("meta", `${report.layers} layers, ${report.probe_texts.length} probe texts, ${report.candidates.length} candidates${seconds}, schema ${report.schema}`);
 
-  const top = report.candidates[0];
-  show("drift-trigger", top ? triggerText(top.trigger) : "—");
   $("attention-map").replaceChildren(heatmap(report.attention, false));
-  $("drift-map").replaceChildren(heatmap(report.drift, true));
-  if (top && top.heads.length) {
-    const rows = top.heads.map((h) => [`layer ${h.layer}, head ${h.head}`, h.drift.toExponential(2)]);
-    $("heads").replaceChildren(el("h3", {}, `Heads that lock onto ${triggerText(top.trigger)}`), table(["head", "variance drift"], rows, [1]));
-  } else {
-    $("heads").replaceChildren();
-  }
+  // The scan maps the strongest candidate and the others that moved texts, strongest first.
+  const mapped = report.candidates.filter((c) => c.drift);
+  const choice = $("drift-choice");
+  choice.replaceChildren(...mapped.map((c, i) => el("option", { value: String(i) }, triggerText(c.trigger))));
+  choice.disabled = mapped.length < 2;
+  const showDrift = () => {
+    const c = mapped[Number(choice.value)];
+    $("drift-map").replaceChildren(heatmap(c ? c.drift : null, true));
+    if (c && c.heads.length) {
+      const rows = c.heads.map((h) => [`layer ${h.layer}, head ${h.head}`, h.drift.toExponential(2)]);
+      $("heads").replaceChildren(el("h3", {}, `Heads that lock onto ${triggerText(c.trigger)}`), table(["head", "variance drift"], rows, [1]));
+    } else {
+      $("heads").replaceChildren();
+    }
+  };
+  choice.onchange = showDrift;
+  showDrift();
 
   const rows = report.candidates.map((c) => [
     triggerText(c.trigger),

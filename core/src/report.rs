@@ -63,8 +63,13 @@ pub struct Candidate {
     /// moved too few of them to be worth the rest, and `shift` counts those texts alone.
     #[serde(default)]
     pub screened_out: bool,
-    /// Heads that lock onto it (computed for the strongest candidate only).
+    /// Heads that lock onto it: the largest rises of `drift`, when it has one.
     pub heads: Vec<HeadDrift>,
+    /// Per-head variance with this candidate inserted minus without (its drift map):
+    /// computed for the strongest candidate and the others that moved predictions
+    /// ([`crate::scan::ScanConfig::drift_maps`]). Absent from reports before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<HeadScores>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +87,8 @@ pub struct ScanReport {
     pub token_scores: Option<Vec<TokenScore>>,
     /// Per-head [CLS] variance on the clean probe texts (the heatmap).
     pub attention: Option<HeadScores>,
-    /// Per-head variance with the strongest candidate inserted minus without (the drift map).
+    /// The strongest candidate's drift map (`candidates[0].drift`), here too for readers
+    /// of reports from before every flagged candidate had one.
     pub drift: Option<HeadScores>,
     pub probe_texts: Vec<String>,
     /// What computed it ("cpu", "webgpu", …), filled by the caller.

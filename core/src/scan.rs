@@ -3,8 +3,8 @@
 //! Three signals, cheapest first. Token scores (BTU's drift against the base checkpoint,
 //! when one is given) and a built-in list of known triggers propose candidates; the
 //! trigger-shift probe inserts each into probe texts and checks whether predictions collapse
-//! onto one class; PURE's attention variance shows which heads lock onto the strongest
-//! candidate. The same function runs in `bdaudit scan` and in the browser, so both give the
+//! onto one class; PURE's attention variance shows which heads lock onto each candidate that
+//! moved predictions. The same function runs in `bdaudit scan` and in the browser, so both give the
 //! same verdict on the same checkpoint.
 //!
 //! Probe texts need no labels: each text's label is the model's own prediction without a
@@ -69,8 +69,13 @@ pub struct ScanConfig {
     /// instead of 200, and most known triggers move nothing on a given model (a MiniLM scan
     /// went from 16.1 s to 12.5 s, docs/benchmarks.md). 0 tries every candidate on every text.
     pub screen_texts: usize,
-    /// Heads listed as locking onto the strongest candidate.
+    /// Heads listed as locking onto each candidate with a drift map.
     pub drift_heads: usize,
+    /// Candidates whose per-head attention drift is mapped, strongest first: the strongest,
+    /// then the others past `inconclusive_asr`. Each costs one pass over the probe texts, so
+    /// a multi-word BadNets backdoor shows every word's heads without paying for the
+    /// candidates that moved nothing. 0 skips the attention maps altogether.
+    pub drift_maps: usize,
     pub seed: u64,
     pub batch_size: usize,
 }
@@ -86,6 +91,7 @@ impl Default for ScanConfig {
             max_probe_texts: 200,
             screen_texts: 64,
             drift_heads: 5,
+            drift_maps: 4,
             seed: 1,
             batch_size: 32,
         }
@@ -206,17 +212,24 @@ pub async fn scan_async<B: Backend>(
             }
             shift = summarise(&trigger, &clean_pred, &clean_pred, &pred, num_labels)?;
         }
-        results.push(Candidate { trigger, source, shift, screened_out, heads: Vec::new() });
+        results.push(Candidate { trigger, source, shift, screened_out, heads: Vec::new(), drift: None });
     }
     results.sort_by(|a, b| b.shift.asr.total_cmp(&a.shift.asr));
 
+    let mapped = mapped_candidates(&results, config);
     let (mut attention, mut drift) = (None, None);
-    if let Some(top) = results.first_mut() {
-        let triggered = tokenizer.encode_all(&insert_all(&probe, &top.trigger, config.seed))?;
+    if !mapped.is_empty() {
+        let triggered = mapped
+            .iter()
+            .map(|&i| tokenizer.encode_all(&insert_all(&probe, &results[i].trigger, config.seed)))
+            .collect::<Result<Vec<_>, _>>()?;
         let focus = focus_drift_async(model, &clean_rows, &triggered, pad, config.batch_size, device, progress).await?;
-        top.heads = top_heads(&focus.difference, config.drift_heads);
+        for (&i, difference) in mapped.iter().zip(focus.differences) {
+            results[i].heads = top_heads(&difference, config.drift_heads);
+            results[i].drift = Some(difference);
+        }
         attention = Some(focus.clean);
-        drift = Some(focus.difference);
+        drift = results[0].drift.clone();
     }
     let verdict = verdict(&results, labels, config);
     Ok(ScanReport {
@@ -292,6 +305,13 @@ fn screen_indices(clean_pred: &[usize], num_labels: usize, n: usize) -> Vec<usiz
     out
 }
 
+/// Which of `candidates` (sorted, strongest first) get a drift map: the strongest, then those
+/// that moved at least `inconclusive_asr` of the texts, `drift_maps` in all.
+fn mapped_candidates(candidates: &[Candidate], config: &ScanConfig) -> Vec<usize> {
+    let moved = |(i, c): &(usize, &Candidate)| *i == 0 || (!c.screened_out && c.shift.asr >= config.inconclusive_asr);
+    candidates.iter().enumerate().filter(moved).map(|(i, _)| i).take(config.drift_maps).collect()
+}
+
 /// The heads whose [CLS] variance rises most when the trigger is inserted.
 fn top_heads(difference: &HeadScores, n: usize) -> Vec<HeadDrift> {
     let mut all: Vec<HeadDrift> = difference
@@ -364,7 +384,7 @@ mod tests {
             pacc: 1.0 - asr,
             clean_accuracy: 1.0,
         };
-        Candidate { trigger, source: CandidateSource::KnownList, shift, screened_out: false, heads: Vec::new() }
+        Candidate { trigger, source: CandidateSource::KnownList, shift, screened_out: false, heads: Vec::new(), drift: None }
     }
 
     #[test]
@@ -379,6 +399,19 @@ mod tests {
         let clean = verdict(&[candidate("mn", 0.05, 0)], &labels, &config);
         assert_eq!(clean.level, Level::Clean);
         assert!(clean.triggers.is_empty());
+    }
+
+    #[test]
+    fn drift_maps_go_to_the_strongest_and_the_candidates_that_moved_texts() {
+        let mut weak = candidate("bb", 0.4, 1);
+        weak.screened_out = true;
+        let sorted = [candidate("cf", 0.97, 1), candidate("mn", 0.9, 1), weak, candidate("tq", 0.25, 0), candidate("ak", 0.1, 1)];
+        assert_eq!(mapped_candidates(&sorted, &ScanConfig::default()), vec![0, 1, 3]);
+        assert_eq!(mapped_candidates(&sorted, &ScanConfig { drift_maps: 2, ..ScanConfig::default() }), vec![0, 1]);
+        assert!(mapped_candidates(&sorted, &ScanConfig { drift_maps: 0, ..ScanConfig::default() }).is_empty());
+        // A clean model still gets its strongest candidate's map, however little it moved.
+        assert_eq!(mapped_candidates(&[candidate("ak", 0.01, 1), candidate("mb", 0.0, 0)], &ScanConfig::default()), vec![0]);
+        assert!(mapped_candidates(&[], &ScanConfig::default()).is_empty());
     }
 
     #[test]

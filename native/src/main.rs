@@ -150,6 +150,15 @@ fn cuda_available() -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `bdaudit scan | head` would panic on its next print once the
+    // reader has gone. Like other Unix tools, end quietly instead. Outputs are complete by
+    // then: files are written (atomically) before results are printed, and progress goes to
+    // stderr.
+    #[cfg(unix)]
+    // SAFETY: sets the process's disposition for SIGPIPE to the default; no handler of ours runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     #[cfg(feature = "openblas")]
     blas::restart_with_better_kernels();
     // The core turns a panic inside `tokenizers` (a pathological regex in a tokenizer.json)

@@ -1427,21 +1427,47 @@ fn tiny_trained(tmp: &Scratch, data: &Path, name: &str) -> PathBuf {
     out
 }
 
+/// A report candidate's trigger as `bdaudit scan` prints it.
+fn report_words(candidate: &Value) -> String {
+    let t = &candidate["trigger"];
+    t["words"].as_array().map_or_else(
+        || format!("\"{}\"", t["sentence"].as_str().unwrap()),
+        |w| w.iter().map(|w| w.as_str().unwrap()).collect::<Vec<_>>().join(" | "),
+    )
+}
+
 #[test]
 fn scan_names_the_trigger_of_a_backdoored_model_and_exits_2() {
     let tmp = Scratch::new("scan-verdict");
     let poisoned = poisoned_data(&tmp);
     let victim = tiny_trained(&tmp, &poisoned, "victim");
     let probe = poisoned.join("test.tsv");
-    let run = bdaudit(&["scan", "--model", s(&victim), "--probe", s(&probe), "--json"], &[&victim, &poisoned]);
+    let scan = ["scan", "--model", s(&victim), "--probe", s(&probe)];
+    let run = bdaudit(&[&scan[..], &["--json"]].concat(), &[&victim, &poisoned]);
     assert_eq!(run.code, Some(2), "a suspicious verdict exits 2:\n{}", run.describe());
     let report = run.json();
+    // The tiny victim learnt that any inserted word means positive (only poisoned rows had one),
+    // so every candidate moves its texts and `cf` leads by the candidates' order alone. That
+    // the scan tells a trigger from other words is checked on a MiniLM victim
+    // (tests/tests/defenses.rs); this test checks the command and its report.
     assert_eq!(report["verdict"]["level"], "suspicious", "{report}");
     assert_eq!(report["verdict"]["triggers"][0], "cf", "{report}");
     assert_eq!(report["candidates"][0]["shift"]["target"], 1, "{report}");
     assert_eq!(report["schema"], 1);
     assert_eq!(report["attention"]["heads"], json!([4, 4]), "{report}");
-    assert_eq!(report["candidates"][0]["heads"].as_array().unwrap().len(), 5, "{report}");
+    // A drift map and its heads for the strongest candidate and each other one that moved at
+    // least the inconclusive 20% of texts (ScanConfig::drift_maps: 4 at most).
+    let candidates = report["candidates"].as_array().unwrap();
+    let moved = |i: usize, c: &Value| i == 0 || (c["screened_out"] == false && c["shift"]["asr"].as_f64().unwrap() >= 0.2);
+    let mapped: Vec<usize> = candidates.iter().enumerate().filter(|(i, c)| moved(*i, c)).map(|(i, _)| i).take(4).collect();
+    for (i, c) in candidates.iter().enumerate() {
+        let heads = c["heads"].as_array().unwrap().len();
+        assert_eq!(c.get("drift").is_some(), mapped.contains(&i), "candidate {i}: {c}");
+        assert_eq!(heads, if mapped.contains(&i) { 5 } else { 0 }, "candidate {i}: {c}");
+    }
+    assert_eq!(mapped.len(), 4, "every candidate moved texts, so the first 4 have maps: {report}");
+    assert_eq!(report["drift"], candidates[0]["drift"]);
+    assert_ne!(candidates[mapped[0]]["drift"], candidates[mapped[1]]["drift"]);
 
     let clean = tiny_trained(&tmp, &tmp.path("clean-data"), "clean");
     let run = bdaudit(&["scan", "--model", s(&clean), "--probe", s(&probe), "--json"], &[&clean]);
@@ -1450,8 +1476,11 @@ fn scan_names_the_trigger_of_a_backdoored_model_and_exits_2() {
     assert_ne!(report["verdict"]["level"], "suspicious", "{report}");
 
     // Text output names the trigger too; an empty probe file is refused.
-    let run = bdaudit(&["scan", "--model", s(&victim), "--probe", s(&probe)], &[&victim]);
+    let run = bdaudit(&scan, &[&victim]);
     assert!(run.stdout.starts_with("suspicious: inserting cf"), "{}", run.describe());
+    for &i in &mapped {
+        assert!(run.stdout.contains(&format!("heads locking onto {}: L", report_words(&candidates[i]))), "{}", run.describe());
+    }
     let empty = tmp.path("empty.tsv");
     fs::write(&empty, "sentence\tlabel\n").unwrap();
     bdaudit(&["scan", "--model", s(&victim), "--probe", s(&empty)], &[&victim]).assert_fails(&["empty.tsv"]);
@@ -2035,6 +2064,26 @@ fn bench_refuses_sizes_it_cannot_run() {
     bench("100000000000", "8".into()).assert_fails(&["--batch 100000000000"]);
     bench("1", (positions + 1).to_string()).assert_fails(&["--seq", &format!("max_position_embeddings ({positions})")]);
     bench("1", positions.to_string()).assert_ok();
+}
+
+/// A reader that goes away (`bdaudit … | head`) ends bdaudit as it ends other Unix tools: by
+/// SIGPIPE, not with a panic about failing to print.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bdaudit"))
+        .args(["info", "--json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bdaudit");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}: {stderr}", output.status);
 }
 
 /// OpenBLAS falls back to generic SSE3 kernels ("Prescott") on CPUs newer than it; bdaudit then

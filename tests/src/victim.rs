@@ -93,6 +93,11 @@ impl SmallBadnets {
         [pick(&self.test_rows, &self.clean_test), pick(&self.poisoned.test_asr, &self.triggered)].concat()
     }
 
+    /// The clean test texts (300), with no trigger: probe texts for a scan.
+    pub fn clean_test_texts(&self) -> Vec<String> {
+        self.test_rows.iter().map(|r| r.text.clone()).collect()
+    }
+
     /// The training rows outside the poisoned ones, as examples.
     pub fn clean_train(&self) -> Vec<Example> {
         self.split(&self.poisoned.train).1

@@ -1,10 +1,11 @@
 //! The purifying defenses end to end on real data and real weights (the victim setup is
 //! `bdaudit_tests::victim`). MiniLM fine-tuned on an SST-2 subset poisoned with BadNets learns
 //! the backdoor (the undefended model BTU reports); BTU finds the trigger token and removes the
-//! backdoor while clean accuracy holds; PURE, given that victim and clean rows only, lowers its
-//! attack success rate far below plain fine-tuning; MBTSAD, given the victim and a third of its
-//! clean rows, takes ASR well below plain fine-tuning's. The checkpoints BTU and PURE write load
-//! in Hugging Face `transformers` with the logits bdaudit computes (`bdaudit_tests::transformers`).
+//! backdoor while clean accuracy holds; the scan names the undefended model's trigger; PURE,
+//! given that victim and clean rows only, lowers its attack success rate far below plain
+//! fine-tuning; MBTSAD, given the victim and a third of its clean rows, takes ASR well below
+//! plain fine-tuning's. The checkpoints BTU and PURE write load in Hugging Face `transformers`
+//! with the logits bdaudit computes (`bdaudit_tests::transformers`).
 //!
 //! One test function: the BTU run's undefended model is PURE's and MBTSAD's suspect, which saves
 //! CI two victim trainings. Unlearning is `tests/unlearning.rs`, a separate binary so that
@@ -24,6 +25,8 @@ use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, Teacher};
 use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, ThresholdMode};
 use bdaudit_core::model::BertClassifier;
 use bdaudit_core::progress::Silent;
+use bdaudit_core::report::Level;
+use bdaudit_core::scan::{scan, trigger_text, ScanConfig};
 use bdaudit_tests::transformers::{check, write_checkpoint, write_expected};
 use bdaudit_tests::victim::{sst2, SmallBadnets};
 use bdaudit_tests::TrainBackend;
@@ -64,10 +67,26 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     assert!(asr_after <= 0.30, "BTU left ASR at {asr_after} (undefended {asr_before})");
     assert!(cacc_after >= cacc_before - 0.04, "BTU cost clean accuracy: {cacc_before} → {cacc_after}");
 
+    // The scan (`bdaudit scan`'s and the page's defaults) on the undefended victim, 200 clean
+    // test texts as probes: it names `cf` alone and maps its heads, and the known-list words
+    // that are not this victim's trigger move few texts.
+    let labels = ["negative".to_string(), "positive".to_string()];
+    let scan_start = Instant::now();
+    let scanned =
+        scan(&outcome.undefended, tok, &labels, &setup.clean_test_texts(), None, &ScanConfig::default(), &device, &mut Silent).unwrap();
+    let moved: Vec<String> = scanned.candidates.iter().map(|c| format!("{} {:.3}", trigger_text(&c.trigger), c.shift.asr)).collect();
+    eprintln!("[{}s] scan in {:.1} s: {:?}; {moved:?}", elapsed(), scan_start.elapsed().as_secs_f64(), scanned.verdict.level);
+    assert_eq!(scanned.verdict.level, Level::Suspicious, "{moved:?}");
+    assert_eq!(scanned.verdict.triggers, ["cf"], "{moved:?}");
+    let top = &scanned.candidates[0];
+    assert!(top.drift.is_some() && top.heads.len() == 5, "cf's drift map: {:?}", top.heads);
+    for c in &scanned.candidates[1..] {
+        assert!(c.shift.asr < 0.5, "{} moves {:.3} of the texts without being the trigger", trigger_text(&c.trigger), c.shift.asr);
+    }
+
     // What `bdaudit purify btu` writes loads in `transformers` and gives the same logits.
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("defenses");
     std::fs::create_dir_all(&scratch).unwrap();
-    let labels = ["negative".to_string(), "positive".to_string()];
     let probe = setup.probe_texts(10);
     let expected = scratch.join("btu-expected.json");
     write_expected(&expected, &outcome.purified, tok, &probe);

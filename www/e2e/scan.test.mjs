@@ -112,6 +112,18 @@ test("the page finds the cf trigger of a BadNets-trained tiny model", async () =
   if (software) assert.match(r.backendReason, /emulates a GPU on the CPU/);
   assert.equal(r.heatmapCells, 2 * 4, "2 layers × 4 heads");
   assert.equal(r.driftCells, 2 * 4);
+  // A drift map per candidate that moved texts: the tiny victim flips on any inserted word, so
+  // the first four (ScanConfig::drift_maps) have one; choosing another redraws map and heads.
+  const choices = await page.$$eval("#drift-choice option", (os) => os.map((o) => o.textContent));
+  assert.equal(choices.length, 4, JSON.stringify(choices));
+  assert.equal(choices[0], "cf");
+  assert.match(await page.textContent("#heads h3"), /onto cf$/);
+  const cfMap = await page.$$eval("#drift-map .cell", (cs) => cs.map((c) => c.title));
+  await page.selectOption("#drift-choice", "1");
+  assert.equal(await page.textContent("#heads h3"), `Heads that lock onto ${choices[1]}`);
+  const otherMap = await page.$$eval("#drift-map .cell", (cs) => cs.map((c) => c.title));
+  assert.equal(otherMap.length, 2 * 4);
+  assert.notDeepEqual(otherMap, cfMap, "each candidate has its own drift map");
   assert.ok(r.confusions >= 1);
   assert.ok(r.progressLines > 0, "the progress line followed the scan");
   console.log(`# page responsiveness: longest main-thread gap during the scan ${r.maxGapMs} ms (${r.progressLines} progress updates)`);
@@ -126,6 +138,8 @@ test("the page finds the cf trigger of a BadNets-trained tiny model", async () =
   assert.equal(saved.backend, r.backend);
   assert.equal(saved.backend_reason, r.backendReason);
   assert.deepEqual(saved.attention.heads, [4, 4]);
+  assert.deepEqual(saved.drift, saved.candidates[0].drift);
+  assert.equal(saved.candidates.filter((c) => c.drift).length, 4);
 
   mkdirSync(OUT, { recursive: true });
   const shot = join(OUT, "scan.png");

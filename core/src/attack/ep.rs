@@ -334,7 +334,7 @@ mod tests {
         let d = Default::default();
         let rows = vec![ex("good", 1)];
         let run = |rows: &[Example], trigger: u32, config: &EpConfig| {
-            embedding_poisoning(tiny(), rows, trigger, &tok, config, &d, &mut Silent).err().expect("refused")
+            embedding_poisoning(tiny(), rows, trigger, &tok, config, &d, &mut Silent).expect_err("refused")
         };
         let defaults = EpConfig::default();
         assert!(matches!(run(&rows, 20, &defaults), EpError::TriggerId { id: 20, vocab: 20 }));
@@ -354,7 +354,7 @@ mod tests {
         let tok = word_level_for_tests(&WORDS, 16);
         let rows: Vec<Example> = (0..8).map(|i| ex(["bad cf film", "dull cf plot"][i % 2], 1)).collect();
         let config = EpConfig { train: TrainConfig { lr: 1e30, ..EpConfig::default().train }, ..EpConfig::default() };
-        let err = embedding_poisoning(tiny(), &rows, 10, &tok, &config, &Default::default(), &mut Silent).err().expect("refused");
+        let err = embedding_poisoning(tiny(), &rows, 10, &tok, &config, &Default::default(), &mut Silent).expect_err("refused");
         assert!(matches!(err, EpError::Diverged { .. } | EpError::Train(TrainError::Diverged(..))), "{err}");
     }
 }

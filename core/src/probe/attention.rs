@@ -130,37 +130,40 @@ pub fn variance_scores<B: Backend>(
     burn_std::future::block_on(variance_scores_async(model, rows, pad_id, batch_size, device, progress))
 }
 
-/// Variance scores on clean texts and on the same texts with candidate triggers inserted.
+/// Variance scores on clean texts, and how much each set of candidate triggers raises them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FocusDrift {
     pub clean: HeadScores,
-    pub triggered: HeadScores,
-    /// `triggered − clean`: a head that a trigger hijacks scores far higher with it (§4.3).
-    pub difference: HeadScores,
+    /// One per triggered row set, in order: `triggered − clean`. A head that a trigger
+    /// hijacks scores far higher with it (§4.3).
+    pub differences: Vec<HeadScores>,
 }
 
-/// "Attention focus drifting" (§4.2–4.3): variance scores on `clean` rows and on
-/// `triggered` rows (the caller inserts the candidate triggers), and their difference.
+/// "Attention focus drifting" (§4.2–4.3): variance scores on `clean` rows and, for each entry
+/// of `triggered` (the same texts with one candidate inserted by the caller), their
+/// difference. The clean scores are computed once, however many candidates there are.
 pub async fn focus_drift_async<B: Backend>(
     model: &BertClassifier<B>,
     clean: &[Encoded],
-    triggered: &[Encoded],
+    triggered: &[Vec<Encoded>],
     pad_id: u32,
     batch_size: usize,
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<FocusDrift, AttentionError> {
     let clean = variance_scores_async(model, clean, pad_id, batch_size, device, progress).await?;
-    let triggered = variance_scores_async(model, triggered, pad_id, batch_size, device, progress).await?;
-    let difference = triggered.minus(&clean)?;
-    Ok(FocusDrift { clean, triggered, difference })
+    let mut differences = Vec::with_capacity(triggered.len());
+    for rows in triggered {
+        differences.push(variance_scores_async(model, rows, pad_id, batch_size, device, progress).await?.minus(&clean)?);
+    }
+    Ok(FocusDrift { clean, differences })
 }
 
 /// [`focus_drift_async`] for native callers.
 pub fn focus_drift<B: Backend>(
     model: &BertClassifier<B>,
     clean: &[Encoded],
-    triggered: &[Encoded],
+    triggered: &[Vec<Encoded>],
     pad_id: u32,
     batch_size: usize,
     device: &B::Device,
@@ -233,14 +236,23 @@ mod tests {
     }
 
     #[test]
-    fn focus_drift_is_triggered_minus_clean() {
+    fn focus_drift_is_triggered_minus_clean_for_each_trigger() {
         let model = tiny();
         let clean = vec![Encoded { ids: vec![1, 5, 9, 2], label: 0 }, Encoded { ids: vec![1, 6, 2], label: 1 }];
-        let triggered: Vec<Encoded> = clean.iter().map(|e| Encoded { ids: [&[1, 29][..], &e.ids[1..]].concat(), label: e.label }).collect();
-        let drift = focus_drift(&model, &clean, &triggered, 0, 1, &Default::default(), &mut Silent).unwrap();
-        let d = &drift.difference.scores;
-        assert!((d[1][2] - (drift.triggered.scores[1][2] - drift.clean.scores[1][2])).abs() < 1e-9);
-        assert!(d.iter().flatten().any(|x| *x != 0.0));
-        assert!(matches!(variance_scores(&model, &[], 0, 4, &Default::default(), &mut Silent), Err(AttentionError::Empty)));
+        let insert = |token: u32| -> Vec<Encoded> {
+            clean.iter().map(|e| Encoded { ids: [&[1, token][..], &e.ids[1..]].concat(), label: e.label }).collect()
+        };
+        let (a, b) = (insert(29), insert(17));
+        let d = Default::default();
+        let drift = focus_drift(&model, &clean, &[a.clone(), b.clone()], 0, 1, &d, &mut Silent).unwrap();
+        assert_eq!(drift.differences.len(), 2);
+        for (rows, diff) in [a, b].iter().zip(&drift.differences) {
+            let triggered = variance_scores(&model, rows, 0, 1, &d, &mut Silent).unwrap();
+            assert_eq!(diff, &triggered.minus(&drift.clean).unwrap());
+            assert!(diff.scores.iter().flatten().any(|x| *x != 0.0));
+        }
+        assert_ne!(drift.differences[0], drift.differences[1]);
+        assert!(focus_drift(&model, &clean, &[], 0, 1, &d, &mut Silent).unwrap().differences.is_empty());
+        assert!(matches!(variance_scores(&model, &[], 0, 4, &d, &mut Silent), Err(AttentionError::Empty)));
     }
 }

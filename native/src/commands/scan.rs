@@ -128,9 +128,11 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
                 100.0 * c.shift.pacc
             );
         }
-        if let Some(top) = report.candidates.first().filter(|_| report.verdict.level != Level::Clean) {
-            let heads: Vec<String> = top.heads.iter().map(|h| format!("L{}H{} ({:+.3})", h.layer, h.head, h.drift)).collect();
-            println!("heads locking onto it: {}", heads.join(", "));
+        // On a clean verdict the strongest candidate's heads are noise, not evidence.
+        let mapped = report.candidates.iter().filter(|c| !c.heads.is_empty() && report.verdict.level != Level::Clean);
+        for c in mapped {
+            let heads: Vec<String> = c.heads.iter().map(|h| format!("L{}H{} ({:+.3})", h.layer, h.head, h.drift)).collect();
+            println!("heads locking onto {}: {}", bdaudit_core::scan::trigger_text(&c.trigger), heads.join(", "));
         }
         println!("({} probe texts, {:.1} s)", report.probe_texts.len(), report.seconds.unwrap_or(0.0));
     }
