@@ -4,8 +4,8 @@
 //! when one is given) and a built-in list of known triggers propose candidates; the
 //! trigger-shift probe inserts each into probe texts and checks whether predictions collapse
 //! onto one class; PURE's attention variance shows which heads lock onto each candidate that
-//! moved predictions. The same function runs in `bdaudit scan` and in the browser, so both give the
-//! same verdict on the same checkpoint.
+//! moved predictions. The same function runs in `bdaudit scan` and in the browser, so both
+//! give the same verdict on the same checkpoint.
 //!
 //! Probe texts need no labels: each text's label is the model's own prediction without a
 //! trigger, so a flip is always caused by the inserted words, and any English text set
