@@ -24,17 +24,22 @@ impl<B: Backend> RandomInit<B> {
         let u2 = self.rng.next_f64();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
-}
 
-impl<B: Backend> ParamSource<B> for RandomInit<B> {
-    fn tensor<const D: usize>(&mut self, _name: &str, shape: [usize; D], kind: ParamKind) -> Result<Tensor<B, D>, CheckpointError> {
+    /// The next tensor of this shape and kind (drawing never fails, unlike reading a file).
+    pub fn draw<const D: usize>(&mut self, shape: [usize; D], kind: ParamKind) -> Tensor<B, D> {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = match kind {
             ParamKind::Embedding | ParamKind::LinearWeight => (0..n).map(|_| (self.normal() * self.std) as f32).collect(),
             ParamKind::Bias => vec![0.0; n],
             ParamKind::Scale => vec![1.0; n],
         };
-        Ok(Tensor::from_data(TensorData::new(data, shape), &self.device))
+        Tensor::from_data(TensorData::new(data, shape), &self.device)
+    }
+}
+
+impl<B: Backend> ParamSource<B> for RandomInit<B> {
+    fn tensor<const D: usize>(&mut self, _name: &str, shape: [usize; D], kind: ParamKind) -> Result<Tensor<B, D>, CheckpointError> {
+        Ok(self.draw(shape, kind))
     }
 
     fn device(&self) -> B::Device {

@@ -140,6 +140,14 @@ pub struct PureConfig {
     pub eval_batch_size: usize,
     /// Run the greedy pruning (false: attention normalisation only, an ablation).
     pub prune: bool,
+    /// Replace the suspect's classifier head with a new seeded one before step 1, so f_p and
+    /// the step-4 model start from the encoder alone. The paper's defender downloads a
+    /// pre-trained encoder and fine-tunes it under a new head (§3, "a user who downloads a
+    /// pre-trained language model … and further fine-tunes"; its authors' code saves the
+    /// poisoned encoder without its head). A suspect that is already a classifier keeps its
+    /// head by default, and with it whatever of the backdoor lives there; a bare encoder gets
+    /// a new head either way.
+    pub fresh_head: bool,
 }
 
 impl Default for PureConfig {
@@ -163,6 +171,7 @@ impl PureConfig {
             tune: TrainConfig { seed, ..TrainConfig::default() },
             eval_batch_size: 64,
             prune: true,
+            fresh_head: false,
         }
     }
 
@@ -566,6 +575,7 @@ pub fn pure<B: AutodiffBackend>(
     }
     check_examples(val, model.num_labels(), model.vocab_size())?;
     let batch = config.eval_batch_size;
+    let model = if config.fresh_head { model.with_new_head(config.finetune.seed, model_config.initializer_range) } else { model };
     let suspect = model.clone();
 
     let t = now();
@@ -933,6 +943,27 @@ mod tests {
     }
 
     #[test]
+    fn a_fresh_head_replaces_the_classifier_alone_and_is_seeded() {
+        let model = tiny::<B>(&tiny_config());
+        let values = |m: &BertClassifier<B>| -> Vec<Vec<f32>> {
+            let c = &m.classifier;
+            let bias = c.bias.as_ref().unwrap().val();
+            [c.weight.val().into_data(), bias.into_data(), m.bert.pooler.weight.val().into_data()]
+                .into_iter()
+                .map(|d| d.to_vec().unwrap())
+                .collect()
+        };
+        let before = values(&model);
+        let fresh = values(&model.clone().with_new_head(5, 0.02));
+        assert_eq!(fresh[0].len(), before[0].len());
+        assert_ne!(fresh[0], before[0]);
+        assert!(fresh[1].iter().all(|b| *b == 0.0));
+        assert_eq!(fresh[2], before[2], "the pooler is the encoder's");
+        assert_eq!(fresh, values(&model.clone().with_new_head(5, 0.02)));
+        assert_ne!(fresh[0], values(&model.with_new_head(6, 0.02))[0]);
+    }
+
+    #[test]
     fn pure_prunes_tunes_and_reports() {
         let _guard = crate::train::one_training_at_a_time();
         type A = Autodiff<NdArray>;
@@ -964,6 +995,12 @@ mod tests {
         assert!(r.tune_log.epochs.iter().all(|e| e.eval.unwrap() <= best));
         assert_eq!(r.scores.heads, vec![4, 4]);
         assert_eq!((r.mu, r.mu_trials.len()), (0.15, 1));
+
+        // A fresh head: f_p is fine-tuned from another starting point.
+        let fresh = PureConfig { fresh_head: true, ..config.clone() };
+        let fresh =
+            pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &fresh, &d, &mut Silent, &|| 0.0).unwrap();
+        assert!(max_diff(&logits(&fresh.undefended, None), &logits(&out.undefended, None)) > 1e-4);
 
         let search = PureConfig { mu_search: vec![1.0, 0.0], mu_tolerance: 1.0, ..config };
         let out =

@@ -8,7 +8,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{activation, backend::Backend, Int, Tensor};
 
-use crate::checkpoint::{CheckpointError, ParamKind, ParamSource};
+use crate::checkpoint::{CheckpointError, ParamKind, ParamSource, RandomInit};
 use crate::model::gelu::gelu;
 use crate::model::BertConfig;
 
@@ -178,6 +178,19 @@ impl<B: Backend> BertClassifier<B> {
 
     pub fn num_labels(&self) -> usize {
         self.classifier.weight.dims()[1]
+    }
+
+    /// The same encoder and pooler under a new classifier head of as many classes, drawn as
+    /// loading a bare encoder draws one (N(0, `std`) weights, zero biases, from `seed`): a
+    /// fine-tuned checkpoint treated as the pre-trained encoder it was made from.
+    pub fn with_new_head(self, seed: u64, std: f64) -> Self {
+        let [hidden, classes] = self.classifier.weight.dims();
+        let mut init = RandomInit::new(seed, std, &self.classifier.weight.device());
+        let classifier = Linear {
+            weight: Param::from_tensor(init.draw([hidden, classes], ParamKind::LinearWeight)),
+            bias: Some(Param::from_tensor(init.draw([classes], ParamKind::Bias))),
+        };
+        BertClassifier { classifier, ..self }
     }
 
     pub fn vocab_size(&self) -> usize {

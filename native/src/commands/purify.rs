@@ -97,6 +97,10 @@ pub struct PureArgs {
     /// Skip pruning (normalisation only; an ablation). The pruning settings then do not apply.
     #[arg(long, conflicts_with_all = ["c", "threshold", "heads_per_step"])]
     pub no_prune: bool,
+    /// Start from the suspect's encoder under a new, seeded classifier head, as the paper's
+    /// defender does with a downloaded pre-trained model (default: keep a classifier's head).
+    #[arg(long)]
+    pub fresh_head: bool,
     /// Epochs of each of the two fine-tunes.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
@@ -263,6 +267,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     }
     args.batch.apply([&mut config.finetune, &mut config.tune]);
     config.prune = !args.no_prune;
+    config.fresh_head = args.fresh_head;
     config.validate()?;
 
     let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
