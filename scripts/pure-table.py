@@ -32,15 +32,17 @@ for seed_dir, paths in seeds.items():
         victims.append(victim["metrics"])
     # Every method's step 1 is the same plain fine-tune (same seed and rows): the FT baseline,
     # taken once per seed and setting.
+    # Runs with a fresh classifier head ("+fresh", FRESH_HEAD=1) fine-tune from another start:
+    # their own FT row.
     ft = {}
     for name in sorted(files):
         setting, method = name[:-5].split("-", 1)
         r = json.load(open(files[name]))
         reports.append(r)
-        ft.setdefault(setting, (r["metrics_finetuned"], r["pure"]))
+        ft.setdefault((setting, "FT+fresh" if method.endswith("+fresh") else "FT"), (r["metrics_finetuned"], r["pure"]))
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
-    for setting, baseline in ft.items():
-        rows.setdefault((setting, "FT"), []).append(baseline)
+    for (setting, method), baseline in ft.items():
+        rows.setdefault((setting, method), []).append(baseline)
 
 print(machine_line(reports))
 if victims:
@@ -49,12 +51,13 @@ print("| setting | defense | seeds | ACC | LFR | heads pruned | μ (validation a
 print("|---|---|---|---|---|---|---|")
 for setting in ["fdk", "ds"]:
     # "+mu": μ chosen on validation accuracy from MU_SEARCH (scripts/results-pure).
-    for method in ["FT", "pure", "pure+mu", "prune-only", "norm-only", "norm-only+mu"]:
+    methods = ["FT", "pure", "pure+mu", "prune-only", "norm-only", "norm-only+mu"]
+    for method in methods + [m + "+fresh" for m in methods]:
         rs = rows.get((setting, method))
         if not rs:
             continue
         m = [x[0] for x in rs]
-        if method == "FT":
+        if method.startswith("FT"):
             pruned = "-"
             mu = "- (" + " / ".join(f"{100 * p['pruning']['base_accuracy']:.2f}" for _, p in rs) + ")"
         else:
@@ -67,5 +70,5 @@ for setting in ["fdk", "ds"]:
             )
         label = {"fdk": "SST-2 → SST-2", "ds": "IMDb → SST-2"}[setting]
         print(f"| {label} | {method} | {len(m)} | {ms([x['cacc'] for x in m])} | {ms([x['asr'] for x in m])} | {pruned} | {mu} |")
-if any(method.endswith("+mu") for _, method in rows):
+if any("+mu" in method for _, method in rows):
     print("\n(*: the μ kept, the largest whose validation accuracy is within the tolerance of plain fine-tuning's.)")
