@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::Trigger;
 use crate::checkpoint::{TextTokenizer, TokenizerError};
+use crate::data::batch::Encoded;
 use crate::data::Example;
 use crate::eval::{argmax, logits_async};
 use crate::model::BertClassifier;
@@ -196,6 +197,7 @@ pub async fn scan_async<B: Backend>(
     let rest: Vec<usize> = (0..probe.len()).filter(|i| !screen.contains(i)).collect();
     // The probe's labels are the clean predictions themselves.
     let screened: Vec<usize> = screen.iter().map(|&i| clean_pred[i]).collect();
+    // Each candidate's triggered rows stay beside it: a drift map reuses them.
     let mut results = Vec::with_capacity(candidates.len());
     for (trigger, source) in candidates {
         let triggered = insert_all(&probe, &trigger, config.seed);
@@ -212,17 +214,15 @@ pub async fn scan_async<B: Backend>(
             }
             shift = summarise(&trigger, &clean_pred, &clean_pred, &pred, num_labels)?;
         }
-        results.push(Candidate { trigger, source, shift, screened_out, heads: Vec::new(), drift: None });
+        results.push((Candidate { trigger, source, shift, screened_out, heads: Vec::new(), drift: None }, rows));
     }
-    results.sort_by(|a, b| b.shift.asr.total_cmp(&a.shift.asr));
+    results.sort_by(|(a, _), (b, _)| b.shift.asr.total_cmp(&a.shift.asr));
+    let (mut results, mut triggered_rows): (Vec<Candidate>, Vec<Vec<Encoded>>) = results.into_iter().unzip();
 
     let mapped = mapped_candidates(&results, config);
     let (mut attention, mut drift) = (None, None);
     if !mapped.is_empty() {
-        let triggered = mapped
-            .iter()
-            .map(|&i| tokenizer.encode_all(&insert_all(&probe, &results[i].trigger, config.seed)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let triggered: Vec<Vec<Encoded>> = mapped.iter().map(|&i| std::mem::take(&mut triggered_rows[i])).collect();
         let focus = focus_drift_async(model, &clean_rows, &triggered, pad, config.batch_size, device, progress).await?;
         for (&i, difference) in mapped.iter().zip(focus.differences) {
             results[i].heads = top_heads(&difference, config.drift_heads);
