@@ -1431,11 +1431,8 @@ fn tiny_trained(tmp: &Scratch, data: &Path, name: &str) -> PathBuf {
 
 /// A report candidate's trigger as `bdaudit scan` prints it.
 fn report_words(candidate: &Value) -> String {
-    let t = &candidate["trigger"];
-    t["words"].as_array().map_or_else(
-        || format!("\"{}\"", t["sentence"].as_str().unwrap()),
-        |w| w.iter().map(|w| w.as_str().unwrap()).collect::<Vec<_>>().join(" | "),
-    )
+    let trigger: bdaudit_core::attack::Trigger = serde_json::from_value(candidate["trigger"].clone()).unwrap();
+    bdaudit_core::scan::trigger_text(&trigger)
 }
 
 #[test]

@@ -129,10 +129,11 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
             );
         }
         // On a clean verdict the strongest candidate's heads are noise, not evidence.
-        let mapped = report.candidates.iter().filter(|c| !c.heads.is_empty() && report.verdict.level != Level::Clean);
-        for c in mapped {
-            let heads: Vec<String> = c.heads.iter().map(|h| format!("L{}H{} ({:+.3})", h.layer, h.head, h.drift)).collect();
-            println!("heads locking onto {}: {}", bdaudit_core::scan::trigger_text(&c.trigger), heads.join(", "));
+        if report.verdict.level != Level::Clean {
+            for c in report.candidates.iter().filter(|c| !c.heads.is_empty()) {
+                let heads: Vec<String> = c.heads.iter().map(|h| format!("L{}H{} ({:+.3})", h.layer, h.head, h.drift)).collect();
+                println!("heads locking onto {}: {}", bdaudit_core::scan::trigger_text(&c.trigger), heads.join(", "));
+            }
         }
         println!("({} probe texts, {:.1} s)", report.probe_texts.len(), report.seconds.unwrap_or(0.0));
     }
