@@ -39,10 +39,17 @@ for seed_dir, paths in seeds.items():
         setting, method = name[:-5].split("-", 1)
         r = json.load(open(files[name]))
         reports.append(r)
-        ft.setdefault((setting, "FT+fresh" if method.endswith("+fresh") else "FT"), (r["metrics_finetuned"], r["pure"]))
+        ft.setdefault((setting, "FT+fresh" if "+fresh" in method else "FT"), (r["metrics_finetuned"], r["pure"]))
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
     for (setting, method), baseline in ft.items():
         rows.setdefault((setting, method), []).append(baseline)
+
+
+
+def kept(trial):
+    """The kept epoch's validation accuracy (reports before KEEP_EPOCH call it best_accuracy)."""
+    return trial["kept_accuracy"] if "kept_accuracy" in trial else trial["best_accuracy"]
+
 
 print(machine_line(reports))
 if victims:
@@ -50,9 +57,10 @@ if victims:
 print("| setting | defense | seeds | ACC | LFR | heads pruned | μ (validation accuracy) |")
 print("|---|---|---|---|---|---|---|")
 for setting in ["fdk", "ds"]:
-    # "+mu": μ chosen on validation accuracy from MU_SEARCH (scripts/results-pure).
+    # "+mu": μ chosen on validation accuracy from MU_SEARCH, "+last": the last epoch kept
+    # (KEEP_EPOCH=last; FT has no such row) (scripts/results-pure).
     methods = ["FT", "pure", "pure+mu", "prune-only", "norm-only", "norm-only+mu"]
-    for method in methods + [m + "+fresh" for m in methods]:
+    for method in [m + fresh + last for fresh in ("", "+fresh") for last in ("", "+last") for m in methods]:
         rs = rows.get((setting, method))
         if not rs:
             continue
@@ -64,8 +72,8 @@ for setting in ["fdk", "ds"]:
             pruned = " / ".join(str(sum(len(h) for h in p["pruning"]["pruned"])) for _, p in rs)
             # Reports from before the μ search have no mu_trials: their μ is the config's.
             mu = " / ".join(
-                ", ".join(f"{t['mu']:g} ({100 * t['best_accuracy']:.2f})" + ("*" if t["mu"] == p["mu"] else "") for t in p["mu_trials"])
-                if "mu_trials" in p else f"{p['config']['mu']:g} ({100 * p['best_accuracy']:.2f})"
+                ", ".join(f"{t['mu']:g} ({100 * kept(t):.2f})" + ("*" if t["mu"] == p["mu"] else "") for t in p["mu_trials"])
+                if "mu_trials" in p else f"{p['config']['mu']:g} ({100 * kept(p):.2f})"
                 for _, p in rs
             )
         label = {"fdk": "SST-2 → SST-2", "ds": "IMDb → SST-2"}[setting]

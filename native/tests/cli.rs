@@ -1308,9 +1308,9 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
     classifier_checkpoint(&model);
     for layout in ["zeroed", "sliced"] {
         let out = tmp.path(layout);
-        // The sliced run also searches μ (three normalisation fine-tunes, one kept) and starts
-        // from a new classifier head.
-        let search = if layout == "sliced" { "--mu-search 0,0.5 --fresh-head" } else { "" };
+        // The sliced run also searches μ (three normalisation fine-tunes, one kept), starts
+        // from a new classifier head and keeps the last epoch.
+        let search = if layout == "sliced" { "--mu-search 0,0.5 --fresh-head --keep-epoch last" } else { "" };
         let args = argv(&format!(
             "purify pure --model {} --clean {} --test {} --out {} --epochs 1 --batch-size 8 --lr 1e-3 --max-len 16 --c 0.01 \
              --heads-per-step 3 --layout {layout} --json {search}",
@@ -1331,8 +1331,9 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
         assert_eq!(p["tune_log"]["epochs"].as_array().unwrap().len(), 1, "{p}");
         let trials = p["mu_trials"].as_array().unwrap();
         assert_eq!(trials.len(), if layout == "sliced" { 3 } else { 1 }, "{p}");
-        assert!(trials.iter().any(|t| t["mu"] == p["mu"] && t["best_accuracy"] == p["best_accuracy"]), "{p}");
+        assert!(trials.iter().any(|t| t["mu"] == p["mu"] && t["kept_accuracy"] == p["kept_accuracy"]), "{p}");
         assert_eq!(p["config"]["fresh_head"], layout == "sliced", "{p}");
+        assert_eq!(p["config"]["keep_epoch"], if layout == "sliced" { "last" } else { "best" }, "{p}");
         let config = read_json(&out.join("config.json"));
         let bytes = fs::read(out.join("model.safetensors")).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;

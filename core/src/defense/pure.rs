@@ -11,7 +11,7 @@
 //! 4. Prune those heads from θ_p — the suspect model, not f_p (Algorithm 1 line 10) — and
 //!    fine-tune it with eq. 3, cross-entropy plus μ · Σ_l λ_l · Σ_h ‖A_h^l[CLS]‖₂
 //!    ([`attention_norm_loss`], [`layer_weights`], §5.2), keeping the epoch with the best
-//!    validation accuracy (§6.2).
+//!    validation accuracy (§6.2) or, as the authors' code evaluates, the last ([`KeepEpoch`]).
 //!
 //! Pruned heads are removed from the weights ([`prune_heads`]); for `transformers` ≥ 5, which
 //! no longer implements head pruning, [`zero_pruned_heads`] writes the same model at full size.
@@ -108,6 +108,19 @@ pub enum LayerWeights {
     Inverse,
 }
 
+/// Which epoch of the eq. 3 fine-tune becomes the purified model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeepEpoch {
+    /// The best validation accuracy, the first on ties: the paper's "the model with the best
+    /// clean performance on the validation set" (§6.2). The default.
+    #[default]
+    Best,
+    /// The last epoch: what the authors' code evaluates. Validation accuracy then only chooses
+    /// μ (with `mu_search`), by each μ's last epoch.
+    Last,
+}
+
 /// PURE settings. Defaults are the paper's (§6.2, Appendix B) and its authors' code's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -148,6 +161,8 @@ pub struct PureConfig {
     /// head by default, and with it whatever of the backdoor lives there; a bare encoder gets
     /// a new head either way.
     pub fresh_head: bool,
+    /// The epoch of step 4 kept (default: the best on validation, as the paper says).
+    pub keep_epoch: KeepEpoch,
 }
 
 impl Default for PureConfig {
@@ -172,6 +187,7 @@ impl PureConfig {
             eval_batch_size: 64,
             prune: true,
             fresh_head: false,
+            keep_epoch: KeepEpoch::Best,
         }
     }
 
@@ -209,12 +225,13 @@ impl PureConfig {
     }
 }
 
-/// Step 4 with one μ: the best validation epoch of its eq. 3 fine-tune.
+/// Step 4 with one μ: the epoch of its eq. 3 fine-tune that [`KeepEpoch`] keeps, and its
+/// validation accuracy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MuTrial {
     pub mu: f64,
-    pub best_epoch: usize,
-    pub best_accuracy: f64,
+    pub kept_epoch: usize,
+    pub kept_accuracy: f64,
     pub seconds: f64,
 }
 
@@ -223,8 +240,8 @@ pub struct MuTrial {
 /// none is, the most accurate trial (the smallest μ on ties). `None` for no trials.
 pub fn choose_mu(trials: &[MuTrial], base_accuracy: f64, tolerance: f64) -> Option<usize> {
     let by_mu = |&a: &usize, &b: &usize| trials[a].mu.total_cmp(&trials[b].mu);
-    let within = (0..trials.len()).filter(|&i| trials[i].best_accuracy >= base_accuracy - tolerance).max_by(by_mu);
-    within.or_else(|| (0..trials.len()).max_by(|a, b| trials[*a].best_accuracy.total_cmp(&trials[*b].best_accuracy).then(by_mu(b, a))))
+    let within = (0..trials.len()).filter(|&i| trials[i].kept_accuracy >= base_accuracy - tolerance).max_by(by_mu);
+    within.or_else(|| (0..trials.len()).max_by(|a, b| trials[*a].kept_accuracy.total_cmp(&trials[*b].kept_accuracy).then(by_mu(b, a))))
 }
 
 /// One validation measurement during greedy pruning.
@@ -526,9 +543,9 @@ pub struct PureReport {
     pub mu: f64,
     /// Step 4 once per candidate μ, ascending.
     pub mu_trials: Vec<MuTrial>,
-    /// The epoch kept (best validation accuracy, the first on ties) and its accuracy.
-    pub best_epoch: usize,
-    pub best_accuracy: f64,
+    /// The epoch kept (`config.keep_epoch`) and its validation accuracy.
+    pub kept_epoch: usize,
+    pub kept_accuracy: f64,
     pub finetune_seconds: f64,
     pub score_seconds: f64,
     /// Greedy pruning and the λ_l.
@@ -539,7 +556,7 @@ pub struct PureReport {
 /// f_p (plain clean fine-tuning: what no defense gives) and the purified model.
 pub struct PureOutcome<B: Backend> {
     pub undefended: BertClassifier<B>,
-    /// θ_p with the pruned heads removed, fine-tuned with eq. 3 (best validation epoch).
+    /// θ_p with the pruned heads removed, fine-tuned with eq. 3 (the epoch `keep_epoch` keeps).
     pub purified: BertClassifier<B>,
     /// `model_config` with the purified model's `pruned_heads`.
     pub config: BertConfig,
@@ -613,7 +630,7 @@ pub fn pure<B: AutodiffBackend>(
     let mut kept = None;
     for mu in config.mu_candidates() {
         let t = now();
-        let mut best: Option<(usize, f64, BertClassifier<B::InnerBackend>)> = None;
+        let mut epoch_kept: Option<(usize, f64, BertClassifier<B::InnerBackend>)> = None;
         // The epoch callback cannot return an error: the first one waits here.
         let mut failed: Option<(usize, InferenceError)> = None;
         let (_, log) = fit(
@@ -635,8 +652,9 @@ pub fn pure<B: AutodiffBackend>(
                         return None;
                     }
                 };
-                if best.as_ref().is_none_or(|(_, best_acc, _)| acc > *best_acc) {
-                    best = Some((epoch, acc, m.clone()));
+                let better = epoch_kept.as_ref().is_none_or(|(_, kept_acc, _)| acc > *kept_acc);
+                if better || config.keep_epoch == KeepEpoch::Last {
+                    epoch_kept = Some((epoch, acc, m.clone()));
                 }
                 Some(acc)
             },
@@ -644,8 +662,8 @@ pub fn pure<B: AutodiffBackend>(
         if let Some((epoch, source)) = failed {
             return Err(PureError::diverged(format!("the eq. 3 fine-tune with μ {mu} (epoch {epoch})"), source));
         }
-        let (best_epoch, best_accuracy, model) = best.expect("fit runs at least one epoch");
-        trials.push(MuTrial { mu, best_epoch, best_accuracy, seconds: now() - t });
+        let (kept_epoch, kept_accuracy, model) = epoch_kept.expect("fit runs at least one epoch");
+        trials.push(MuTrial { mu, kept_epoch, kept_accuracy, seconds: now() - t });
         // `choose_mu` over all trials is either its choice over those so far or a later trial,
         // so one model is kept at a time, not one per μ (four BERT-base copies are 1.7 GB).
         if choose_mu(&trials, pruning.base_accuracy, config.mu_tolerance) == Some(trials.len() - 1) {
@@ -670,8 +688,8 @@ pub fn pure<B: AutodiffBackend>(
             tune_log,
             mu: trial.mu,
             mu_trials: trials,
-            best_epoch: trial.best_epoch,
-            best_accuracy: trial.best_accuracy,
+            kept_epoch: trial.kept_epoch,
+            kept_accuracy: trial.kept_accuracy,
             finetune_seconds,
             score_seconds,
             prune_seconds,
@@ -860,7 +878,7 @@ mod tests {
 
     #[test]
     fn choose_mu_keeps_the_largest_mu_within_tolerance_else_the_most_accurate() {
-        let trial = |mu, best_accuracy| MuTrial { mu, best_epoch: 1, best_accuracy, seconds: 0.0 };
+        let trial = |mu, kept_accuracy| MuTrial { mu, kept_epoch: 1, kept_accuracy, seconds: 0.0 };
         let trials = [trial(0.15, 0.84), trial(0.5, 0.835), trial(1.0, 0.80), trial(2.0, 0.70)];
         assert_eq!(choose_mu(&trials, 0.84, 0.01), Some(1));
         assert_eq!(choose_mu(&trials, 0.84, 0.05), Some(2));
@@ -875,7 +893,7 @@ mod tests {
     /// must end on the choice over all trials, whichever order and accuracies they come in.
     #[test]
     fn keeping_the_choice_so_far_ends_on_the_overall_choice() {
-        let trial = |mu, best_accuracy| MuTrial { mu, best_epoch: 1, best_accuracy, seconds: 0.0 };
+        let trial = |mu, kept_accuracy| MuTrial { mu, kept_epoch: 1, kept_accuracy, seconds: 0.0 };
         let lists = [
             vec![trial(0.15, 0.84), trial(0.5, 0.835), trial(1.0, 0.80), trial(2.0, 0.70)],
             vec![trial(0.15, 0.70), trial(0.5, 0.75), trial(1.0, 0.75), trial(2.0, 0.84)],
@@ -990,9 +1008,10 @@ mod tests {
         assert_eq!(r.lambdas.len(), 2);
         assert!(r.lambdas.iter().all(|l| (0.0..=1.0).contains(l)));
         assert_eq!(r.tune_log.epochs.len(), 2);
-        let best = r.tune_log.epochs[r.best_epoch - 1].eval.unwrap();
-        assert_eq!(best, r.best_accuracy);
+        let best = r.tune_log.epochs[r.kept_epoch - 1].eval.unwrap();
+        assert_eq!(best, r.kept_accuracy);
         assert!(r.tune_log.epochs.iter().all(|e| e.eval.unwrap() <= best));
+        assert_eq!(accuracy(&out.purified, &labelled(20), 0, 64, &d, &mut Silent).unwrap(), best);
         assert_eq!(r.scores.heads, vec![4, 4]);
         assert_eq!((r.mu, r.mu_trials.len()), (0.15, 1));
 
@@ -1002,6 +1021,18 @@ mod tests {
             pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &fresh, &d, &mut Silent, &|| 0.0).unwrap();
         assert!(max_diff(&logits(&fresh.undefended, None), &logits(&out.undefended, None)) > 1e-4);
 
+        // The last epoch instead of the best: the same run otherwise, so the same per-epoch
+        // accuracies.
+        let last = PureConfig { keep_epoch: KeepEpoch::Last, ..config.clone() };
+        let last = pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &last, &d, &mut Silent, &|| 0.0).unwrap();
+        let l = &last.report;
+        assert_eq!(
+            l.tune_log.epochs.iter().map(|e| e.eval).collect::<Vec<_>>(),
+            r.tune_log.epochs.iter().map(|e| e.eval).collect::<Vec<_>>()
+        );
+        assert_eq!((l.kept_epoch, Some(l.kept_accuracy)), (2, l.tune_log.epochs[1].eval));
+        assert_eq!(accuracy(&last.purified, &labelled(20), 0, 64, &d, &mut Silent).unwrap(), l.kept_accuracy);
+
         let search = PureConfig { mu_search: vec![1.0, 0.0], mu_tolerance: 1.0, ..config };
         let out =
             pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &search, &d, &mut Silent, &|| 0.0).unwrap();
@@ -1010,7 +1041,7 @@ mod tests {
         assert_eq!(mus, vec![0.0, 0.15, 1.0]);
         // Any accuracy is within a tolerance of 1: the largest μ is kept, with its own run.
         assert_eq!(r.mu, 1.0);
-        assert_eq!((r.best_epoch, r.best_accuracy), (r.mu_trials[2].best_epoch, r.mu_trials[2].best_accuracy));
-        assert_eq!(r.tune_log.epochs[r.best_epoch - 1].eval, Some(r.best_accuracy));
+        assert_eq!((r.kept_epoch, r.kept_accuracy), (r.mu_trials[2].kept_epoch, r.mu_trials[2].kept_accuracy));
+        assert_eq!(r.tune_log.epochs[r.kept_epoch - 1].eval, Some(r.kept_accuracy));
     }
 }

@@ -8,7 +8,7 @@ use bdaudit_core::augment::token_split::SplitRule;
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
 use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample, write_tsv};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport, Teacher};
-use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, PureReport, ThresholdMode};
+use bdaudit_core::defense::pure::{pure, zero_pruned_heads, KeepEpoch, PureConfig, PureReport, ThresholdMode};
 use bdaudit_core::metrics::EvalMetrics;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Subcommand, ValueEnum};
@@ -38,6 +38,15 @@ pub enum Threshold {
     Absolute,
     /// Stop pruning below c × the unpruned model's validation accuracy.
     Relative,
+}
+
+/// Which epoch of PURE's normalisation fine-tune is written ([`KeepEpoch`]).
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Keep {
+    /// The best validation accuracy (the paper).
+    Best,
+    /// The last epoch (the authors' code).
+    Last,
 }
 
 /// Which words token splitting cuts ([`SplitRule`]).
@@ -101,6 +110,9 @@ pub struct PureArgs {
     /// defender does with a downloaded pre-trained model (default: keep a classifier's head).
     #[arg(long)]
     pub fresh_head: bool,
+    /// Which epoch of the normalisation fine-tune to keep.
+    #[arg(long, value_enum, default_value = "best")]
+    pub keep_epoch: Keep,
     /// Epochs of each of the two fine-tunes.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
@@ -268,6 +280,10 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     args.batch.apply([&mut config.finetune, &mut config.tune]);
     config.prune = !args.no_prune;
     config.fresh_head = args.fresh_head;
+    config.keep_epoch = match args.keep_epoch {
+        Keep::Best => KeepEpoch::Best,
+        Keep::Last => KeepEpoch::Last,
+    };
     config.validate()?;
 
     let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
@@ -312,15 +328,19 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     }
     if p.mu_trials.len() > 1 {
         for t in &p.mu_trials {
-            println!("μ {}: validation accuracy {:.2}% (epoch {})", t.mu, 100.0 * t.best_accuracy, t.best_epoch);
+            println!("μ {}: validation accuracy {:.2}% (epoch {})", t.mu, 100.0 * t.kept_accuracy, t.kept_epoch);
         }
     }
     println!(
-        "validation accuracy: unpruned {:.2}%, best after tuning with μ {} {:.2}% (epoch {})",
+        "validation accuracy: unpruned {:.2}%, after tuning with μ {} {:.2}% (epoch {}, the {} kept)",
         100.0 * p.pruning.base_accuracy,
         p.mu,
-        100.0 * p.best_accuracy,
-        p.best_epoch
+        100.0 * p.kept_accuracy,
+        p.kept_epoch,
+        match p.config.keep_epoch {
+            KeepEpoch::Best => "best",
+            KeepEpoch::Last => "last",
+        }
     );
     for (name, m) in [("suspect", &report.metrics_suspect), ("fine-tuned", &report.metrics_finetuned), ("purified", &report.metrics)] {
         if let Some(m) = m {
