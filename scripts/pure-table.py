@@ -5,6 +5,12 @@ import sys
 
 from tables import dirs_by_name, machine_line, mean_std as ms, work_dirs
 
+
+def kept(trial):
+    """The kept epoch's validation accuracy (reports before KEEP_EPOCH call it best_accuracy)."""
+    return trial["kept_accuracy"] if "kept_accuracy" in trial else trial["best_accuracy"]
+
+
 works = work_dirs("WORK_DIR [WORK_DIR ...]   (scripts/results-pure's; their seeds make one table)")
 # A seed's runs may lie in several work directories (its DS runs made in another, say): they
 # are merged if they share the victim; the same run in two of them is an error.
@@ -43,13 +49,6 @@ for seed_dir, paths in seeds.items():
         rows.setdefault((setting, method), []).append((r["metrics"], r["pure"]))
     for (setting, method), baseline in ft.items():
         rows.setdefault((setting, method), []).append(baseline)
-
-
-
-def kept(trial):
-    """The kept epoch's validation accuracy (reports before KEEP_EPOCH call it best_accuracy)."""
-    return trial["kept_accuracy"] if "kept_accuracy" in trial else trial["best_accuracy"]
-
 
 print(machine_line(reports))
 if victims:
