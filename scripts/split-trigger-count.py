@@ -43,9 +43,10 @@ def main():
         tid = tok.token_to_id(trigger)
         if tid is None:
             raise SystemExit(f"{trigger!r} is not a token of {args.tokenizer}")
+        whole = sum(ids(w).count(tid) for text in texts for w in text.split())
         counts = []
         for fewest, most, min_chars, min_tail in RULES.values():
-            whole = split = 0.0
+            split = 0.0
             for text in texts:
                 words = text.split()
                 splittable = sum(len(w) >= min_chars for w in words)
@@ -54,7 +55,6 @@ def main():
                 p = k / splittable if splittable else 0.0
                 for w in words:
                     c = ids(w).count(tid)
-                    whole += c
                     if len(w) < min_chars:
                         split += c
                         continue
