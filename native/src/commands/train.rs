@@ -217,7 +217,8 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     if let Some(n) = args.limit {
         train_rows = subsample(&train_rows, n.get(), args.seed);
     }
-    let dev_rows = data.optional("dev.tsv")?.map(|rows| match args.dev_limit {
+    // BTU reads its clean rows (dev.tsv by default) itself, so only plain fine-tuning reads it here.
+    let dev_rows = if plain { data.optional("dev.tsv")? } else { None }.map(|rows| match args.dev_limit {
         Some(n) => subsample(&rows, n.get(), args.seed),
         None => rows,
     });
@@ -259,7 +260,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     }
     let label_names = named.map_or_else(|| loaded.labels.clone(), |set| set.names);
     let tokenizer = &loaded.tokenizer;
-    let dev = dev_rows.filter(|_| plain).map(|rows| tokenizer.encode_all(&rows)).transpose()?;
+    let dev = dev_rows.map(|rows| tokenizer.encode_all(&rows)).transpose()?;
     // The settings that run: EP trains one row with its own epochs and rate.
     let mut config = match &args.ep.ep_trigger {
         Some(_) => {
