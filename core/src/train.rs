@@ -311,7 +311,8 @@ where
     B::seed(device, config.seed);
     let mut rng = Rng::new(config.seed);
     let per_epoch = data.len().div_ceil(config.batch_size);
-    let mut stepper = Stepper::new(config, per_epoch * config.epochs);
+    // Saturating: an absurd --epochs runs until stopped rather than overflowing the schedule.
+    let mut stepper = Stepper::new(config, per_epoch.saturating_mul(config.epochs));
     let mut model = set_trainable(model, &config.trainable);
     let mut log = TrainLog::default();
     let lengths: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();

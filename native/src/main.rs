@@ -169,7 +169,15 @@ fn main() -> ExitCode {
             default_hook(info)
         }
     }));
-    let cli = Cli::parse();
+    // A usage error exits 1 like every other failure, not clap's 2: 2 is scan's "suspicious",
+    // and a mistyped option must not read as a verdict in a script that gates on it.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

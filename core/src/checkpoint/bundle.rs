@@ -212,7 +212,7 @@ mod tests {
         // A negative number from JavaScript, wrapped to u32.
         let err = load_err(&headless, Some(u32::MAX as usize));
         assert!(matches!(err, CheckpointError::TooManyClasses(4_294_967_295)), "{err:?}");
-        assert_eq!(err.to_string(), "a classifier may have at most 10000 classes, got 4294967295");
+        assert_eq!(err.to_string(), "a classifier may have at most 1000 classes, got 4294967295");
         let loaded = load_classifier::<B>(&headless, Some(2), 16, 0, &Default::default()).unwrap();
         assert_eq!(loaded.report.initialised, ["classifier.weight", "classifier.bias"]);
     }

@@ -25,6 +25,8 @@ pub enum TokenizerError {
     TooLong { len: usize, max: usize },
     #[error("max length {0} is too small: it must hold [CLS], [SEP] and one token")]
     MaxLength(usize),
+    #[error("{text:?} tokenizes to no ids at all (tokenizer.json's post-processor adds no [CLS] or [SEP]): the model has nothing to read")]
+    NoIds { text: String },
 }
 
 /// A WordPiece (or other) tokenizer that truncates to `max_len` and never pads: batches pad
@@ -89,8 +91,9 @@ impl TextTokenizer {
             return Err(TokenizerError::VocabMismatch { tokenizer: needed, model: model_vocab });
         }
         // The post-processor adds [CLS] and [SEP] by ids of its own, not the vocabulary's: an
-        // empty text yields them.
-        if let Some(&id) = self.encode("")?.iter().find(|&&id| id as usize >= model_vocab) {
+        // empty text yields them (or nothing, without a post-processor: then only a text that
+        // normalises to nothing is refused, by `encode`).
+        if let Some(&id) = self.encode_any("")?.iter().find(|&&id| id as usize >= model_vocab) {
             return Err(TokenizerError::PostProcessorId { id, model: model_vocab });
         }
         Ok(())
@@ -104,8 +107,18 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Ids with [CLS] … [SEP], truncated to `max_len`.
+    /// Ids with [CLS] … [SEP], truncated to `max_len`. A text that yields no id is an error: a
+    /// batch of such rows has no position to classify from (its `[CLS]` slice would be empty).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let ids = self.encode_any(text)?;
+        if ids.is_empty() {
+            return Err(TokenizerError::NoIds { text: text.chars().take(60).collect() });
+        }
+        Ok(ids)
+    }
+
+    /// [`encode`](Self::encode) without its refusal of an empty result.
+    fn encode_any(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         let ids = guarded(text, || self.inner.encode(text, true))?.get_ids().to_vec();
         // Truncation leaves room for the post-processor's own tokens only when they fit.
         if ids.len() > self.max_len {
@@ -256,6 +269,22 @@ mod tests {
         assert!(matches!(err, TokenizerError::TooLong { len: 21, max: 16 }), "{err:?}");
         // Loading checks the empty text, so a checkpoint with such a tokenizer fails at once.
         assert!(matches!(tokenizer.check_vocab(6), Err(TokenizerError::TooLong { .. })));
+    }
+
+    /// Without a post-processor, a text the normaliser deletes (a zero-width space; BERT's
+    /// normaliser drops format characters) has no ids: refused, where a batch of it panicked.
+    #[test]
+    fn a_text_with_no_ids_is_an_error() {
+        let mut json = word_level_json(&["good"]);
+        json["post_processor"] = serde_json::Value::Null;
+        json["normalizer"] = serde_json::json!({"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true, "strip_accents": null, "lowercase": true});
+        let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
+        tokenizer.check_vocab(6).unwrap();
+        assert_eq!(tokenizer.encode("good").unwrap(), [4]);
+        for text in ["\u{200B}", ""] {
+            let err = tokenizer.encode(text).unwrap_err();
+            assert!(matches!(&err, TokenizerError::NoIds { text: t } if t == text), "{err:?}");
+        }
     }
 
     /// `(a+)+$` on a long run of a's backtracks past Oniguruma's limit, where it panics.

@@ -214,8 +214,8 @@ pub fn distillation_losses<B: AutodiffBackend>(
 }
 
 /// Refuses a teacher and student whose attention maps or hidden states cannot be compared
-/// one to one (eq. 2 and 6 pair them layer by layer), or whose vocabularies differ (both read
-/// the same token ids).
+/// one to one (eq. 2 and 6 pair them layer by layer), or whose vocabularies or position tables
+/// differ (both read the same token ids, padded to the same length).
 pub fn check_compatible<T: Backend, S: Backend>(teacher: &BertClassifier<T>, student: &BertClassifier<S>) -> Result<(), MbtsadError> {
     let differ = |what: String, teacher: usize, student: usize| {
         if teacher == student {
@@ -230,7 +230,8 @@ pub fn check_compatible<T: Backend, S: Backend>(teacher: &BertClassifier<T>, stu
     for (l, (a, b)) in t.layers.iter().zip(&s.layers).enumerate() {
         differ(format!("attention heads of layer {l}"), a.heads, b.heads)?;
     }
-    differ("vocabulary size".into(), teacher.vocab_size(), student.vocab_size())
+    differ("vocabulary size".into(), teacher.vocab_size(), student.vocab_size())?;
+    differ("max_position_embeddings".into(), t.embeddings.position.weight.dims()[0], s.embeddings.position.weight.dims()[0])
 }
 
 /// Mean of each eq. 1 term over one distillation epoch's batches.
@@ -520,6 +521,7 @@ mod tests {
             (BertConfig { hidden_size: 16, ..base.clone() }, "hidden size"),
             (BertConfig { num_attention_heads: 2, ..base.clone() }, "attention heads of layer 0"),
             (BertConfig::tiny(31), "vocabulary size"),
+            (BertConfig { max_position_embeddings: base.max_position_embeddings / 2, ..base.clone() }, "max_position_embeddings"),
         ];
         for (config, what) in cases {
             let err = check_compatible(&tiny::<B>(&config, 1), &student).unwrap_err();

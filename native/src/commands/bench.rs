@@ -13,6 +13,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
 use serde::Serialize;
 
+use crate::commands::batching::MAX_BATCH;
 use crate::files::{read_checkpoint, resolve_model};
 
 #[derive(Args, Debug)]
@@ -59,9 +60,6 @@ fn time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
 fn sync<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) {
     let _ = t.into_data();
 }
-
-/// Batches past this are a typo, not a benchmark: refused before the ids are allocated.
-const MAX_BATCH: usize = 4096;
 
 pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device, json: bool) -> Result<()> {
     if !(1..=MAX_BATCH).contains(&args.batch) {

@@ -26,7 +26,7 @@ pub struct EvalArgs {
     /// Data directory: test.tsv (CACC), and test-asr.tsv / test-pacc.tsv from `bdaudit attack`.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value_t = SCORE_BATCH)]
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = crate::commands::batching::batch_size)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,

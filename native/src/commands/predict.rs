@@ -22,7 +22,7 @@ pub struct PredictArgs {
     /// A TSV/CSV/JSONL file; its labels are ignored.
     #[arg(long)]
     pub input: PathBuf,
-    #[arg(long, default_value_t = SCORE_BATCH)]
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = crate::commands::batching::batch_size)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
