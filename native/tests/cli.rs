@@ -2071,7 +2071,7 @@ fn bench_refuses_sizes_it_cannot_run() {
 /// that takes one (the bound is the same as bench's `--batch`). A usage error exits 1, even
 /// for scan, whose 2 means "suspicious"; help still exits 0.
 #[test]
-fn batch_sizes_past_the_limit_are_refused() {
+fn usage_errors_exit_1_and_batch_sizes_are_bounded() {
     bdaudit(&["scan", "--model", "m", "--no-such-option"], &[]).assert_fails(&["--no-such-option"]);
     bdaudit(&["scan", "--help"], &[]).assert_ok();
     for command in [

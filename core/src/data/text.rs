@@ -76,8 +76,8 @@ pub enum DataError {
 /// Most classes a classifier may have: far above real tasks, low enough to refuse a wrapped
 /// negative count (4294967295 from JavaScript) or a stray huge label before anything sized by
 /// the number of classes is allocated. Confusion matrices grow with its square, and the scan
-/// keeps two per candidate trigger: 8 MB each at 1,000 classes (800 MB at 10,000, which ran
-/// a crafted checkpoint's scan out of memory).
+/// keeps two per candidate trigger: 8 MB each at 1,000 classes, 800 MB at 10,000 (enough for
+/// a crafted checkpoint to run a scan out of memory).
 pub const MAX_CLASSES: usize = 1_000;
 
 const TSV_HEADER: &str = "a header line \"sentence<TAB>label\"";
