@@ -2061,8 +2061,8 @@ fn bench_refuses_sizes_it_cannot_run() {
     let positions = read_json(&model.join("config.json"))["max_position_embeddings"].as_u64().unwrap();
     let bench =
         |batch: &str, seq: String| bdaudit(&["bench", "--model", s(&model), "--batch", batch, "--seq", &seq, "--iters", "1"], &[&model]);
-    bench("0", "8".into()).assert_fails(&["--batch 0"]);
-    bench("100000000000", "8".into()).assert_fails(&["--batch 100000000000"]);
+    bench("0", "8".into()).assert_fails(&["'0' for '--batch <BATCH>'", "from 1 to 4096"]);
+    bench("100000000000", "8".into()).assert_fails(&["'100000000000' for '--batch <BATCH>'", "from 1 to 4096"]);
     bench("1", (positions + 1).to_string()).assert_fails(&["--seq", &format!("max_position_embeddings ({positions})")]);
     bench("1", positions.to_string()).assert_ok();
 }

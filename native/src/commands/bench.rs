@@ -13,14 +13,14 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
 use serde::Serialize;
 
-use crate::commands::batching::MAX_BATCH;
+use crate::commands::batching::batch_size;
 use crate::files::{read_checkpoint, resolve_model};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[arg(long, default_value = "minilm")]
     pub model: String,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = batch_size)]
     pub batch: usize,
     #[arg(long, default_value_t = 64)]
     pub seq: usize,
@@ -62,9 +62,6 @@ fn sync<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) {
 }
 
 pub fn run<B: AutodiffBackend>(args: BenchArgs, device: B::Device, json: bool) -> Result<()> {
-    if !(1..=MAX_BATCH).contains(&args.batch) {
-        bail!("--batch {} must be from 1 to {MAX_BATCH}", args.batch);
-    }
     let files = read_checkpoint(&resolve_model(&args.model)?)?;
     let loaded = load_classifier::<B>(&files, Some(2), args.seq, 0, &device)?;
     let positions = loaded.config.max_position_embeddings;
