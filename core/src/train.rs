@@ -394,6 +394,22 @@ mod tests {
         BertClassifier::from_source(&config, 2, &mut RandomInit::new(5, 0.2, &Default::default())).unwrap()
     }
 
+    /// The library's own checks (the CLI refuses most of these earlier, when it reads its options).
+    #[test]
+    fn a_config_out_of_range_names_its_field() {
+        let cases = [
+            (TrainConfig { epochs: 0, ..TrainConfig::default() }, "epochs"),
+            (TrainConfig { batch_size: 0, ..TrainConfig::default() }, "batch_size"),
+            (TrainConfig { lr: f64::NAN, ..TrainConfig::default() }, "lr"),
+            (TrainConfig { warmup_ratio: 1.0, ..TrainConfig::default() }, "warmup_ratio"),
+            (TrainConfig { max_grad_norm: Some(0.0), ..TrainConfig::default() }, "max_grad_norm"),
+        ];
+        for (config, name) in cases {
+            assert!(matches!(config.validate(), Err(TrainError::Config { field, .. }) if field == name), "{name}");
+        }
+        TrainConfig::default().validate().unwrap();
+    }
+
     fn rows() -> Vec<Encoded> {
         (0..12).map(|i| Encoded { ids: vec![1, 3 + i as u32, 10 + (i % 4) as u32, 2], label: i % 2 }).collect()
     }

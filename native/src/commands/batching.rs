@@ -6,7 +6,7 @@ use clap::Args;
 /// Rows per batch past this are a typo, not a setting: refused before any work, rather than
 /// ending in an allocation failure (a batch's attention scores alone are rows × heads × len²
 /// floats: 3 GiB for 4,096 MiniLM rows of 128 tokens).
-pub const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 4096;
 
 /// The parser of every `--batch-size`: 1 to [`MAX_BATCH`].
 pub fn batch_size(value: &str) -> Result<usize, String> {
