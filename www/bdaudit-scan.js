@@ -40,7 +40,7 @@ export class BdauditClient {
       }
       this.pending.delete(id);
       if (ok) call.resolve(body);
-      else call.reject(new Error(error));
+      else call.reject(Object.assign(new Error(error), { crashed: body.crashed }));
     };
     // A worker that fails to start (pkg/ missing, a syntax error) rejects everything pending.
     this.worker.onerror = (event) => {
@@ -58,10 +58,10 @@ export class BdauditClient {
       this.worker.postMessage({ id, ...request }, transfer);
     }).catch((e) => {
       // A wasm trap (a panic) leaves the module unusable: start a fresh worker for next time.
-      if (/unreachable|RuntimeError/.test(e.message)) {
+      if (e.crashed) {
         this.worker.terminate();
         this.spawn();
-        e = new Error(`bdaudit crashed (${e.message}); the details are in the browser console`);
+        e = new Error(`${e.message}. The scan worker was restarted: scan again to reload the checkpoint`);
       }
       throw e;
     });

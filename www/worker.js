@@ -18,7 +18,8 @@
 //   { id, type: "tokenScores", top }  (needs a base, given at load) → { id, ok: true, tokens: [{ id, token, score }] }
 //   { id, type: "checkSize", bytes } → { id, ok: true } when a model.safetensors of that size
 //       fits the memory budget (asked before the file is read)
-// A failure answers { id, ok: false, error: message } (the core's message).
+// A failure answers { id, ok: false, error: message } (the core's message), with crashed: true
+// when the wasm module trapped (a panic: the message is the panic's) and the worker is spent.
 import init, { Auditor, checkModelSize } from "./pkg/bdaudit_web.js";
 
 const ready = init();
@@ -114,18 +115,43 @@ function progressTo(reply) {
   };
 }
 
+// A failed request's answer. A panic in the wasm is a trap (a RuntimeError) that leaves the
+// module unusable: `crashed` tells the client to start a fresh worker, and the message is the
+// panic's, which the panic hook (web/src/lib.rs) left in self.bdauditPanic.
+function failure(e) {
+  const crashed = e instanceof WebAssembly.RuntimeError;
+  const panic = self.bdauditPanic;
+  delete self.bdauditPanic;
+  const message = e instanceof Error ? e.message : String(e);
+  return { ok: false, crashed, error: crashed ? `bdaudit crashed: ${panic ?? message}` : message };
+}
+
+// The reply of the request in progress. A trap inside an async wasm call happens in
+// wasm-bindgen's task queue, not under the handler's await: it arrives here as an uncaught
+// error, and its request would otherwise never be answered.
+let current = null;
+self.addEventListener("error", (event) => {
+  if (!current) return; // nothing pending: the client's worker.onerror reports it
+  event.preventDefault();
+  current(failure(event.error ?? new Error(event.message)));
+  current = null;
+});
+
 // One request at a time, in order: the wasm module is single-threaded anyway.
 let queue = Promise.resolve();
 self.onmessage = (event) => {
   const msg = event.data;
   const reply = (body) => self.postMessage({ id: msg.id, ...body });
   queue = queue.then(async () => {
+    current = reply;
     try {
       const handler = handlers[msg.type];
       if (!handler) throw new Error(`unknown request ${msg.type}`);
       reply({ ok: true, ...(await handler(msg, reply)) });
     } catch (e) {
-      reply({ ok: false, error: e instanceof Error ? e.message : String(e) });
+      reply(failure(e));
+    } finally {
+      current = null;
     }
   });
 };

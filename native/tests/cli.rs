@@ -751,6 +751,23 @@ fn a_pathological_tokenizer_regex_fails_cleanly() {
         .assert_fails(&["could not tokenise", "the tokenizer failed"]);
 }
 
+/// `tokenizers` panics while parsing a `Precompiled` normaliser whose charsmap does not parse,
+/// and inside its trie on every text when the trie is empty: both are errors here, no crash.
+#[test]
+fn a_broken_precompiled_normalizer_fails_cleanly() {
+    let tmp = Scratch::new("precompiled");
+    let model = tmp.path("model");
+    classifier_checkpoint(&model);
+    let input = tmp.path("texts.tsv");
+    fs::write(&input, "sentence\tlabel\ngood film\t1\n").unwrap();
+    for (charsmap, expected) in
+        [("", &["tokenizer.json", "Precompiled"][..]), ("AAAAAA==", &["could not tokenise", "the tokenizer failed"])]
+    {
+        edit_json(&model.join("tokenizer.json"), |t| t["normalizer"] = json!({"type": "Precompiled", "precompiled_charsmap": charsmap}));
+        bdaudit(&["predict", "--model", s(&model), "--input", s(&input)], &[&model]).assert_fails(expected);
+    }
+}
+
 #[test]
 fn token_ids_beyond_the_model_vocabulary_fail_cleanly() {
     // The post-processor gives [CLS] id 150, past the model's 99 embeddings: every encoded row

@@ -422,7 +422,8 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
 }
 
 /// A panic in wasm is an `unreachable` trap with no message: log the message to the console
-/// first. It hides nothing: the trap still rejects the pending call.
+/// first, and leave it in the worker's global `bdauditPanic`, where worker.js reads it to say
+/// why the call failed. It hides nothing: the trap still rejects the pending call.
 fn install_panic_logger() {
     #[cfg(target_family = "wasm")]
     {
@@ -431,11 +432,20 @@ fn install_panic_logger() {
             #[wasm_bindgen(js_namespace = console, js_name = error)]
             fn console_error(message: &str);
         }
+        /// `spm_precompiled-0.1.4/src/lib.rs` for a dependency's file under the cargo
+        /// registry: the build machine's directories say nothing to the page's user.
+        fn crate_relative(file: &str) -> &str {
+            file.split_once("/registry/src/").and_then(|(_, rest)| rest.split_once('/')).map_or(file, |(_, path)| path)
+        }
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             let default_hook = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 console_error(&format!("bdaudit-web panicked: {info}"));
+                let at = info.location().map(|l| format!(" (at {}:{})", crate_relative(l.file()), l.line())).unwrap_or_default();
+                let message = format!("{}{at}", info.payload_as_str().unwrap_or("unknown error"));
+                // Failing to set it only loses the page's copy of the message.
+                let _ = js_sys::Reflect::set(&js_sys::global(), &"bdauditPanic".into(), &message.into());
                 default_hook(info);
             }));
         });

@@ -6,7 +6,7 @@
 //
 //   node make-fixtures.mjs <bdaudit binary> <out dir>
 //
-// Writes <out>/{encoder,clean-data,poisoned,victim,clean,corrupt}/ and <out>/probe.tsv.
+// Writes <out>/{encoder,clean-data,poisoned,victim,clean,corrupt,trap}/ and <out>/probe.tsv.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync, copyFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -125,4 +125,13 @@ const model = readFileSync(p("victim/model.safetensors"));
 writeFileSync(p("corrupt/model.safetensors"), model.subarray(0, Math.floor(model.length / 3)));
 copyFileSync(p("victim/config.json"), p("corrupt/config.json"));
 copyFileSync(p("victim/tokenizer.json"), p("corrupt/tokenizer.json"));
+
+// A checkpoint whose tokenizer panics inside `tokenizers` on every text (a Precompiled
+// normaliser with an empty trie): in wasm a trap, which the page must report with its message.
+mkdirSync(p("trap"), { recursive: true });
+copyFileSync(p("victim/model.safetensors"), p("trap/model.safetensors"));
+copyFileSync(p("victim/config.json"), p("trap/config.json"));
+const tokenizer = JSON.parse(readFileSync(p("victim/tokenizer.json"), "utf8"));
+tokenizer.normalizer = { type: "Precompiled", precompiled_charsmap: "AAAAAA==" };
+writeFileSync(p("trap/tokenizer.json"), JSON.stringify(tokenizer));
 console.log(`make-fixtures: wrote ${out}`);

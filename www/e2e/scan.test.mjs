@@ -27,7 +27,7 @@ before(async () => {
   for (const f of ["pkg/bdaudit_web.js", "pkg/bdaudit_web_bg.wasm"]) {
     assert.ok(existsSync(join(WWW, f)), `www/${f} is missing: run scripts/build-web`);
   }
-  for (const d of ["victim", "clean", "corrupt"]) {
+  for (const d of ["victim", "clean", "corrupt", "trap"]) {
     assert.ok(existsSync(join(FIXTURES, d, "model.safetensors")), `${FIXTURES}/${d} is missing: run scripts/test-web (make-fixtures.mjs)`);
   }
   browser = await startBrowser();
@@ -206,6 +206,20 @@ test("a truncated model.safetensors shows the core's error on the page", async (
   assert.equal(r.level, null);
   assert.match(r.error, /safetensors/i);
   assert.ok(await page.locator("#error").isVisible());
+  await page.close();
+});
+
+test("a panic in the wasm shows its message, and the next scan works", async () => {
+  const page = await newPage("index.html");
+  const r = await scanOnPage(page, "trap");
+  console.log(`# trap: error shown: ${r.error}`);
+  assert.equal(r.level, null);
+  assert.match(r.error, /bdaudit crashed: index out of bounds: .*\(at spm_precompiled-[\d.]+\/src\/lib\.rs:\d+\)/);
+  assert.match(r.error, /worker was restarted/);
+  // The crashed worker was replaced: the same page scans a good checkpoint.
+  const again = await scanOnPage(page, "clean");
+  assert.equal(again.error, "", again.error);
+  assert.ok(again.level, again.summary);
   await page.close();
 });
 

@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 
-use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationParams};
+use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::data::{batch::Encoded, Example};
 
@@ -47,7 +47,8 @@ impl TextTokenizer {
         }
         // A byte-order mark (as data files may have) is dropped, and not written back either.
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Parse(e.to_string()))?;
+        check_precompiled_normalizers(bytes)?;
+        let mut inner = guarded(|| Tokenizer::from_bytes(bytes)).map_err(TokenizerError::Parse)?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
@@ -119,7 +120,7 @@ impl TextTokenizer {
 
     /// [`encode`](Self::encode) without its refusal of an empty result.
     fn encode_any(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let ids = guarded(text, || self.inner.encode(text, true))?.get_ids().to_vec();
+        let ids = guarded(|| self.inner.encode(text, true)).map_err(encode_error(text))?.get_ids().to_vec();
         // Truncation leaves room for the post-processor's own tokens only when they fit.
         if ids.len() > self.max_len {
             return Err(TokenizerError::TooLong { len: ids.len(), max: self.max_len });
@@ -137,7 +138,7 @@ impl TextTokenizer {
     pub fn encode_with_cut(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), TokenizerError> {
         let ids = self.encode(text)?;
         let added = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
-        let whole = guarded(text, || self.untruncated()?.encode(text, false))?;
+        let whole = guarded(|| self.untruncated()?.encode(text, false)).map_err(encode_error(text))?;
         let cut = whole.get_ids().get(ids.len().saturating_sub(added)..).unwrap_or_default().to_vec();
         Ok((ids, cut))
     }
@@ -154,7 +155,7 @@ impl TextTokenizer {
 
     /// Word-piece strings of a text, without special tokens.
     pub fn tokens(&self, text: &str) -> Result<Vec<String>, TokenizerError> {
-        Ok(guarded(text, || self.inner.encode(text, false))?.get_tokens().to_vec())
+        Ok(guarded(|| self.inner.encode(text, false)).map_err(encode_error(text))?.get_tokens().to_vec())
     }
 
     pub fn encode_all(&self, examples: &[Example]) -> Result<Vec<Encoded>, TokenizerError> {
@@ -172,22 +173,51 @@ pub fn catching_panic() -> bool {
     CATCHING.with(Cell::get)
 }
 
-/// Runs `tokenizers` with its panics turned into errors. Its Oniguruma regex engine panics
-/// when a `tokenizer.json` pattern backtracks past the engine's retry limit: a pathological
-/// pattern in a downloaded checkpoint must give an error, not crash bdaudit. (Where panics
-/// abort, as in wasm, this catches nothing: the web build's engine, fancy-regex, does not panic.)
-fn guarded(text: &str, f: impl FnOnce() -> tokenizers::Result<Encoding>) -> Result<Encoding, TokenizerError> {
-    let error = |message: String| TokenizerError::Encode { text: text.chars().take(60).collect(), message };
+/// Runs `tokenizers` with its panics turned into error messages. Its Oniguruma regex engine
+/// panics when a `tokenizer.json` pattern backtracks past the engine's retry limit: a
+/// pathological pattern in a downloaded checkpoint must give an error, not crash bdaudit.
+/// (Where panics abort, as in wasm, this catches nothing: the web build's engine, fancy-regex,
+/// does not panic, and [`check_precompiled_normalizers`] runs before the one known panic in
+/// parsing.)
+fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T, String> {
     let was = CATCHING.with(|c| c.replace(true));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
     CATCHING.with(|c| c.set(was));
     match outcome {
-        Ok(result) => result.map_err(|e| error(e.to_string())),
+        Ok(result) => result.map_err(|e| e.to_string()),
         Err(panic) => {
             let message = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-            Err(error(format!("the tokenizer failed: {}", message.unwrap_or_else(|| "unknown error".into()))))
+            Err(format!("the tokenizer failed: {}", message.unwrap_or_else(|| "unknown error".into())))
         }
     }
+}
+
+fn encode_error(text: &str) -> impl FnOnce(String) -> TokenizerError + '_ {
+    move |message| TokenizerError::Encode { text: text.chars().take(60).collect(), message }
+}
+
+/// `tokenizers` 0.23 panics (an `expect`, where every other normaliser returns its error) on
+/// a `Precompiled` normaliser whose charsmap does not parse, and in wasm a panic is a trap
+/// that kills the page's scan worker. Each such normaliser, inside sequences too, is parsed
+/// here first so that its error is a [`TokenizerError::Parse`] on every target.
+fn check_precompiled_normalizers(bytes: &[u8]) -> Result<(), TokenizerError> {
+    /// Only the normaliser is read: serde skips the rest (the vocabulary) without building it.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        normalizer: serde_json::Value,
+    }
+    fn check(node: &serde_json::Value) -> Result<(), TokenizerError> {
+        if node.get("type").and_then(serde_json::Value::as_str) == Some("Precompiled") {
+            // From text, as `tokenizers` parses it: the charsmap is read as a borrowed string.
+            return serde_json::from_str::<tokenizers::normalizers::Precompiled>(&node.to_string())
+                .map(drop)
+                .map_err(|e| TokenizerError::Parse(format!("its Precompiled normalizer: {e}")));
+        }
+        node.get("normalizers").and_then(serde_json::Value::as_array).into_iter().flatten().try_for_each(check)
+    }
+    // JSON that does not parse is left to `tokenizers`, whose message says where.
+    serde_json::from_slice::<Head>(bytes).map_or(Ok(()), |head| check(&head.normalizer))
 }
 
 /// A WordLevel tokenizer for unit tests that need text: ids 0–3 are [PAD] [UNK] [CLS] [SEP],
@@ -299,6 +329,31 @@ mod tests {
         assert!(matches!(&err, TokenizerError::Encode { message, .. } if message.starts_with("the tokenizer failed")), "{err:?}");
         assert!(!catching_panic(), "the flag is reset after the call");
         assert_eq!(tokenizer.encode("good").unwrap(), [2, 4, 3], "the tokenizer still works");
+    }
+
+    /// `tokenizers` itself panics on these while parsing (wasm: a trap).
+    #[test]
+    fn a_broken_precompiled_normalizer_is_a_parse_error() {
+        let broken = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": ""});
+        for normalizer in [broken.clone(), serde_json::json!({"type": "Sequence", "normalizers": [{"type": "Lowercase"}, broken]})] {
+            let mut json = word_level_json(&["good"]);
+            json["normalizer"] = normalizer;
+            let err = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).err().expect("a broken charsmap was accepted");
+            assert!(matches!(&err, TokenizerError::Parse(m) if m.contains("Precompiled") && m.contains("precompiled_charsmap")), "{err:?}");
+        }
+    }
+
+    /// A charsmap that parses but whose trie is empty loads, then panics inside `tokenizers` on
+    /// every text: natively an error (in wasm a trap, which the page's worker reports with the
+    /// panic's message).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn an_empty_precompiled_trie_is_an_encode_error() {
+        let mut json = word_level_json(&["good"]);
+        json["normalizer"] = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "AAAAAA=="});
+        let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
+        let err = tokenizer.encode("good").unwrap_err();
+        assert!(matches!(&err, TokenizerError::Encode { message, .. } if message.starts_with("the tokenizer failed")), "{err:?}");
     }
 
     #[test]

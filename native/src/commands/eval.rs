@@ -15,6 +15,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::bar::Bars;
+use crate::commands::batching::batch_size;
 use crate::files::{read, read_checkpoint, resolve_model, DataDir};
 use crate::provenance::sha256_hex;
 
@@ -26,7 +27,7 @@ pub struct EvalArgs {
     /// Data directory: test.tsv (CACC), and test-asr.tsv / test-pacc.tsv from `bdaudit attack`.
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value_t = SCORE_BATCH, value_parser = crate::commands::batching::batch_size)]
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = batch_size)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,

@@ -12,6 +12,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::bar::Bars;
+use crate::commands::batching::batch_size;
 use crate::commands::eval::SCORE_BATCH;
 use crate::files::{read_checkpoint, read_examples, resolve_model};
 
@@ -22,7 +23,7 @@ pub struct PredictArgs {
     /// A TSV/CSV/JSONL file; its labels are ignored.
     #[arg(long)]
     pub input: PathBuf,
-    #[arg(long, default_value_t = SCORE_BATCH, value_parser = crate::commands::batching::batch_size)]
+    #[arg(long, default_value_t = SCORE_BATCH, value_parser = batch_size)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 128)]
     pub max_len: usize,
