@@ -752,9 +752,10 @@ fn a_pathological_tokenizer_regex_fails_cleanly() {
 }
 
 /// `tokenizers` panics while parsing a `Precompiled` normaliser whose charsmap does not parse,
-/// and inside its trie on every text when the trie is empty: both are errors here, no crash.
+/// inside its trie on every text when the trie is empty, and on every text when a template
+/// names a special token it does not define: all are errors here, no crash.
 #[test]
-fn a_broken_precompiled_normalizer_fails_cleanly() {
+fn tokenizers_that_make_tokenizers_panic_fail_cleanly() {
     let tmp = Scratch::new("precompiled");
     let model = tmp.path("model");
     classifier_checkpoint(&model);
@@ -766,6 +767,13 @@ fn a_broken_precompiled_normalizer_fails_cleanly() {
         edit_json(&model.join("tokenizer.json"), |t| t["normalizer"] = json!({"type": "Precompiled", "precompiled_charsmap": charsmap}));
         bdaudit(&["predict", "--model", s(&model), "--input", s(&input)], &[&model]).assert_fails(expected);
     }
+    edit_json(&model.join("tokenizer.json"), |t| {
+        t["normalizer"] = Value::Null;
+        t["post_processor"] = json!({"type": "TemplateProcessing", "special_tokens": {},
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 0}}]});
+    });
+    bdaudit(&["predict", "--model", s(&model), "--input", s(&input)], &[&model]).assert_fails(&["TemplateProcessing", "[CLS]"]);
 }
 
 #[test]

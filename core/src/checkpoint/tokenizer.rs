@@ -4,6 +4,8 @@ use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::data::{batch::Encoded, Example};
@@ -49,6 +51,7 @@ impl TextTokenizer {
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         check_precompiled_normalizers(bytes)?;
         let mut inner = guarded(|| Tokenizer::from_bytes(bytes)).map_err(TokenizerError::Parse)?;
+        check_template(inner.get_post_processor())?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams { max_length: max_len, ..Default::default() }))
@@ -177,8 +180,8 @@ pub fn catching_panic() -> bool {
 /// panics when a `tokenizer.json` pattern backtracks past the engine's retry limit: a
 /// pathological pattern in a downloaded checkpoint must give an error, not crash bdaudit.
 /// (Where panics abort, as in wasm, this catches nothing: the web build's engine, fancy-regex,
-/// does not panic, and [`check_precompiled_normalizers`] runs before the one known panic in
-/// parsing.)
+/// does not panic, and the malformed files known to make `tokenizers` panic are refused at
+/// load by [`check_precompiled_normalizers`] and [`check_template`].)
 fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T, String> {
     let was = CATCHING.with(|c| c.replace(true));
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(f));
@@ -218,6 +221,24 @@ fn check_precompiled_normalizers(bytes: &[u8]) -> Result<(), TokenizerError> {
     }
     // JSON that does not parse is left to `tokenizers`, whose message says where.
     serde_json::from_slice::<Head>(bytes).map_or(Ok(()), |head| check(&head.normalizer))
+}
+
+/// `tokenizers` reads a `TemplateProcessing` post-processor from JSON without the check its
+/// builder makes, and panics on every text when the single-text template names a special
+/// token that `special_tokens` does not define: the builder's check, run here, makes that a
+/// [`TokenizerError::Parse`] on every target. (The pair template is not checked: bdaudit
+/// encodes single texts only.)
+fn check_template(processor: Option<&PostProcessorWrapper>) -> Result<(), TokenizerError> {
+    match processor {
+        Some(PostProcessorWrapper::Template(template)) => TemplateProcessing::builder()
+            .single(template.single.clone())
+            .special_tokens(template.get_special_tokens().clone())
+            .build()
+            .map(drop)
+            .map_err(|e| TokenizerError::Parse(format!("its TemplateProcessing post-processor: {e}"))),
+        Some(PostProcessorWrapper::Sequence(sequence)) => (0..).map_while(|i| sequence.get(i)).try_for_each(|p| check_template(Some(p))),
+        _ => Ok(()),
+    }
 }
 
 /// A WordLevel tokenizer for unit tests that need text: ids 0–3 are [PAD] [UNK] [CLS] [SEP],
@@ -340,6 +361,28 @@ mod tests {
             json["normalizer"] = normalizer;
             let err = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).err().expect("a broken charsmap was accepted");
             assert!(matches!(&err, TokenizerError::Parse(m) if m.contains("Precompiled") && m.contains("precompiled_charsmap")), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_template_naming_an_undefined_special_token_is_a_parse_error() {
+        let template = |special_tokens: serde_json::Value| {
+            serde_json::json!({"type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"Sequence": {"id": "A", "type_id": 0}}],
+                "special_tokens": special_tokens})
+        };
+        let defined = serde_json::json!({"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}});
+        let mut json = word_level_json(&["good"]);
+        json["post_processor"] = template(defined);
+        let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
+        assert_eq!(tokenizer.encode("good").unwrap(), [2, 4], "a pair template without $B is no reason to refuse");
+        for processor in
+            [template(serde_json::json!({})), serde_json::json!({"type": "Sequence", "processors": [template(serde_json::json!({}))]})]
+        {
+            json["post_processor"] = processor;
+            let err = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).err().expect("an undefined [CLS] was accepted");
+            assert!(matches!(&err, TokenizerError::Parse(m) if m.contains("TemplateProcessing") && m.contains("[CLS]")), "{err:?}");
         }
     }
 
