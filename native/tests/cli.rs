@@ -2169,3 +2169,127 @@ fn commands_without_compute_run_on_any_device_flag_and_others_name_the_missing_f
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The commands README.md and docs/ show
+
+/// The words of one shell line: quotes group and are removed (the docs use no escapes); an
+/// unquoted `#` that starts a word starts a comment.
+fn shell_words(line: &str) -> Vec<String> {
+    let (mut words, mut word, mut in_word, mut quote) = (Vec::new(), String::new(), false, None);
+    for c in line.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => word.push(c),
+            None if c == '"' || c == '\'' => (quote, in_word) = (Some(c), true),
+            None if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            None if c == '#' && !in_word => break,
+            None => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// The arguments after `bdaudit` of every command in a markdown text: in fenced blocks (`\`
+/// continuations joined; `|`, `&&`, `||` and `;` separate commands; a redirect ends one;
+/// leading `VAR=value`, `env` and `time` words are dropped) and in inline code spans that
+/// begin with `bdaudit `. `[…]`, the docs' optional part, is unwrapped.
+fn bdaudit_commands(markdown: &str) -> Vec<Vec<String>> {
+    let mut lines = Vec::new();
+    let (mut fenced, mut joined, mut prose) = (false, String::new(), String::new());
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            prose.push_str(line);
+            prose.push(' ');
+        } else if let Some(head) = line.strip_suffix('\\') {
+            joined.push_str(head);
+        } else {
+            joined.push_str(line);
+            lines.push(std::mem::take(&mut joined));
+        }
+    }
+    for (start, _) in prose.match_indices("`bdaudit ") {
+        let span = &prose[start + 1..];
+        lines.push(span[..span.find('`').unwrap_or(span.len())].to_string());
+    }
+    let mut commands = Vec::new();
+    for line in lines {
+        let mut command: Vec<String> = Vec::new();
+        let mut redirected = false;
+        for word in shell_words(&line).into_iter().chain([";".to_string()]) {
+            if matches!(word.as_str(), "|" | "&&" | "||" | ";") {
+                let start = command.iter().position(|w| !(w == "env" || w == "time" || w.contains('=') && !w.starts_with('-')));
+                if let Some(start) = start.filter(|&s| command[s] == "bdaudit" || command[s].ends_with("/bdaudit")) {
+                    commands.push(command.split_off(start + 1));
+                }
+                (command, redirected) = (Vec::new(), false);
+            } else if word.starts_with('>') || word.starts_with("2>") {
+                redirected = true;
+            } else if !redirected {
+                command.push(word.trim_start_matches('[').trim_end_matches(']').to_string());
+            }
+        }
+    }
+    commands
+}
+
+#[test]
+fn every_command_the_readme_and_docs_show_parses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()).collect();
+    docs.retain(|p| p.extension().is_some_and(|e| e == "md"));
+    docs.sort();
+    files.extend(docs);
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        for mut args in bdaudit_commands(&text) {
+            // Prose that names the tool ("bdaudit crashed: …") is not a command.
+            if !args.first().is_some_and(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-')) {
+                continue;
+            }
+            // Clap reads every argument before it answers --help: an unknown subcommand or
+            // flag, or a value its parser refuses, fails here as it would for the reader.
+            args.push("--help".into());
+            let run = bdaudit(&args, &[]);
+            checked += 1;
+            if run.code != Some(0) {
+                let why = run.stderr.lines().next().unwrap_or_default().to_string();
+                wrong.push(format!("{}: bdaudit {}: {why}", file.strip_prefix(root).unwrap().display(), args[..args.len() - 1].join(" ")));
+            }
+        }
+    }
+    assert!(checked >= 100, "found only {checked} bdaudit commands in {files:?}: is the extraction broken?");
+    assert!(wrong.is_empty(), "{} of {checked} documented commands do not parse:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+#[test]
+fn documented_commands_are_found_in_blocks_spans_and_pipelines() {
+    let markdown = "Run `bdaudit scan --model m` or `bdaudit crashed: x`.\n```sh\n# a comment\n\
+        FOO=1 bdaudit train --model minilm \\\n  --epochs 2 --out o   # trailing comment\n\
+        cargo build -p bdaudit && bdaudit eval --data 'a b' > out.json | head\n\
+        bdaudit scan --model <dir> [--base minilm]\n```\nprose bdaudit plot\n";
+    let commands = bdaudit_commands(markdown);
+    let expected: Vec<Vec<&str>> = vec![
+        vec!["train", "--model", "minilm", "--epochs", "2", "--out", "o"],
+        vec!["eval", "--data", "a b"],
+        vec!["scan", "--model", "<dir>", "--base", "minilm"],
+        vec!["scan", "--model", "m"],
+        vec!["crashed:", "x"],
+    ];
+    assert_eq!(commands, expected);
+}
