@@ -96,6 +96,13 @@ impl BertConfig {
     pub fn from_json_bytes(bytes: &[u8]) -> Result<Self, ConfigError> {
         // Editors on Windows may save JSON with a byte-order mark; serde_json refuses it.
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        // Another family's checkpoint (RoBERTa, DistilBERT, ELECTRA, …) would otherwise fail on
+        // its first missing field or tensor name, which does not say why: its model_type does.
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(bytes) {
+            if let Some(kind) = fields.get("model_type").and_then(|v| v.as_str()).filter(|&k| k != "bert") {
+                return Err(ConfigError::Unsupported { field: "model_type", value: kind.into(), supported: "bert" });
+            }
+        }
         let config: BertConfig = serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(name_the_field(bytes, e).to_string()))?;
         config.validate()?;
         Ok(config)
@@ -276,6 +283,22 @@ mod tests {
         v["hidden_act"] = "relu".into();
         let bytes = serde_json::to_vec(&v).unwrap();
         assert!(matches!(BertConfig::from_json_bytes(&bytes), Err(ConfigError::Unsupported { field: "hidden_act", .. })));
+    }
+
+    #[test]
+    fn another_model_type_is_named_before_its_fields_are_read() {
+        let mut bert = serde_json::to_value(BertConfig::tiny(50)).unwrap();
+        bert["model_type"] = "bert".into();
+        assert!(BertConfig::from_json_bytes(&serde_json::to_vec(&bert).unwrap()).is_ok());
+        let mut roberta = bert.clone();
+        roberta["model_type"] = "roberta".into();
+        // DistilBERT's config has none of BertConfig's size fields.
+        let distilbert = serde_json::json!({"model_type": "distilbert", "dim": 768, "n_layers": 6, "n_heads": 12});
+        for (config, kind) in [(roberta, "roberta"), (distilbert, "distilbert")] {
+            let err = BertConfig::from_json_bytes(&serde_json::to_vec(&config).unwrap()).unwrap_err();
+            assert!(matches!(&err, ConfigError::Unsupported { field: "model_type", value, .. } if value == kind), "{err}");
+            assert_eq!(err.to_string(), format!("config.json: unsupported model_type {kind:?} (bdaudit supports bert)"));
+        }
     }
 
     #[test]
