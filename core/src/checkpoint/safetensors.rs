@@ -3,7 +3,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use burn::tensor::{backend::Backend, Tensor, TensorData};
-use safetensors::{tensor::TensorView, Dtype, SafeTensorError, SafeTensors};
+use safetensors::{
+    tensor::{TensorInfo, TensorView},
+    Dtype, SafeTensorError, SafeTensors,
+};
 
 use super::{CheckpointError, ParamKind, ParamSource, RandomInit};
 use crate::model::BertClassifier;
@@ -232,7 +235,31 @@ pub(super) fn parse(bytes: &[u8]) -> Result<SafeTensors<'_>, CheckpointError> {
             SafeTensorError::MetadataIncompleteBuffer | SafeTensorError::InvalidHeaderLength => {
                 format!("{e} (the file is truncated or corrupted)")
             }
+            SafeTensorError::TensorInvalidInfo => invalid_tensor_info(bytes).unwrap_or_else(|| e.to_string()),
             other => other.to_string(),
+        })
+    })
+}
+
+/// Which tensor's byte range disagrees with its shape and dtype, and by how much: safetensors'
+/// own error for it (`TensorInvalidInfo`) names no tensor.
+fn invalid_tensor_info(bytes: &[u8]) -> Option<String> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(bytes.get(8..len.checked_add(8)?)?).ok()?;
+    let mut entries: Vec<_> = header.into_iter().filter(|(name, _)| name != "__metadata__").collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.into_iter().find_map(|(name, info)| {
+        let info: TensorInfo = serde_json::from_value(info).ok()?;
+        let (start, end) = info.data_offsets;
+        let held = end.checked_sub(start)?;
+        let bits = info.shape.iter().try_fold(info.dtype.bitsize(), |n, &d| n.checked_mul(d))?;
+        (held.checked_mul(8) != Some(bits)).then(|| {
+            format!(
+                "tensor `{name}`: shape {:?} of {:?} takes {} bytes, but its data_offsets [{start}, {end}] hold {held}",
+                info.shape,
+                info.dtype,
+                bits.div_ceil(8)
+            )
         })
     })
 }
@@ -260,6 +287,14 @@ mod tests {
         assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
         assert!(f16_to_f32(0x7e00).is_nan());
         assert_eq!(f16_to_f32(0x7c00), f32::INFINITY);
+    }
+
+    #[test]
+    fn a_tensor_whose_bytes_disagree_with_its_shape_is_named() {
+        let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[8,24]}}"#;
+        let bytes = [&(header.len() as u64).to_le_bytes()[..], header, &[0u8; 24]].concat();
+        let Err(CheckpointError::Malformed(message)) = parse(&bytes) else { panic!("not malformed") };
+        assert_eq!(message, "tensor `w`: shape [2, 3] of F32 takes 24 bytes, but its data_offsets [8, 24] hold 16");
     }
 
     #[test]
