@@ -328,11 +328,21 @@ fn is_label_column(name: &str) -> bool {
 /// A header that is not recognised is reported as missing when it looks like a
 /// data row (`looks_like_data`), the common mistake of a file without a header.
 fn header_error(found: &str, looks_like_data: bool, expected: &'static str, source: &str) -> DataError {
-    let (origin, found) = (source.to_owned(), found.to_owned());
+    let (origin, found) = (source.to_owned(), excerpt(found));
     if looks_like_data {
         DataError::MissingHeader { origin, found, expected }
     } else {
         DataError::BadHeader { origin, found, expected }
+    }
+}
+
+/// The start of a field an error quotes: a file with no line breaks (or a label column holding
+/// a whole document) would otherwise be printed whole.
+fn excerpt(field: &str) -> String {
+    const MAX_CHARS: usize = 80;
+    match field.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}…", &field[..end]),
+        None => field.to_owned(),
     }
 }
 
@@ -342,7 +352,7 @@ fn bad_row(source: &str, line: usize, reason: &str) -> DataError {
 
 fn parse_label(value: &str, source: &str, line: usize) -> Result<usize, DataError> {
     let value = value.trim();
-    let label = value.parse().map_err(|_| DataError::BadLabel { origin: source.to_owned(), line, value: value.to_owned() })?;
+    let label = value.parse().map_err(|_| DataError::BadLabel { origin: source.to_owned(), line, value: excerpt(value) })?;
     check_label(label, source, line)
 }
 
@@ -608,6 +618,12 @@ mod tests {
         ));
         assert!(matches!(tsv("idx\tsentence\tlabel\n"), Err(DataError::BadHeader { .. })));
         assert!(matches!(tsv("label\tsentence\n"), Err(DataError::BadHeader { .. })));
+        // A file with no line breaks is quoted by its start, not whole.
+        let long = "é".repeat(100_000);
+        let Err(DataError::BadHeader { found, .. }) = tsv(&long) else { panic!("not a header error") };
+        assert_eq!(found, format!("{}…", "é".repeat(80)));
+        let Err(DataError::BadLabel { value, .. }) = tsv(&format!("sentence\tlabel\nok\t{long}\n")) else { panic!("not a label error") };
+        assert_eq!(value.chars().count(), 81);
         assert!(matches!(tsv("sentence\tlabel\nok\t1\nno tab here\n"), Err(DataError::BadRow { line: 3, .. })));
         assert!(matches!(
             tsv("sentence\tlabel\nok\t-1\n"),
