@@ -1257,6 +1257,31 @@ fn btu_rejects_bad_settings_and_data_writing_nothing() {
 }
 
 #[test]
+fn scan_makes_as_many_drifted_tokens_candidates_as_top_asks() {
+    let tmp = Scratch::new("scan-top");
+    let base = tmp.path("base");
+    write_checkpoint(&base, &[], |_| {});
+    // Thirty words moved, each a little less than the one before.
+    let model = tmp.path("model");
+    write_checkpoint(&model, &["negative", "positive"], |t| {
+        let (_, values) = t.get_mut("bert.embeddings.word_embeddings.weight").unwrap();
+        for (rank, id) in (5..35).enumerate() {
+            for v in &mut values[id * 32..(id + 1) * 32] {
+                *v += 1.0 - rank as f32 * 0.01;
+            }
+        }
+    });
+    let from_drift = |top: &str| {
+        let run = bdaudit(&["scan", "--model", s(&model), "--base", s(&base), "--top", top, "--json"], &[&model, &base]);
+        assert!(matches!(run.code, Some(0 | 2)), "{}", run.describe());
+        let report = run.json();
+        report["candidates"].as_array().unwrap().iter().filter(|c| c["source"] == "token-score").count()
+    };
+    assert_eq!(from_drift("3"), 3);
+    assert_eq!(from_drift("25"), 25);
+}
+
+#[test]
 fn scan_token_scores_ranks_drift_against_a_base_or_from_data() {
     let tmp = Scratch::new("scan");
     let base = tmp.path("base");

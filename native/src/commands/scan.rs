@@ -45,8 +45,8 @@ pub struct ScanArgs {
     /// An extra candidate trigger sentence (repeatable).
     #[arg(long = "trigger-sentence")]
     pub sentences: Vec<String>,
-    /// The scan: how many most-drifted tokens become candidates (default 10, at most 20);
-    /// with --token-scores: how many tokens to list (default 20).
+    /// The scan: how many most-drifted tokens become candidates (default 10; each is screened
+    /// on --screen-texts probe texts); with --token-scores: how many tokens to list (default 20).
     #[arg(long)]
     pub top: Option<usize>,
     /// Probe texts each candidate is screened on before it gets all of them (0: no screening).
@@ -103,8 +103,7 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
         Some(path) => read_examples(path)?.into_iter().map(|e| e.text).collect(),
         None => demo::sentiment(defaults.max_probe_texts, seed).into_iter().map(|e| e.text).collect(),
     };
-    let mut config =
-        ScanConfig { seed, top_tokens: args.top.unwrap_or(defaults.top_tokens).min(20), screen_texts: args.screen_texts, ..defaults };
+    let mut config = ScanConfig { seed, top_tokens: args.top.unwrap_or(defaults.top_tokens), screen_texts: args.screen_texts, ..defaults };
     config.extra_triggers.extend(args.triggers.iter().map(|w| Trigger::BadNets { words: vec![w.clone()], insertions: 1 }));
     config.extra_triggers.extend(args.sentences.iter().map(|s| Trigger::AddSent { sentence: s.clone() }));
     let mut report = scan(&loaded.model, &loaded.tokenizer, &loaded.labels, &probe, base.as_ref(), &config, &device, &mut Bars::new(json))?;
