@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use commands::{attack, bench, demo, eval, info, predict, purify, scan, train, unlearn};
 
@@ -149,6 +149,16 @@ fn cuda_available() -> Result<()> {
     )
 }
 
+/// The command line, every option taking a negative number as its value (`--lr -1`) so that
+/// it reaches the setting's own check, which names the setting and its range: clap would read
+/// `-1` as a flag and suggest `-- -1`, which options cannot use.
+fn command() -> clap::Command {
+    fn negatives(command: clap::Command) -> clap::Command {
+        command.mut_args(|arg| arg.allow_negative_numbers(true)).mut_subcommands(negatives)
+    }
+    negatives(Cli::command())
+}
+
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so `bdaudit scan | head` would panic on its next print once the
     // reader has gone. Like other Unix tools, end quietly instead. Outputs are complete by
@@ -171,7 +181,7 @@ fn main() -> ExitCode {
     }));
     // A usage error exits 1 like every other failure, not clap's 2: 2 is scan's "suspicious",
     // and a mistyped option must not read as a verdict in a script that gates on it.
-    let cli = match Cli::try_parse() {
+    let cli = match command().try_get_matches().and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

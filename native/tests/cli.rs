@@ -851,7 +851,8 @@ fn train_rejects_bad_data_and_settings() {
         bdaudit(&args, &[data, &model])
     };
     train(&["--epochs", "0"], &data).assert_fails(&["epochs"]);
-    train(&["--lr=-0.001", "--epochs", "1"], &data).assert_fails(&["lr"]);
+    // A negative value after a space reaches the setting's own check (clap would take it for a flag).
+    train(&["--lr", "-0.001", "--epochs", "1"], &data).assert_fails(&["lr = -0.001", "must be positive"]);
     train(&["--batch-size", "0", "--epochs", "1"], &data).assert_fails(&["--batch-size", "from 1 to 4096"]);
     train(&["--batch-size", "100000", "--epochs", "1"], &data).assert_fails(&["--batch-size", "from 1 to 4096"]);
     train(&["--max-len", "2", "--epochs", "1"], &data).assert_fails(&["max length 2"]);
@@ -1689,9 +1690,9 @@ fn purify_mbtsad_rejects_bad_input_writing_nothing() {
         bdaudit(&args, &[clean, model])
     };
     for f in ["0", "1.5", "-0.2", "NaN"] {
-        purify(&[&format!("--clean-fraction={f}")], &clean, &model).assert_fails(&["clean_fraction", "(0, 1]"]);
+        purify(&["--clean-fraction", f], &clean, &model).assert_fails(&["clean_fraction", "(0, 1]"]);
     }
-    purify(&["--alpha=-1"], &clean, &model).assert_fails(&["alpha", "≥ 0"]);
+    purify(&["--alpha", "-1"], &clean, &model).assert_fails(&["alpha", "≥ 0"]);
     purify(&["--variants", "0"], &clean, &model).assert_fails(&["variants"]);
     purify(&["--distill-lr", "0"], &clean, &model).assert_fails(&["lr", "positive"]);
 
@@ -2027,6 +2028,7 @@ fn unlearn_rejects_bad_input_writing_nothing() {
     );
     bdaudit(&argv(&line), &[&data, &victim, &encoder]).assert_fails(&["would overwrite the input"]);
     unlearn("npo", &forget, &retain, &["--npo-beta", "0"]).assert_fails(&["npo_beta"]);
+    unlearn("rga", &forget, &retain, &["--beta", "-1"]).assert_fails(&["beta = -1"]);
     // Another method's settings would be reported as if used.
     unlearn("ga", &forget, &retain, &["--beta", "0.1"]).assert_fails(&["--alpha and --beta are settings of rga, not of ga"]);
     unlearn("rga", &forget, &retain, &["--npo-beta", "2"]).assert_fails(&["--npo-beta is a setting of npo, not of rga"]);
