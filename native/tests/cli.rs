@@ -1439,6 +1439,7 @@ fn purify_pure_rejects_bad_input_writing_nothing() {
         purify(&[&format!("--c={c}")], &clean, &model).assert_fails(&["accuracy_threshold", "(0, 1]"]);
     }
     purify(&["--mu-search=0.5,-1"], &clean, &model).assert_fails(&["mu", "-1", "≥ 0"]);
+    purify(&["--mu-search", "-1,2"], &clean, &model).assert_fails(&["mu", "-1", "≥ 0"]);
     purify(&["--mu-search=0.5", "--mu-tolerance=2"], &clean, &model).assert_fails(&["mu_tolerance", "[0, 1]"]);
     let small_val = tmp.path("small-val");
     write_data(&small_val); // dev.tsv has 8 rows

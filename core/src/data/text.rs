@@ -407,7 +407,17 @@ fn parse_tsv(text: &str, source: &str) -> Result<Vec<Example>, DataError> {
             let Some((sentence, label)) = row.rsplit_once('\t') else {
                 return Err(bad_row(source, line, "expected <sentence><TAB><label>, found no tab"));
             };
-            let label = parse_label(label, source, line)?;
+            let label = match parse_label(label, source, line) {
+                // A sentence may hold a tab, so the label is the last field; when that field is
+                // not a label and there are more than two, the row's shape is the error to name.
+                Err(DataError::BadLabel { value, .. }) if sentence.contains('\t') => {
+                    let fields = row.split('\t').count();
+                    let reason =
+                        format!("expected <sentence><TAB><label>, found {fields} tab-separated fields, the last ({value:?}) not a label");
+                    return Err(bad_row(source, line, &reason));
+                }
+                label => label?,
+            };
             example(sentence, label, source, line)
         })
         .collect()
@@ -630,6 +640,14 @@ mod tests {
             Err(DataError::BadLabel { line: 2, ref value, .. }) if value == "-1"
         ));
         assert!(matches!(tsv("sentence\tlabel\nok\tpos\n"), Err(DataError::BadLabel { .. })));
+        // A row with a field too many names its shape, not a bad label; a tab inside the
+        // sentence is still read, the label being the last field.
+        let err = tsv("sentence\tlabel\nok\t1\tnote\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.tsv: line 2: expected <sentence><TAB><label>, found 3 tab-separated fields, the last (\"note\") not a label"
+        );
+        assert_eq!(tsv("sentence\tlabel\nleft\tright\t1\n").unwrap()[0].text, "left\tright");
         assert!(matches!(tsv("sentence\tlabel\n  \t1\n"), Err(DataError::EmptyText { line: 2, .. })));
         let err = parse(b"sentence\tlabel\nok\t1\nbad \xff\t0\n", Format::Tsv, "f.tsv").unwrap_err();
         assert!(matches!(err, DataError::NotUtf8 { line: 3, .. }));

@@ -98,7 +98,9 @@ pub struct PureArgs {
     /// More μ values to try, comma-separated (e.g. 0.5,1,2): the normalisation fine-tune runs
     /// once per μ and keeps the largest whose validation accuracy is within --mu-tolerance of
     /// the fine-tuned suspect's.
-    #[arg(long, value_delimiter = ',')]
+    // A list may start with a minus (`--mu-search -1,2`), which is not a number as a whole, so
+    // main's negative-number rule does not cover it: the value reaches the setting's check.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub mu_search: Vec<f64>,
     /// Validation accuracy (a share, 0.01 = 1 point) a searched μ may cost.
     #[arg(long, default_value_t = PureConfig::default().mu_tolerance, requires = "mu_search")]
