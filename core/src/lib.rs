@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod progress;
+mod quote;
 pub mod report;
 pub mod rng;
 pub mod scan;

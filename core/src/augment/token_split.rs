@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::data::Example;
+use crate::quote::excerpt;
 use crate::rng::Rng;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,11 +138,7 @@ pub fn check_splittable(examples: &[Example], config: &SplitConfig) -> Result<()
     if examples.is_empty() || unsplittable_rows(examples, config) < examples.len() {
         return Ok(());
     }
-    Err(SplitError::NothingToSplit {
-        rows: examples.len(),
-        min_chars: config.rule.min_chars(),
-        text: examples[0].text.chars().take(60).collect(),
-    })
+    Err(SplitError::NothingToSplit { rows: examples.len(), min_chars: config.rule.min_chars(), text: excerpt(&examples[0].text) })
 }
 
 /// `config.variants` split variants of every example, labels unchanged, seeded. Fails when no

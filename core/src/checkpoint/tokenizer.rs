@@ -9,6 +9,7 @@ use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
 use crate::data::{batch::Encoded, Example};
+use crate::quote::excerpt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -116,7 +117,7 @@ impl TextTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         let ids = self.encode_any(text)?;
         if ids.is_empty() {
-            return Err(TokenizerError::NoIds { text: text.chars().take(60).collect() });
+            return Err(TokenizerError::NoIds { text: excerpt(text) });
         }
         Ok(ids)
     }
@@ -196,7 +197,7 @@ fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T, String> {
 }
 
 fn encode_error(text: &str) -> impl FnOnce(String) -> TokenizerError + '_ {
-    move |message| TokenizerError::Encode { text: text.chars().take(60).collect(), message }
+    move |message| TokenizerError::Encode { text: excerpt(text), message }
 }
 
 /// `tokenizers` 0.23 panics (an `expect`, where every other normaliser returns its error) on

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::quote::excerpt;
 use crate::rng::Rng;
 
 /// One labelled sentence.
@@ -333,16 +334,6 @@ fn header_error(found: &str, looks_like_data: bool, expected: &'static str, sour
         DataError::MissingHeader { origin, found, expected }
     } else {
         DataError::BadHeader { origin, found, expected }
-    }
-}
-
-/// The start of a field an error quotes: a file with no line breaks (or a label column holding
-/// a whole document) would otherwise be printed whole.
-fn excerpt(field: &str) -> String {
-    const MAX_CHARS: usize = 80;
-    match field.char_indices().nth(MAX_CHARS) {
-        Some((end, _)) => format!("{}…", &field[..end]),
-        None => field.to_owned(),
     }
 }
 
