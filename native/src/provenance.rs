@@ -1,6 +1,9 @@
-//! Fingerprints of a run's inputs, so work recorded by one run (a saved teacher, scores
-//! before unlearning) is reused only by a run on the same inputs.
+//! Fingerprints of a run's inputs, so work recorded by one run (a saved teacher or fine-tuned
+//! model, scores before unlearning) is reused only by a run on the same inputs.
 
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 use bdaudit_core::checkpoint::CheckpointFiles;
 use serde::Serialize;
 use serde_json::Value;
@@ -36,4 +39,29 @@ pub fn differences<T: Serialize>(ours: &T, recorded: &Value, recorded_as: &str) 
         .filter(|(key, value)| recorded.get(key.as_str()) != Some(value))
         .map(|(key, value)| format!("{key}: {recorded_as} {}, this run {value}", recorded.get(key.as_str()).unwrap_or(&Value::Null)))
         .collect())
+}
+
+/// The file in a saved model's directory (`--save-teacher`, `--save-finetuned`) that says what
+/// it was made from.
+pub const PROVENANCE: &str = "provenance.json";
+
+/// Refuses the model in `dir`, given to stand in for one of this run's steps (`what`: "teacher"),
+/// if its provenance.json records other inputs than `ours`, telling the user to `redo`; Ok(false),
+/// with a warning, for a checkpoint without that file (not written by `saved_by`), whose inputs
+/// cannot be checked.
+pub fn check_provenance<T: Serialize>(ours: &T, dir: &Path, what: &str, saved_by: &str, redo: &str) -> Result<bool> {
+    let path = dir.join(PROVENANCE);
+    if !path.exists() {
+        eprintln!(
+            "warning: {what} {} has no {PROVENANCE} (not written by {saved_by}): what it was trained on is not checked",
+            dir.display()
+        );
+        return Ok(false);
+    }
+    let recorded: Value = serde_json::from_slice(&crate::files::read(&path)?).with_context(|| format!("{} is not JSON", path.display()))?;
+    let differ = differences(ours, &recorded, what)?;
+    if !differ.is_empty() {
+        bail!("{what} {} was made from other inputs than this run ({}); {redo}", dir.display(), differ.join("; "));
+    }
+    Ok(true)
 }

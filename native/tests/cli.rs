@@ -1407,6 +1407,73 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
 }
 
 #[test]
+fn purify_pure_reuses_a_saved_fine_tune_to_the_bit() {
+    let tmp = Scratch::new("pure-ft");
+    let clean = tmp.path("clean");
+    clean_for_pure(&clean);
+    let poisoned = tmp.path("poisoned");
+    bdaudit(&["attack", "badnets", "--data", s(&clean), "--out", s(&poisoned), "--trigger", "cf"], &[&clean]).assert_ok();
+    let model = tmp.path("suspect");
+    classifier_checkpoint(&model);
+    let purify = |out: &Path, extra: &str| {
+        argv(&format!(
+            "purify pure --model {} --clean {} --test {} --out {} --epochs 1 --batch-size 8 --lr 1e-3 --max-len 16 --c 0.5 \
+             --threshold relative --heads-per-step 2 --json {extra}",
+            s(&model),
+            s(&clean),
+            s(&poisoned),
+            s(out)
+        ))
+    };
+    let first = tmp.path("first");
+    let report = bdaudit(&purify(&first, "--save-finetuned"), &[&clean, &poisoned, &model]).assert_ok().json();
+    let finetuned = first.join("finetuned");
+    assert_eq!(file_names(&finetuned), ["config.json", "model.safetensors", "provenance.json", "tokenizer.json"]);
+    assert!(report["pure"]["finetune_log"]["epochs"].is_array(), "{report}");
+    assert!(report["finetuned"].is_null() && report["finetuned_provenance_checked"].is_null(), "{report}");
+    // The saved f_p is the FT baseline the report scored.
+    let eval = bdaudit(&["eval", "--model", s(&finetuned), "--data", s(&poisoned), "--json"], &[&finetuned, &poisoned]).assert_ok().json();
+    assert_eq!((&eval["cacc"], &eval["asr"]), (&report["metrics_finetuned"]["cacc"], &report["metrics_finetuned"]["asr"]));
+
+    // Given back: no step 1, and the same purified model to the byte.
+    let again = tmp.path("again");
+    let reused =
+        bdaudit(&purify(&again, &format!("--finetuned {}", s(&finetuned))), &[&clean, &poisoned, &model, &finetuned]).assert_ok().json();
+    assert!(reused["pure"]["finetune_log"].is_null(), "{reused}");
+    assert_eq!((reused["finetuned"].as_str(), &reused["finetuned_provenance_checked"]), (Some(s(&finetuned)), &json!(true)));
+    for key in ["metrics_finetuned", "metrics"] {
+        assert_eq!(reused[key], report[key], "{key}");
+    }
+    assert_eq!(reused["pure"]["pruning"], report["pure"]["pruning"]);
+    assert_eq!(fs::read(again.join("model.safetensors")).unwrap(), fs::read(first.join("model.safetensors")).unwrap());
+    assert_eq!(file_names(&again), ["config.json", "model.safetensors", "report.json", "tokenizer.json"]);
+
+    // One made from other inputs is refused, naming what differs, and writes nothing.
+    let refused = tmp.path("refused");
+    for (extra, needle) in [
+        ("--seed 7", "seed: fine-tuned model 42, this run 7"),
+        ("--group-by-length", "group_by_length: fine-tuned model false, this run true"),
+        ("--limit 30", "limit: fine-tuned model null, this run 30"),
+        ("--fresh-head", "fresh_head"),
+    ] {
+        let args = [purify(&refused, &format!("--finetuned {}", s(&finetuned))), argv(extra)].concat();
+        bdaudit(&args, &[&clean, &poisoned, &model, &finetuned]).assert_fails(&["other inputs", needle, "drop --finetuned"]);
+        assert!(!refused.exists(), "{extra}");
+    }
+    // A checkpoint without provenance (here the suspect itself) serves, with a warning; one of
+    // another shape is refused by name, whatever its provenance says.
+    let bare = bdaudit(&purify(&refused, &format!("--finetuned {}", s(&model))), &[&clean, &poisoned, &model]);
+    assert!(bare.stderr.contains("has no provenance.json"), "{}", bare.describe());
+    assert_eq!(bare.assert_ok().json()["finetuned_provenance_checked"], false);
+    let three = tmp.path("three-classes");
+    write_checkpoint(&three, &["a", "b", "c"], |_| {});
+    fs::copy(finetuned.join("provenance.json"), three.join("provenance.json")).unwrap();
+    let args = [purify(&tmp.path("shape"), &format!("--finetuned {}", s(&three))), argv("--force")].concat();
+    bdaudit(&args, &[&clean, &poisoned, &model, &three]).assert_fails(&["differs from the suspect in classes: it has 3, the suspect 2"]);
+    assert!(leftovers(&tmp.0).is_empty(), "{:?}", leftovers(&tmp.0));
+}
+
+#[test]
 fn purify_pure_says_why_nothing_was_pruned_when_c_is_above_the_model() {
     let tmp = Scratch::new("pure-c");
     let clean = tmp.path("clean");

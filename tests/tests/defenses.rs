@@ -22,7 +22,7 @@ use bdaudit_core::checkpoint::save_classifier;
 use bdaudit_core::data::subsample;
 use bdaudit_core::defense::btu::{btu, BtuConfig};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, Teacher};
-use bdaudit_core::defense::pure::{pure, zero_pruned_heads, PureConfig, ThresholdMode};
+use bdaudit_core::defense::pure::{pure, zero_pruned_heads, FineTuned, PureConfig, ThresholdMode};
 use bdaudit_core::model::BertClassifier;
 use bdaudit_core::progress::Silent;
 use bdaudit_core::report::Level;
@@ -107,8 +107,19 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
         c.group_by_length = true;
     }
     let suspect = BertClassifier::<TrainBackend>::from_inner(outcome.undefended.clone());
-    let purified =
-        pure(suspect, &setup.model_config, &pure_train, &setup.clean, tok.pad_id(), &pure_config, &device, &mut Silent, &|| 0.0).unwrap();
+    let purified = pure(
+        suspect,
+        FineTuned::Train,
+        &setup.model_config,
+        &pure_train,
+        &setup.clean,
+        tok.pad_id(),
+        &pure_config,
+        &device,
+        &mut Silent,
+        &|| 0.0,
+    )
+    .unwrap();
     let pruned: usize = purified.report.pruning.pruned.iter().map(Vec::len).sum();
     let (cacc_ft, asr_ft) = setup.score(&purified.undefended);
     let (cacc_pure, asr_pure) = setup.score(&purified.purified);

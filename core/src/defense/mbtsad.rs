@@ -217,21 +217,10 @@ pub fn distillation_losses<B: AutodiffBackend>(
 /// one to one (eq. 2 and 6 pair them layer by layer), or whose vocabularies or position tables
 /// differ (both read the same token ids, padded to the same length).
 pub fn check_compatible<T: Backend, S: Backend>(teacher: &BertClassifier<T>, student: &BertClassifier<S>) -> Result<(), MbtsadError> {
-    let differ = |what: String, teacher: usize, student: usize| {
-        if teacher == student {
-            Ok(())
-        } else {
-            Err(MbtsadError::Mismatch { what, teacher, student })
-        }
-    };
-    let (t, s) = (&teacher.bert, &student.bert);
-    differ("layers".into(), t.num_layers(), s.num_layers())?;
-    differ("hidden size".into(), t.embeddings.word.weight.dims()[1], s.embeddings.word.weight.dims()[1])?;
-    for (l, (a, b)) in t.layers.iter().zip(&s.layers).enumerate() {
-        differ(format!("attention heads of layer {l}"), a.heads, b.heads)?;
+    match teacher.shape_difference(student) {
+        None => Ok(()),
+        Some(d) => Err(MbtsadError::Mismatch { what: d.what, teacher: d.this, student: d.other }),
     }
-    differ("vocabulary size".into(), teacher.vocab_size(), student.vocab_size())?;
-    differ("max_position_embeddings".into(), t.embeddings.position.weight.dims()[0], s.embeddings.position.weight.dims()[0])
 }
 
 /// Mean of each eq. 1 term over one distillation epoch's batches.

@@ -13,6 +13,9 @@
 //!    ([`attention_norm_loss`], [`layer_weights`], §5.2), keeping the epoch with the best
 //!    validation accuracy (§6.2) or, as the authors' code evaluates, the last ([`KeepEpoch`]).
 //!
+//! f_p fine-tuned earlier can be passed instead of fine-tuning it again ([`FineTuned::Given`]),
+//! so that PURE, prune-only and norm-only, or several settings of step 4, share one step 1.
+//!
 //! Pruned heads are removed from the weights ([`prune_heads`]); for `transformers` ≥ 5, which
 //! no longer implements head pruning, [`zero_pruned_heads`] writes the same model at full size.
 
@@ -59,6 +62,8 @@ pub enum PureError {
     PruneHead { layer: usize, head: usize, heads: usize },
     #[error("pruning would remove every head of layer {0}")]
     PruneAll(usize),
+    #[error("the fine-tuned model given for step 1 differs from the suspect in {what}: it has {finetuned}, the suspect {suspect}")]
+    FinetunedMismatch { what: String, finetuned: usize, suspect: usize },
     #[error(transparent)]
     Model(#[from] ConfigError),
     #[error(transparent)]
@@ -534,8 +539,8 @@ pub struct PureReport {
     pub remaining_variance: Vec<f32>,
     /// λ_l of eq. 3.
     pub lambdas: Vec<f32>,
-    /// Step 1, fine-tuning θ_p into f_p.
-    pub finetune_log: TrainLog,
+    /// Step 1, fine-tuning θ_p into f_p; `None` when f_p was given.
+    pub finetune_log: Option<TrainLog>,
     /// Step 4, the eq. 3 fine-tune with the μ kept; each epoch's `eval` is its validation
     /// accuracy.
     pub tune_log: TrainLog,
@@ -553,6 +558,18 @@ pub struct PureReport {
     pub tune_seconds: f64,
 }
 
+/// Where f_p, step 1's fine-tuned suspect, comes from.
+pub enum FineTuned<B: Backend> {
+    /// Fine-tune the suspect on the clean training rows with `config.finetune` (step 1).
+    Train,
+    /// f_p fine-tuned before from the same suspect (under a new head if `config.fresh_head`) on
+    /// the same rows with the same settings: the caller's duty, its weights carry no record of
+    /// them. Step 1 is skipped and `config.finetune` unused. Fine-tuning with the same settings
+    /// and seed gives the same f_p (bit for bit on the CPU: training reseeds), so this repeats
+    /// such a run without its step 1.
+    Given(Box<BertClassifier<B>>),
+}
+
 /// f_p (plain clean fine-tuning: what no defense gives) and the purified model.
 pub struct PureOutcome<B: Backend> {
     pub undefended: BertClassifier<B>,
@@ -568,6 +585,7 @@ pub struct PureOutcome<B: Backend> {
 #[allow(clippy::too_many_arguments)]
 pub fn pure<B: AutodiffBackend>(
     model: BertClassifier<B>,
+    finetuned: FineTuned<B::InnerBackend>,
     model_config: &BertConfig,
     train: &[Encoded],
     val: &[Encoded],
@@ -581,6 +599,11 @@ pub fn pure<B: AutodiffBackend>(
     original_heads(&model, model_config)?;
     if model.bert.layers.iter().all(|l| l.heads <= 1) {
         return Err(PureError::OneHeadPerLayer);
+    }
+    if let FineTuned::Given(given) = &finetuned {
+        if let Some(d) = given.shape_difference(&model) {
+            return Err(PureError::FinetunedMismatch { what: d.what, finetuned: d.this, suspect: d.other });
+        }
     }
     if let Some(first) = train.first() {
         if train.iter().all(|e| e.label == first.label) {
@@ -596,8 +619,13 @@ pub fn pure<B: AutodiffBackend>(
     let suspect = model.clone();
 
     let t = now();
-    let (tuned, finetune_log) = crate::train::train(model, train, pad_id, &config.finetune, device, progress, |_, _| None)?;
-    let f_p = tuned.valid();
+    let (f_p, finetune_log) = match finetuned {
+        FineTuned::Train => {
+            let (tuned, log) = crate::train::train(model, train, pad_id, &config.finetune, device, progress, |_, _| None)?;
+            (tuned.valid(), Some(log))
+        }
+        FineTuned::Given(given) => (*given, None),
+    };
     let finetune_seconds = now() - t;
 
     let t = now();
@@ -931,7 +959,7 @@ mod tests {
         let d = Default::default();
         let config = tiny_config();
         let run = |model: BertClassifier<A>, model_config: &BertConfig, train: &[Encoded], val: &[Encoded]| {
-            pure(model, model_config, train, val, 0, &PureConfig::default(), &d, &mut Silent, &|| 0.0).err().unwrap()
+            pure(model, FineTuned::Train, model_config, train, val, 0, &PureConfig::default(), &d, &mut Silent, &|| 0.0).err().unwrap()
         };
         let one_class: Vec<Encoded> = labelled(8).into_iter().map(|e| Encoded { label: 1, ..e }).collect();
         assert!(matches!(run(tiny(&config), &config, &one_class, &labelled(20)), PureError::SingleClass(1)));
@@ -951,7 +979,19 @@ mod tests {
         let tame = TrainConfig { epochs: 1, batch_size: 8, lr: 1e-3, ..TrainConfig::default() };
         let run = |finetune: &TrainConfig, tune: &TrainConfig| {
             let config = PureConfig { finetune: finetune.clone(), tune: tune.clone(), prune: false, ..PureConfig::default() };
-            pure(tiny::<A>(&model_config), &model_config, &labelled(8), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0).err()
+            pure(
+                tiny::<A>(&model_config),
+                FineTuned::Train,
+                &model_config,
+                &labelled(8),
+                &labelled(20),
+                0,
+                &config,
+                &d,
+                &mut Silent,
+                &|| 0.0,
+            )
+            .err()
         };
         let err = run(&wild, &tame).expect("refused");
         assert!(matches!(&err, PureError::Diverged { stage, .. } if stage.contains("step 1")), "{err}");
@@ -996,8 +1036,19 @@ mod tests {
             tune,
             ..PureConfig::default()
         };
-        let out =
-            pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0).unwrap();
+        let out = pure(
+            tiny::<A>(&model_config),
+            FineTuned::Train,
+            &model_config,
+            &labelled(32),
+            &labelled(20),
+            0,
+            &config,
+            &d,
+            &mut Silent,
+            &|| 0.0,
+        )
+        .unwrap();
         let r = &out.report;
         let pruned: usize = r.pruning.pruned.iter().map(Vec::len).sum();
         assert!(pruned > 0, "{:?}", r.pruning);
@@ -1014,17 +1065,61 @@ mod tests {
         assert_eq!(accuracy(&out.purified, &labelled(20), 0, 64, &d, &mut Silent).unwrap(), best);
         assert_eq!(r.scores.heads, vec![4, 4]);
         assert_eq!((r.mu, r.mu_trials.len()), (0.15, 1));
+        assert!(r.finetune_log.is_some());
+
+        // f_p given instead of fine-tuned: the same run without step 1, to the bit.
+        let given = FineTuned::Given(Box::new(out.undefended.clone()));
+        let again =
+            pure(tiny::<A>(&model_config), given, &model_config, &labelled(32), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0)
+                .unwrap();
+        assert!(again.report.finetune_log.is_none());
+        assert_eq!(again.report.pruning.pruned, r.pruning.pruned);
+        assert_eq!(again.report.lambdas, r.lambdas);
+        assert_eq!(max_diff(&logits(&again.purified, None), &logits(&out.purified, None)), 0.0);
+        // One of another shape is refused before any work.
+        let other = BertConfig { num_attention_heads: 2, ..tiny_config() };
+        let given = FineTuned::Given(Box::new(tiny::<NdArray>(&other)));
+        let err = pure(tiny::<A>(&model_config), given, &model_config, &labelled(32), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, PureError::FinetunedMismatch { what, finetuned: 2, suspect: 4 } if what == "attention heads of layer 0"),
+            "{err}"
+        );
 
         // A fresh head: f_p is fine-tuned from another starting point.
         let fresh = PureConfig { fresh_head: true, ..config.clone() };
-        let fresh =
-            pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &fresh, &d, &mut Silent, &|| 0.0).unwrap();
+        let fresh = pure(
+            tiny::<A>(&model_config),
+            FineTuned::Train,
+            &model_config,
+            &labelled(32),
+            &labelled(20),
+            0,
+            &fresh,
+            &d,
+            &mut Silent,
+            &|| 0.0,
+        )
+        .unwrap();
         assert!(max_diff(&logits(&fresh.undefended, None), &logits(&out.undefended, None)) > 1e-4);
 
         // The last epoch instead of the best: the same run otherwise, so the same per-epoch
         // accuracies.
         let last = PureConfig { keep_epoch: KeepEpoch::Last, ..config.clone() };
-        let last = pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &last, &d, &mut Silent, &|| 0.0).unwrap();
+        let last = pure(
+            tiny::<A>(&model_config),
+            FineTuned::Train,
+            &model_config,
+            &labelled(32),
+            &labelled(20),
+            0,
+            &last,
+            &d,
+            &mut Silent,
+            &|| 0.0,
+        )
+        .unwrap();
         let l = &last.report;
         assert_eq!(
             l.tune_log.epochs.iter().map(|e| e.eval).collect::<Vec<_>>(),
@@ -1034,8 +1129,19 @@ mod tests {
         assert_eq!(accuracy(&last.purified, &labelled(20), 0, 64, &d, &mut Silent).unwrap(), l.kept_accuracy);
 
         let search = PureConfig { mu_search: vec![1.0, 0.0], mu_tolerance: 1.0, ..config };
-        let out =
-            pure(tiny::<A>(&model_config), &model_config, &labelled(32), &labelled(20), 0, &search, &d, &mut Silent, &|| 0.0).unwrap();
+        let out = pure(
+            tiny::<A>(&model_config),
+            FineTuned::Train,
+            &model_config,
+            &labelled(32),
+            &labelled(20),
+            0,
+            &search,
+            &d,
+            &mut Silent,
+            &|| 0.0,
+        )
+        .unwrap();
         let r = &out.report;
         let mus: Vec<f64> = r.mu_trials.iter().map(|t| t.mu).collect();
         assert_eq!(mus, vec![0.0, 0.15, 1.0]);

@@ -82,6 +82,15 @@ pub struct EncoderOutput<B: Backend> {
     pub attentions: Vec<Tensor<B, 4>>,
 }
 
+/// How two models' shapes differ ([`BertClassifier::shape_difference`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeDifference {
+    pub what: String,
+    /// This model's count, and the other's.
+    pub this: usize,
+    pub other: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClassifierOutput<B: Backend> {
     /// `[batch, num_labels]` unnormalised scores.
@@ -195,6 +204,29 @@ impl<B: Backend> BertClassifier<B> {
 
     pub fn vocab_size(&self) -> usize {
         self.bert.embeddings.word.weight.dims()[0]
+    }
+
+    /// The first way `other` differs from this model in shape, if any: layers, hidden size,
+    /// heads per layer, vocabulary, position table or classes. Models of one shape read the same
+    /// token ids and pair layer by layer (a defense that takes a model trained earlier in place
+    /// of one of its steps checks this first).
+    pub fn shape_difference<O: Backend>(&self, other: &BertClassifier<O>) -> Option<ShapeDifference> {
+        let differ = |what: String, this: usize, other: usize| (this != other).then_some(ShapeDifference { what, this, other });
+        let (a, b) = (&self.bert, &other.bert);
+        differ("layers".into(), a.num_layers(), b.num_layers())
+            .or_else(|| differ("hidden size".into(), a.embeddings.word.weight.dims()[1], b.embeddings.word.weight.dims()[1]))
+            .or_else(|| {
+                a.layers
+                    .iter()
+                    .zip(&b.layers)
+                    .enumerate()
+                    .find_map(|(l, (x, y))| differ(format!("attention heads of layer {l}"), x.heads, y.heads))
+            })
+            .or_else(|| differ("vocabulary size".into(), self.vocab_size(), other.vocab_size()))
+            .or_else(|| {
+                differ("max_position_embeddings".into(), a.embeddings.position.weight.dims()[0], b.embeddings.position.weight.dims()[0])
+            })
+            .or_else(|| differ("classes".into(), self.num_labels(), other.num_labels()))
     }
 
     /// Builds the model from named parameters in Hugging Face's naming and layout.

@@ -4,5 +4,5 @@ mod bert;
 mod config;
 mod gelu;
 
-pub use bert::{BertClassifier, BertModel, ClassifierOutput, Embeddings, EncoderLayer, EncoderOutput, ForwardOptions};
+pub use bert::{BertClassifier, BertModel, ClassifierOutput, Embeddings, EncoderLayer, EncoderOutput, ForwardOptions, ShapeDifference};
 pub use config::{BertConfig, ConfigError};

@@ -8,18 +8,18 @@ use bdaudit_core::augment::token_split::SplitRule;
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
 use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample, write_tsv};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport, Teacher};
-use bdaudit_core::defense::pure::{pure, zero_pruned_heads, KeepEpoch, PureConfig, PureReport, ThresholdMode};
+use bdaudit_core::defense::pure::{pure, zero_pruned_heads, FineTuned, KeepEpoch, PureConfig, PureReport, ThresholdMode};
 use bdaudit_core::metrics::EvalMetrics;
+use bdaudit_core::train::TrainConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::bar::Bars;
 use crate::commands::batching::BatchArgs;
 use crate::commands::eval::{check_label_names, check_trained, evaluate_if, print_metrics};
 use crate::files::{read, read_checkpoint, resolve_model, DataDir, OutputDir};
-use crate::provenance::{differences, sha256_hex};
+use crate::provenance::{check_provenance, sha256_hex, PROVENANCE};
 
 #[derive(Subcommand, Debug)]
 pub enum Method {
@@ -115,6 +115,17 @@ pub struct PureArgs {
     /// Which epoch of the normalisation fine-tune to keep.
     #[arg(long, value_enum, default_value = "best")]
     pub keep_epoch: Keep,
+    /// f_p, step 1's fine-tuned suspect, from an earlier run instead of fine-tuning it again:
+    /// the `finetuned/` that --save-finetuned wrote with the same suspect, clean data, --limit,
+    /// --seed, --epochs, --lr, batching, --max-len and --fresh-head (PURE, prune-only and
+    /// norm-only can so share one step 1). One written from other inputs is refused (its
+    /// provenance.json); any other checkpoint is used with a warning.
+    #[arg(long)]
+    pub finetuned: Option<String>,
+    /// Also write f_p to <out>/finetuned/ (a checkpoint, with a provenance.json naming what it
+    /// was made from).
+    #[arg(long)]
+    pub save_finetuned: bool,
     /// Epochs of each of the two fine-tunes.
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,
@@ -219,6 +230,11 @@ struct PurifyReport {
     val_rows: usize,
     /// The suspect model as downloaded.
     metrics_suspect: Option<EvalMetrics>,
+    /// f_p's checkpoint when --finetuned gave one (else step 1 fine-tuned it here).
+    finetuned: Option<String>,
+    /// Whether a given f_p's provenance.json matched this run (false: it had none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finetuned_provenance_checked: Option<bool>,
     /// Plain fine-tuning on the clean rows (PURE's step 1; the "FT" baseline).
     metrics_finetuned: Option<EvalMetrics>,
     /// The purified model written to --out.
@@ -239,10 +255,10 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     let model_dir = resolve_model(&args.model)?;
     let clean = DataDir::open(&args.clean)?;
     let test = args.test.as_deref().map(DataDir::open).transpose()?;
+    let finetuned_dir = args.finetuned.as_deref().map(resolve_model).transpose()?;
     let mut inputs: Vec<&Path> = vec![model_dir.as_path(), args.clean.as_path()];
-    if let Some(t) = &args.test {
-        inputs.push(t);
-    }
+    inputs.extend(args.test.as_deref());
+    inputs.extend(finetuned_dir.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
 
     let mut train_rows = clean.split("train.tsv")?;
@@ -288,13 +304,49 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     };
     config.validate()?;
 
+    // Hashing the inputs is needed only to check a given f_p or record a saved one.
+    let provenance = (finetuned_dir.is_some() || args.save_finetuned)
+        .then(|| -> Result<FinetuneProvenance> {
+            Ok(FinetuneProvenance {
+                suspect_sha256: sha256_hex(&files.model),
+                clean_train_sha256: sha256_hex(&read(&clean.file("train.tsv"))?),
+                limit: args.limit.map(|n| n.get()),
+                fresh_head: config.fresh_head,
+                max_len: args.max_len,
+                finetune: config.finetune.clone(),
+            })
+        })
+        .transpose()?;
+    let finetuned = match &finetuned_dir {
+        None => FineTuned::Train,
+        Some(dir) => {
+            let files = read_checkpoint(dir)?;
+            let given = load_classifier::<B::InnerBackend>(&files, None, args.max_len, args.seed, &device)
+                .with_context(|| format!("fine-tuned model {}", dir.display()))?;
+            FineTuned::Given(Box::new(given.model))
+        }
+    };
+    let finetuned_provenance_checked = finetuned_dir
+        .as_deref()
+        .zip(provenance.as_ref())
+        .map(|(dir, p)| {
+            let redo = "give the same suspect, clean data, --limit, --seed, --epochs, --lr, batching, --max-len and --fresh-head, or drop --finetuned to fine-tune again";
+            check_provenance(p, dir, "fine-tuned model", "--save-finetuned", redo)
+        })
+        .transpose()?;
+
     let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
     let clock = Instant::now();
     let now = || clock.elapsed().as_secs_f64();
-    let outcome = pure(loaded.model, &loaded.config, &train, &val, tokenizer.pad_id(), &config, &device, &mut Bars::new(json), &now)?;
+    let outcome =
+        pure(loaded.model, finetuned, &loaded.config, &train, &val, tokenizer.pad_id(), &config, &device, &mut Bars::new(json), &now)?;
     let metrics_finetuned = score(&outcome.undefended)?;
     let metrics = score(&outcome.purified)?;
+    if args.save_finetuned {
+        out.write_checkpoint("finetuned", &save_classifier(&outcome.undefended, &loaded.config, tokenizer, &loaded.labels)?)?;
+        out.write_json(&format!("finetuned/{PROVENANCE}"), &provenance)?;
+    }
 
     let (model, model_config) = match args.layout {
         Layout::Zeroed => zero_pruned_heads(outcome.purified, &outcome.config)?,
@@ -309,6 +361,8 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
         train_rows: train.len(),
         val_rows: val.len(),
         metrics_suspect,
+        finetuned: finetuned_dir.map(|d| d.display().to_string()),
+        finetuned_provenance_checked,
         metrics_finetuned,
         metrics,
         pure: outcome.report,
@@ -320,6 +374,9 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     }
     let p = &report.pure;
     let pruned: usize = p.pruning.pruned.iter().map(Vec::len).sum();
+    if let Some(dir) = &report.finetuned {
+        println!("step 1 skipped: the fine-tuned model is {dir}");
+    }
     println!("pruned {pruned} heads: {:?}", p.pruned_heads);
     if p.config.prune && p.pruning.base_accuracy < p.pruning.floor {
         println!(
@@ -377,8 +434,19 @@ struct MbtsadPurifyReport {
     seconds_total: f64,
 }
 
-/// The file in a saved teacher's directory that says what it was made from.
-const PROVENANCE: &str = "provenance.json";
+/// What f_p was made from: PURE's step 1 gives the same model only for the same suspect (and
+/// head), training rows and fine-tune settings.
+#[derive(Serialize)]
+struct FinetuneProvenance {
+    suspect_sha256: String,
+    clean_train_sha256: String,
+    limit: Option<usize>,
+    fresh_head: bool,
+    max_len: usize,
+    // Flat, so that a refusal names the one setting that differs (`seed`, `lr`).
+    #[serde(flatten)]
+    finetune: TrainConfig,
+}
 
 /// What a teacher was made from: distilling from it is the same experiment as retraining it
 /// only for the same suspect, clean rows, subsample and splits (the distillation trains on the
@@ -392,31 +460,6 @@ struct TeacherProvenance {
     split_rule: SplitRule,
     variants: usize,
     max_len: usize,
-}
-
-impl TeacherProvenance {
-    /// Refuses a teacher in `dir` made from other inputs; Ok(false), with a warning, for one
-    /// without a provenance file (any checkpoint can serve as a teacher).
-    fn check(&self, dir: &Path) -> Result<bool> {
-        let path = dir.join(PROVENANCE);
-        if !path.exists() {
-            eprintln!(
-                "warning: teacher {} has no {PROVENANCE} (not written by --save-teacher): what it was trained on is not checked",
-                dir.display()
-            );
-            return Ok(false);
-        }
-        let recorded: Value = serde_json::from_slice(&read(&path)?).with_context(|| format!("{} is not JSON", path.display()))?;
-        let differ = differences(self, &recorded, "teacher")?;
-        if !differ.is_empty() {
-            bail!(
-                "teacher {} was made from other inputs than this run ({}); give the same suspect, clean data, --clean-fraction, --seed, --split-rule, --variants and --max-len, or drop --teacher to retrain it",
-                dir.display(),
-                differ.join("; ")
-            );
-        }
-        Ok(true)
-    }
 }
 
 fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: bool) -> Result<()> {
@@ -484,7 +527,14 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
             Teacher::Given(Box::new(given.model))
         }
     };
-    let teacher_provenance_checked = teacher_dir.as_deref().zip(provenance.as_ref()).map(|(dir, p)| p.check(dir)).transpose()?;
+    let teacher_provenance_checked = teacher_dir
+        .as_deref()
+        .zip(provenance.as_ref())
+        .map(|(dir, p)| {
+            let redo = "give the same suspect, clean data, --clean-fraction, --seed, --split-rule, --variants and --max-len, or drop --teacher to retrain it";
+            check_provenance(p, dir, "teacher", "--save-teacher", redo)
+        })
+        .transpose()?;
 
     let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
