@@ -10,8 +10,9 @@ use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport, Teacher};
 use bdaudit_core::defense::pure::{pure, zero_pruned_heads, FineTuned, KeepEpoch, PureConfig, PureReport, ThresholdMode};
 use bdaudit_core::metrics::EvalMetrics;
+use bdaudit_core::model::BertClassifier;
 use bdaudit_core::train::TrainConfig;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
@@ -317,23 +318,13 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
             })
         })
         .transpose()?;
-    let finetuned = match &finetuned_dir {
-        None => FineTuned::Train,
-        Some(dir) => {
-            let files = read_checkpoint(dir)?;
-            let given = load_classifier::<B::InnerBackend>(&files, None, args.max_len, args.seed, &device)
-                .with_context(|| format!("fine-tuned model {}", dir.display()))?;
-            FineTuned::Given(Box::new(given.model))
+    let (finetuned, finetuned_provenance_checked) = match finetuned_dir.as_deref().zip(provenance.as_ref()) {
+        None => (FineTuned::Train, None),
+        Some((dir, provenance)) => {
+            let (given, checked) = load_saved(dir, &FINETUNED, provenance, &loaded.model, args.max_len, args.seed, &device)?;
+            (FineTuned::Given(Box::new(given)), Some(checked))
         }
     };
-    let finetuned_provenance_checked = finetuned_dir
-        .as_deref()
-        .zip(provenance.as_ref())
-        .map(|(dir, p)| {
-            let redo = "give the same suspect, clean data, --limit, --seed, --epochs, --lr, batching, --max-len and --fresh-head, or drop --finetuned to fine-tune again";
-            check_provenance(p, dir, "fine-tuned model", "--save-finetuned", redo)
-        })
-        .transpose()?;
 
     let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
@@ -434,6 +425,50 @@ struct MbtsadPurifyReport {
     seconds_total: f64,
 }
 
+/// A model an earlier run saved to stand in for one of a defense's steps.
+struct Saved {
+    what: &'static str,
+    /// The option that saves one.
+    saved_by: &'static str,
+    /// What to do when its provenance does not match this run.
+    redo: &'static str,
+}
+
+const TEACHER: Saved = Saved {
+    what: "teacher",
+    saved_by: "--save-teacher",
+    redo: "give the same suspect, clean data, --clean-fraction, --seed, --split-rule, --variants and --max-len, or drop --teacher to retrain it",
+};
+
+const FINETUNED: Saved = Saved {
+    what: "fine-tuned model",
+    saved_by: "--save-finetuned",
+    redo: "give the same suspect, clean data, --limit, --seed, --epochs, --lr, batching, --max-len and --fresh-head, or drop --finetuned to fine-tune again",
+};
+
+/// Loads the `saved` model in `dir`, refusing one whose shape differs from the `suspect`'s (it
+/// is the suspect trained further) or whose provenance.json records other inputs than this
+/// run's; the bool says whether it had a provenance to check. No head count is asked for: a
+/// checkpoint without a classifier is refused, not given a random head.
+fn load_saved<B: Backend, T: Serialize>(
+    dir: &Path,
+    saved: &Saved,
+    provenance: &T,
+    suspect: &BertClassifier<impl Backend>,
+    max_len: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<(BertClassifier<B>, bool)> {
+    let what = saved.what;
+    let given =
+        load_classifier::<B>(&read_checkpoint(dir)?, None, max_len, seed, device).with_context(|| format!("{what} {}", dir.display()))?;
+    if let Some(d) = given.model.shape_difference(suspect) {
+        bail!("{what} {} differs from the suspect in {}: it has {}, the suspect {}", dir.display(), d.what, d.this, d.other);
+    }
+    let checked = check_provenance(provenance, dir, what, saved.saved_by, saved.redo)?;
+    Ok((given.model, checked))
+}
+
 /// What f_p was made from: PURE's step 1 gives the same model only for the same suspect (and
 /// head), training rows and fine-tune settings.
 #[derive(Serialize)]
@@ -512,29 +547,13 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
             })
         })
         .transpose()?;
-    let teacher = match &teacher_dir {
-        None => Teacher::Retrain,
-        Some(dir) => {
-            // No head count asked for: a checkpoint without a classifier is refused, not given a
-            // random head (the teacher is the suspect retrained, so it has the suspect's head).
-            let files = read_checkpoint(dir)?;
-            let given = load_classifier::<B::InnerBackend>(&files, None, args.max_len, args.seed, &device)
-                .with_context(|| format!("teacher {}", dir.display()))?;
-            let (classes, expected) = (given.model.num_labels(), loaded.model.num_labels());
-            if classes != expected {
-                bail!("the teacher {} classifies into {classes} classes, the suspect into {expected}", dir.display());
-            }
-            Teacher::Given(Box::new(given.model))
+    let (teacher, teacher_provenance_checked) = match teacher_dir.as_deref().zip(provenance.as_ref()) {
+        None => (Teacher::Retrain, None),
+        Some((dir, provenance)) => {
+            let (given, checked) = load_saved(dir, &TEACHER, provenance, &loaded.model, args.max_len, args.seed, &device)?;
+            (Teacher::Given(Box::new(given)), Some(checked))
         }
     };
-    let teacher_provenance_checked = teacher_dir
-        .as_deref()
-        .zip(provenance.as_ref())
-        .map(|(dir, p)| {
-            let redo = "give the same suspect, clean data, --clean-fraction, --seed, --split-rule, --variants and --max-len, or drop --teacher to retrain it";
-            check_provenance(p, dir, "teacher", "--save-teacher", redo)
-        })
-        .transpose()?;
 
     let score = |model: &_| evaluate_if(test.as_ref(), model, tokenizer, &device, json);
     let metrics_suspect = score(&burn::module::AutodiffModule::valid(&loaded.model))?;
