@@ -1349,15 +1349,22 @@ fn clean_for_pure(dir: &Path) {
     fs::write(dir.join("dev.tsv"), tsv(&rows(24, 100))).unwrap();
 }
 
-#[test]
-fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
-    let tmp = Scratch::new("pure");
+/// PURE's inputs in `tmp`: clean data with a dev split, its BadNets-poisoned copy (`cf`, for
+/// --test) and a classifier checkpoint as the suspect.
+fn pure_inputs(tmp: &Scratch) -> (PathBuf, PathBuf, PathBuf) {
     let clean = tmp.path("clean");
     clean_for_pure(&clean);
     let poisoned = tmp.path("poisoned");
     bdaudit(&["attack", "badnets", "--data", s(&clean), "--out", s(&poisoned), "--trigger", "cf"], &[&clean]).assert_ok();
     let model = tmp.path("suspect");
     classifier_checkpoint(&model);
+    (clean, poisoned, model)
+}
+
+#[test]
+fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
+    let tmp = Scratch::new("pure");
+    let (clean, poisoned, model) = pure_inputs(&tmp);
     for layout in ["zeroed", "sliced"] {
         let out = tmp.path(layout);
         // The sliced run also searches μ (three normalisation fine-tunes, one kept), starts
@@ -1409,12 +1416,7 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
 #[test]
 fn purify_pure_reuses_a_saved_fine_tune_to_the_bit() {
     let tmp = Scratch::new("pure-ft");
-    let clean = tmp.path("clean");
-    clean_for_pure(&clean);
-    let poisoned = tmp.path("poisoned");
-    bdaudit(&["attack", "badnets", "--data", s(&clean), "--out", s(&poisoned), "--trigger", "cf"], &[&clean]).assert_ok();
-    let model = tmp.path("suspect");
-    classifier_checkpoint(&model);
+    let (clean, poisoned, model) = pure_inputs(&tmp);
     let purify = |out: &Path, extra: &str| {
         argv(&format!(
             "purify pure --model {} --clean {} --test {} --out {} --epochs 1 --batch-size 8 --lr 1e-3 --max-len 16 --c 0.5 \

@@ -1021,12 +1021,28 @@ mod tests {
         assert_ne!(fresh[0], values(&model.with_new_head(6, 0.02))[0]);
     }
 
+    /// PURE on the tiny model with 32 training and 20 validation rows.
+    fn pure_on_tiny(finetuned: FineTuned<NdArray>, config: &PureConfig) -> Result<PureOutcome<NdArray>, PureError> {
+        let model_config = tiny_config();
+        let d = Default::default();
+        pure(
+            tiny::<Autodiff<NdArray>>(&model_config),
+            finetuned,
+            &model_config,
+            &labelled(32),
+            &labelled(20),
+            0,
+            config,
+            &d,
+            &mut Silent,
+            &|| 0.0,
+        )
+    }
+
     #[test]
     fn pure_prunes_tunes_and_reports() {
         let _guard = crate::train::one_training_at_a_time();
-        type A = Autodiff<NdArray>;
         let d = Default::default();
-        let model_config = tiny_config();
         let tune = TrainConfig { epochs: 2, batch_size: 8, lr: 1e-3, ..TrainConfig::default() };
         let config = PureConfig {
             accuracy_threshold: 0.5,
@@ -1036,19 +1052,7 @@ mod tests {
             tune,
             ..PureConfig::default()
         };
-        let out = pure(
-            tiny::<A>(&model_config),
-            FineTuned::Train,
-            &model_config,
-            &labelled(32),
-            &labelled(20),
-            0,
-            &config,
-            &d,
-            &mut Silent,
-            &|| 0.0,
-        )
-        .unwrap();
+        let out = pure_on_tiny(FineTuned::Train, &config).unwrap();
         let r = &out.report;
         let pruned: usize = r.pruning.pruned.iter().map(Vec::len).sum();
         assert!(pruned > 0, "{:?}", r.pruning);
@@ -1069,9 +1073,7 @@ mod tests {
 
         // f_p given instead of fine-tuned: the same run without step 1, to the bit.
         let given = FineTuned::Given(Box::new(out.undefended.clone()));
-        let again =
-            pure(tiny::<A>(&model_config), given, &model_config, &labelled(32), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0)
-                .unwrap();
+        let again = pure_on_tiny(given, &config).unwrap();
         assert!(again.report.finetune_log.is_none());
         assert_eq!(again.report.pruning.pruned, r.pruning.pruned);
         assert_eq!(again.report.lambdas, r.lambdas);
@@ -1079,9 +1081,7 @@ mod tests {
         // One of another shape is refused before any work.
         let other = BertConfig { num_attention_heads: 2, ..tiny_config() };
         let given = FineTuned::Given(Box::new(tiny::<NdArray>(&other)));
-        let err = pure(tiny::<A>(&model_config), given, &model_config, &labelled(32), &labelled(20), 0, &config, &d, &mut Silent, &|| 0.0)
-            .err()
-            .unwrap();
+        let err = pure_on_tiny(given, &config).err().unwrap();
         assert!(
             matches!(&err, PureError::FinetunedMismatch { what, finetuned: 2, suspect: 4 } if what == "attention heads of layer 0"),
             "{err}"
@@ -1089,37 +1089,13 @@ mod tests {
 
         // A fresh head: f_p is fine-tuned from another starting point.
         let fresh = PureConfig { fresh_head: true, ..config.clone() };
-        let fresh = pure(
-            tiny::<A>(&model_config),
-            FineTuned::Train,
-            &model_config,
-            &labelled(32),
-            &labelled(20),
-            0,
-            &fresh,
-            &d,
-            &mut Silent,
-            &|| 0.0,
-        )
-        .unwrap();
+        let fresh = pure_on_tiny(FineTuned::Train, &fresh).unwrap();
         assert!(max_diff(&logits(&fresh.undefended, None), &logits(&out.undefended, None)) > 1e-4);
 
         // The last epoch instead of the best: the same run otherwise, so the same per-epoch
         // accuracies.
         let last = PureConfig { keep_epoch: KeepEpoch::Last, ..config.clone() };
-        let last = pure(
-            tiny::<A>(&model_config),
-            FineTuned::Train,
-            &model_config,
-            &labelled(32),
-            &labelled(20),
-            0,
-            &last,
-            &d,
-            &mut Silent,
-            &|| 0.0,
-        )
-        .unwrap();
+        let last = pure_on_tiny(FineTuned::Train, &last).unwrap();
         let l = &last.report;
         assert_eq!(
             l.tune_log.epochs.iter().map(|e| e.eval).collect::<Vec<_>>(),
@@ -1129,19 +1105,7 @@ mod tests {
         assert_eq!(accuracy(&last.purified, &labelled(20), 0, 64, &d, &mut Silent).unwrap(), l.kept_accuracy);
 
         let search = PureConfig { mu_search: vec![1.0, 0.0], mu_tolerance: 1.0, ..config };
-        let out = pure(
-            tiny::<A>(&model_config),
-            FineTuned::Train,
-            &model_config,
-            &labelled(32),
-            &labelled(20),
-            0,
-            &search,
-            &d,
-            &mut Silent,
-            &|| 0.0,
-        )
-        .unwrap();
+        let out = pure_on_tiny(FineTuned::Train, &search).unwrap();
         let r = &out.report;
         let mus: Vec<f64> = r.mu_trials.iter().map(|t| t.mu).collect();
         assert_eq!(mus, vec![0.0, 0.15, 1.0]);
