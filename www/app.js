@@ -4,6 +4,8 @@ import { BdauditClient, parseNumLabels, parseProbeTexts, parseSentences, parseTr
 
 const $ = (id) => document.getElementById(id);
 const client = new BdauditClient();
+// The end-to-end test makes this page's worker crash through it (a "panicForTests" request).
+window.bdauditClient = client;
 
 // ?backend=auto|webgpu|cpu presets the backend choice (links, benchmarks: scripts/bench-web).
 const backendParam = new URLSearchParams(location.search).get("backend");

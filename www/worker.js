@@ -18,9 +18,10 @@
 //   { id, type: "tokenScores", top }  (needs a base, given at load) → { id, ok: true, tokens: [{ id, token, score }] }
 //   { id, type: "checkSize", bytes } → { id, ok: true } when a model.safetensors of that size
 //       fits the memory budget (asked before the file is read)
+//   { id, type: "panicForTests" } → always a crash (the end-to-end test of the restart)
 // A failure answers { id, ok: false, error: message } (the core's message), with crashed: true
 // when the wasm module trapped (a panic: the message is the panic's) and the worker is spent.
-import init, { Auditor, checkModelSize } from "./pkg/bdaudit_web.js";
+import init, { Auditor, checkModelSize, panicForTests } from "./pkg/bdaudit_web.js";
 
 const ready = init();
 let auditor = null;
@@ -98,6 +99,12 @@ const handlers = {
   async checkSize(msg) {
     await ready;
     checkModelSize(msg.bytes);
+    return {};
+  },
+
+  async panicForTests() {
+    await ready;
+    panicForTests();
     return {};
   },
 };

@@ -129,6 +129,17 @@ fn check_size(bytes: u64) -> Result<(), WebError> {
     Ok(())
 }
 
+/// Panics, as a bug anywhere under the core would: a trap in wasm, which spends the module.
+/// The page's end-to-end test calls it to check that the worker reports the panic's message
+/// and the page starts a fresh worker. It stands in for a real input because bdaudit refuses
+/// every input known to make it or a dependency panic (`tests/tests/bad_input.rs` sweeps every
+/// field of a checkpoint's three files), so no file can.
+#[wasm_bindgen(js_name = panicForTests)]
+pub fn panic_for_tests() {
+    install_panic_logger();
+    panic!("a panic the end-to-end test asked for");
+}
+
 /// The memory budget's check alone, for a file's size before it is read: the page asks with
 /// `File.size` and the widget with the server's `Content-Length`, so that a model of several GB
 /// is refused with this message instead of failing to fit in memory on the way in.

@@ -126,12 +126,12 @@ writeFileSync(p("corrupt/model.safetensors"), model.subarray(0, Math.floor(model
 copyFileSync(p("victim/config.json"), p("corrupt/config.json"));
 copyFileSync(p("victim/tokenizer.json"), p("corrupt/tokenizer.json"));
 
-// A checkpoint whose tokenizer panics inside `tokenizers` on every text (a Precompiled
-// normaliser with an empty trie): in wasm a trap, which the page must report with its message.
-mkdirSync(p("trap"), { recursive: true });
-copyFileSync(p("victim/model.safetensors"), p("trap/model.safetensors"));
-copyFileSync(p("victim/config.json"), p("trap/config.json"));
+// A checkpoint whose tokenizer's Precompiled normaliser has an empty trie: `tokenizers` would
+// load it and panic on the first text (in wasm, a trap); bdaudit refuses it when loading.
+mkdirSync(p("bad-charsmap"), { recursive: true });
+copyFileSync(p("victim/model.safetensors"), p("bad-charsmap/model.safetensors"));
+copyFileSync(p("victim/config.json"), p("bad-charsmap/config.json"));
 const tokenizer = JSON.parse(readFileSync(p("victim/tokenizer.json"), "utf8"));
 tokenizer.normalizer = { type: "Precompiled", precompiled_charsmap: "AAAAAA==" };
-writeFileSync(p("trap/tokenizer.json"), JSON.stringify(tokenizer));
+writeFileSync(p("bad-charsmap/tokenizer.json"), JSON.stringify(tokenizer));
 console.log(`make-fixtures: wrote ${out}`);

@@ -27,7 +27,7 @@ before(async () => {
   for (const f of ["pkg/bdaudit_web.js", "pkg/bdaudit_web_bg.wasm"]) {
     assert.ok(existsSync(join(WWW, f)), `www/${f} is missing: run scripts/build-web`);
   }
-  for (const d of ["victim", "clean", "corrupt", "trap"]) {
+  for (const d of ["victim", "clean", "corrupt", "bad-charsmap"]) {
     assert.ok(existsSync(join(FIXTURES, d, "model.safetensors")), `${FIXTURES}/${d} is missing: run scripts/test-web (make-fixtures.mjs)`);
   }
   browser = await startBrowser();
@@ -209,17 +209,28 @@ test("a truncated model.safetensors shows the core's error on the page", async (
   await page.close();
 });
 
-test("a panic in the wasm shows its message, and the next scan works", async () => {
+test("a tokenizer.json that would make tokenizers panic is refused with the core's error", async () => {
   const page = await newPage("index.html");
-  const r = await scanOnPage(page, "trap");
-  console.log(`# trap: error shown: ${r.error}`);
+  const r = await scanOnPage(page, "bad-charsmap");
+  console.log(`# bad charsmap: error shown: ${r.error}`);
   assert.equal(r.level, null);
-  assert.match(r.error, /bdaudit crashed: index out of bounds: .*\(at spm_precompiled-[\d.]+\/src\/lib\.rs:\d+\)/);
-  assert.match(r.error, /worker was restarted/);
-  // The crashed worker was replaced: the same page scans a good checkpoint.
+  assert.match(r.error, /Precompiled normalizer: its trie points to unit 0 of 0/);
+  assert.doesNotMatch(r.error, /crashed/);
+  await page.close();
+});
+
+test("a panic in the wasm shows its message, and the next scan reloads the checkpoint", async () => {
+  const page = await newPage("index.html");
+  const first = await scanOnPage(page, "clean");
+  assert.equal(first.error, "", first.error);
+  const error = await page.evaluate(() => window.bdauditClient.call({ type: "panicForTests" }).then(() => "", (e) => e.message));
+  console.log(`# panic: ${error}`);
+  assert.match(error, /^bdaudit crashed: a panic the end-to-end test asked for \(at web\/src\/lib\.rs:\d+\)/);
+  assert.match(error, /worker was restarted/);
+  // The same files again: the page must load them into the fresh worker, not scan an empty one.
   const again = await scanOnPage(page, "clean");
   assert.equal(again.error, "", again.error);
-  assert.ok(again.level, again.summary);
+  assert.equal(again.level, first.level, again.summary);
   await page.close();
 });
 

@@ -4,6 +4,7 @@
 //! crate touches files.
 
 mod bundle;
+mod charsmap;
 mod init;
 mod safetensors;
 mod tokenizer;

@@ -8,6 +8,7 @@ use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::{PostProcessor, Tokenizer, TruncationParams};
 
+use super::charsmap;
 use crate::data::{batch::Encoded, Example};
 use crate::quote::excerpt;
 
@@ -201,9 +202,10 @@ fn encode_error(text: &str) -> impl FnOnce(String) -> TokenizerError + '_ {
 }
 
 /// `tokenizers` 0.23 panics (an `expect`, where every other normaliser returns its error) on
-/// a `Precompiled` normaliser whose charsmap does not parse, and in wasm a panic is a trap
-/// that kills the page's scan worker. Each such normaliser, inside sequences too, is parsed
-/// here first so that its error is a [`TokenizerError::Parse`] on every target.
+/// a `Precompiled` normaliser whose charsmap does not parse, and on texts that reach a bad
+/// entry of one that parses ([`charsmap`]); in wasm a panic is a trap that kills the page's
+/// scan worker. Each such normaliser, inside sequences too, is parsed and checked here first
+/// so that either is a [`TokenizerError::Parse`] on every target.
 fn check_precompiled_normalizers(bytes: &[u8]) -> Result<(), TokenizerError> {
     /// Only the normaliser is read: serde skips the rest (the vocabulary) without building it.
     #[derive(serde::Deserialize)]
@@ -213,10 +215,12 @@ fn check_precompiled_normalizers(bytes: &[u8]) -> Result<(), TokenizerError> {
     }
     fn check(node: &serde_json::Value) -> Result<(), TokenizerError> {
         if node.get("type").and_then(serde_json::Value::as_str) == Some("Precompiled") {
+            let refuse = |e: String| TokenizerError::Parse(format!("its Precompiled normalizer: {e}"));
             // From text, as `tokenizers` parses it: the charsmap is read as a borrowed string.
-            return serde_json::from_str::<tokenizers::normalizers::Precompiled>(&node.to_string())
-                .map(drop)
-                .map_err(|e| TokenizerError::Parse(format!("its Precompiled normalizer: {e}")));
+            serde_json::from_str::<tokenizers::normalizers::Precompiled>(&node.to_string()).map_err(|e| refuse(e.to_string()))?;
+            // It parsed, so the charsmap is a string of base64 that decodes.
+            let encoded = node["precompiled_charsmap"].as_str().unwrap_or_default();
+            return base64::decode(encoded).map_err(|e| refuse(e.to_string())).and_then(|bytes| charsmap::check(&bytes).map_err(refuse));
         }
         node.get("normalizers").and_then(serde_json::Value::as_array).into_iter().flatten().try_for_each(check)
     }
@@ -387,17 +391,27 @@ mod tests {
         }
     }
 
-    /// A charsmap that parses but whose trie is empty loads, then panics inside `tokenizers` on
-    /// every text: natively an error (in wasm a trap, which the page's worker reports with the
-    /// panic's message).
-    #[cfg(not(target_arch = "wasm32"))]
+    fn precompiled(charsmap: &[u8]) -> serde_json::Value {
+        serde_json::json!({"type": "Precompiled", "precompiled_charsmap": base64::encode(charsmap)})
+    }
+
+    /// A charsmap that parses but whose trie is empty, or points past its end or its strings,
+    /// would load and then panic inside `tokenizers` (wasm: a trap) on the first text to reach
+    /// the bad entry; a sound one normalises as its rules say.
     #[test]
-    fn an_empty_precompiled_trie_is_an_encode_error() {
+    fn a_precompiled_charsmap_is_refused_where_a_lookup_would_leave_it() {
         let mut json = word_level_json(&["good"]);
-        json["normalizer"] = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "AAAAAA=="});
+        json["normalizer"] = precompiled(&charsmap::tests::one_rule(b'x', "good"));
         let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).unwrap();
-        let err = tokenizer.encode("good").unwrap_err();
-        assert!(matches!(&err, TokenizerError::Encode { message, .. } if message.starts_with("the tokenizer failed")), "{err:?}");
+        assert_eq!(tokenizer.encode("x").unwrap(), [2, 4, 3], "x is normalised to good");
+        for (charsmap, says) in [
+            (charsmap::tests::charsmap(&[], ""), "unit 0 of 0"),
+            (charsmap::tests::rule(b'x', 1, "é\0"), "byte 1 of its 3-byte replacement strings"),
+        ] {
+            json["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [{"type": "Lowercase"}, precompiled(&charsmap)]});
+            let err = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).err().expect("a broken charsmap was accepted");
+            assert!(matches!(&err, TokenizerError::Parse(m) if m.contains("Precompiled") && m.contains(says)), "{err:?}");
+        }
     }
 
     #[test]
