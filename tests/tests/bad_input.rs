@@ -5,8 +5,9 @@
 //! with a hand-written WordLevel tokenizer, then broken one way at a time; each test first
 //! checks that the unbroken input loads, so an error can only come from the corruption.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use bdaudit_core::checkpoint::{load_classifier, CheckpointError, CheckpointFiles, Loaded, TextTokenizer, TokenizerError};
 use bdaudit_core::data::batch::Encoded;
@@ -689,4 +690,198 @@ fn train_returns_errors_instead_of_panicking() {
     let negative_lr = TrainConfig { lr: -0.1, ..config };
     let err = train(model(), &good, 0, &negative_lr, &device, &mut Quiet, |_, _| None).map(|_| ()).unwrap_err();
     assert!(matches!(err, TrainError::Config { field: "lr", .. }), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sweeps: every field of each file broken in turn
+//
+// The tests above break one field at a time by hand, with the message each must give. These
+// break every field of config.json, of the safetensors header and of a BERT tokenizer.json,
+// each in every way below, and ask only that loading (and then using the model) returns,
+// never panics: a panic kills the CLI with a backtrace and traps the browser's worker.
+
+/// Values a field of a downloaded JSON file might hold instead of the right one.
+fn hostile_values() -> Vec<Value> {
+    vec![
+        Value::Null,
+        json!(true),
+        json!(0),
+        json!(1),
+        json!(-1),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(1e300),
+        json!(0.5),
+        json!(""),
+        json!("x"),
+        json!([]),
+        json!([1, -1]),
+        json!({}),
+        json!({"type": "x"}),
+    ]
+}
+
+/// JSON pointers of every field and element under `node`, not descending into keys in `skip`.
+fn pointers(node: &Value, path: &str, skip: &[&str], out: &mut Vec<String>) {
+    let children: Vec<(String, &Value)> = match node {
+        Value::Object(fields) => fields.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        Value::Array(items) => items.iter().enumerate().map(|(i, v)| (i.to_string(), v)).collect(),
+        _ => return,
+    };
+    for (key, child) in children {
+        let pointer = format!("{path}/{}", key.replace('~', "~0").replace('/', "~1"));
+        out.push(pointer.clone());
+        if !skip.contains(&key.as_str()) {
+            pointers(child, &pointer, skip, out);
+        }
+    }
+}
+
+/// Every copy of `root` with one field or element replaced by a hostile value (one it does not
+/// already hold) or removed, named for what was done.
+fn one_field_broken(root: &Value, skip: &[&str]) -> Vec<(String, Value)> {
+    let mut paths = Vec::new();
+    pointers(root, "", skip, &mut paths);
+    let mut variants = Vec::new();
+    for path in paths {
+        for value in hostile_values() {
+            if root.pointer(&path) == Some(&value) {
+                continue;
+            }
+            let mut doc = root.clone();
+            *doc.pointer_mut(&path).expect("a pointer just listed") = value.clone();
+            variants.push((format!("{path} = {value}"), doc));
+        }
+        let (parent, key) = path.rsplit_once('/').expect("pointers start with /");
+        let mut doc = root.clone();
+        match doc.pointer_mut(parent).expect("the parent of a listed pointer") {
+            Value::Object(fields) => drop(fields.remove(&key.replace("~1", "/").replace("~0", "~"))),
+            Value::Array(items) => drop(items.remove(key.parse::<usize>().expect("an index"))),
+            _ => unreachable!("only objects and arrays have children"),
+        }
+        variants.push((format!("{path} removed"), doc));
+    }
+    variants
+}
+
+thread_local! {
+    /// The message of the last panic on this thread, caught or not.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// `f`'s result, or the message of a panic inside it, including one that `f` itself caught:
+/// bdaudit catches the `tokenizers` panics it knows of, but only where panics unwind, and in
+/// wasm every panic is a trap.
+fn unless_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            LAST_PANIC.with(|last| *last.borrow_mut() = Some(info.to_string()));
+            previous(info);
+        }));
+    });
+    LAST_PANIC.with(|last| last.borrow_mut().take());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    match LAST_PANIC.with(|last| last.borrow_mut().take()) {
+        Some(panic) => Err(panic),
+        None => Ok(outcome.expect("a panic sets LAST_PANIC")),
+    }
+}
+
+/// Fails naming every variant that panicked.
+fn assert_no_panics(what: &str, panics: &[String], tried: usize) {
+    assert!(panics.is_empty(), "{} of {tried} broken {what} panicked:\n{}", panics.len(), panics.join("\n"));
+}
+
+/// Loads `files` as the CLI does (the label count from config.json), then runs the model on the
+/// fixture's ids and tokenises texts that reach truncation, unknown words and special tokens.
+fn load_and_use(files: &CheckpointFiles) -> Result<(), CheckpointError> {
+    let loaded = load(files, None)?;
+    fixture_logits(&loaded);
+    let long = "the movie ".repeat(40);
+    for text in ["", "The MOVIE was great", "unheard-of words [CLS] [SEP] [PAD]", &long, "é 中文 😀 \u{0}\t"] {
+        let _ = loaded.tokenizer.encode(text);
+    }
+    Ok(())
+}
+
+#[test]
+fn no_field_of_config_json_makes_loading_panic() {
+    let mut config = tiny_config();
+    // Optional fields bdaudit reads, present so that they are broken too.
+    for (key, value) in [("model_type", json!("bert")), ("position_embedding_type", json!("absolute")), ("hidden_act", json!("gelu"))] {
+        config[key] = value;
+    }
+    load_and_use(&with_config(&config)).expect("the unbroken config loads");
+    let variants = one_field_broken(&config, &[]);
+    let panics: Vec<String> = variants
+        .iter()
+        .filter_map(|(what, doc)| unless_panic(|| load_and_use(&with_config(doc))).err().map(|p| format!("{what}: {p}")))
+        .collect();
+    assert_no_panics("config.json files", &panics, variants.len());
+}
+
+/// `model`'s safetensors file with its JSON header replaced by `header` (the data kept).
+fn with_header(model: &[u8], header: &Value) -> Vec<u8> {
+    let data = &model[8 + header_len(model)..];
+    let json = serde_json::to_vec(header).expect("serialise");
+    [&(json.len() as u64).to_le_bytes()[..], &json, data].concat()
+}
+
+#[test]
+fn no_field_of_the_safetensors_header_makes_loading_panic() {
+    let model = tiny_files().model;
+    let header: Value = serde_json::from_slice(&model[8..8 + header_len(&model)]).expect("the header is JSON");
+    load_and_use(&with_model(with_header(&model, &header))).expect("the rewritten header loads");
+    let variants = one_field_broken(&header, &[]);
+    let mut panics = Vec::new();
+    for (what, doc) in &variants {
+        match unless_panic(|| load_and_use(&with_model(with_header(&model, doc)))) {
+            Err(panic) => panics.push(format!("{what}: {panic}")),
+            // Every tensor is read, so only the metadata may change without an error.
+            Ok(Ok(())) => assert!(what.starts_with("/__metadata__"), "{what}: loaded without an error"),
+            Ok(Err(_)) => {}
+        }
+    }
+    assert_no_panics("safetensors headers", &panics, variants.len());
+}
+
+/// MiniLM's own tokenizer.json (BertNormalizer, BertPreTokenizer, WordPiece, TemplateProcessing,
+/// truncation, padding, added tokens) with the tiny model's vocabulary and ids.
+fn bert_tokenizer_for_the_tiny_model() -> Value {
+    let mut tokenizer: Value = serde_json::from_slice(&read_checkpoint(&minilm_dir()).tokenizer).expect("MiniLM's tokenizer.json");
+    let tiny: Value = serde_json::from_slice(&tiny_tokenizer()).expect("the tiny tokenizer");
+    let vocab = tiny["model"]["vocab"].clone();
+    let id = |token: &str| vocab[token].clone();
+    for added in tokenizer["added_tokens"].as_array_mut().expect("added_tokens") {
+        added["id"] = id(added["content"].as_str().expect("content"));
+    }
+    for (name, special) in tokenizer["post_processor"]["special_tokens"].as_object_mut().expect("special_tokens") {
+        special["ids"] = json!([id(name)]);
+    }
+    tokenizer["padding"]["pad_id"] = id("[PAD]");
+    tokenizer["model"]["vocab"] = vocab;
+    tokenizer
+}
+
+#[test]
+fn no_field_of_tokenizer_json_makes_loading_or_tokenising_panic() {
+    let tokenizer = bert_tokenizer_for_the_tiny_model();
+    let bytes = |doc: &Value| serde_json::to_vec(doc).expect("serialise");
+    load_and_use(&with_tokenizer(bytes(&tokenizer))).expect("the tiny BERT tokenizer loads");
+    // The vocabulary's entries are each one more token: the map as a whole is broken instead.
+    let mut variants = one_field_broken(&tokenizer, &["vocab"]);
+    // SentencePiece normalisation rules (a trie) that parse but lead lookups out of bounds: an
+    // empty trie, a root whose children lie past the end.
+    for charsmap in ["AAAAAA==", "BAAAAP///38="] {
+        let mut doc = tokenizer.clone();
+        doc["normalizer"] = json!({"type": "Precompiled", "precompiled_charsmap": charsmap});
+        variants.push((format!("/normalizer = Precompiled {charsmap}"), doc));
+    }
+    let panics: Vec<String> = variants
+        .iter()
+        .filter_map(|(what, doc)| unless_panic(|| load_and_use(&with_tokenizer(bytes(doc)))).err().map(|p| format!("{what}: {p}")))
+        .collect();
+    assert_no_panics("tokenizer.json files", &panics, variants.len());
 }
