@@ -621,6 +621,45 @@ fn csv_with_unterminated_quote() {
     assert_mentions(&err.to_string(), &["d.csv", "line 3", "unterminated quoted field"]);
 }
 
+/// Every byte of a small valid file of each format replaced by each of a set of troublesome
+/// bytes, and the file cut at every byte: parsing, the label checks and tokenising what parsed
+/// return, never panic (a panic is caught and counted as in the sweeps below).
+#[test]
+fn no_byte_of_a_data_file_makes_reading_panic() {
+    let files: [(&[u8], Format); 3] = [
+        (b"sentence\tlabel\r\ngood \"fun\" film\t1\nbad\tone\t0\n", Format::Tsv),
+        (b"text,label\n\"good, \"\"fun\"\"\",1\r\nbad \xc3\xa9,0\n", Format::Csv),
+        (b"{\"text\": \"good \\u00e9\", \"label\": 1}\n{\"sentence\": \"bad\", \"label\": 0}\n", Format::Jsonl),
+    ];
+    let tokenizer = TextTokenizer::from_bytes(&tiny_tokenizer(), MAX_LEN).unwrap();
+    let read = |bytes: &[u8], format: Format| {
+        let examples = parse(bytes, format, "data")?;
+        check_labels(&examples, 2, "data")?;
+        require_two_classes(&examples, "data")?;
+        let _ = tokenizer.encode_all(&examples);
+        Ok::<_, DataError>(())
+    };
+    let mut tried = 0;
+    let mut panics = Vec::new();
+    for (valid, format) in files {
+        read(valid, format).unwrap_or_else(|e| panic!("the valid {format:?} file: {e}"));
+        for at in 0..valid.len() {
+            let replaced = [b'\t', b'\n', b'\r', b'"', b',', b'{', b'\\', b'\0', b'-', b'9', 0xc3, 0xff].map(|byte| {
+                let mut bytes = valid.to_vec();
+                bytes[at] = byte;
+                (format!("byte {at} = {byte:#04x}"), bytes)
+            });
+            for (what, bytes) in replaced.into_iter().chain([(format!("cut at {at}"), valid[..at].to_vec())]) {
+                tried += 1;
+                if let Err(panic) = unless_panic(|| read(&bytes, format)) {
+                    panics.push(format!("{format:?}, {what}: {panic}"));
+                }
+            }
+        }
+    }
+    assert_no_panics("data files", &panics, tried);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Training
 
