@@ -59,7 +59,10 @@ for setting in ["fdk", "ds"]:
     # "+mu": μ chosen on validation accuracy from MU_SEARCH, "+last": the last epoch kept
     # (KEEP_EPOCH=last; FT has no such row) (scripts/results-pure).
     methods = ["FT", "pure", "pure+mu", "prune-only", "norm-only", "norm-only+mu"]
-    for method in [m + fresh + last for fresh in ("", "+fresh") for last in ("", "+last") for m in methods]:
+    known = [m + fresh + last for fresh in ("", "+fresh") for last in ("", "+last") for m in methods]
+    # Other suffixes (LAYER_WEIGHTS, ATTENTION_ROWS) after these, by name.
+    others = sorted(m for s, m in rows if s == setting and m not in known)
+    for method in known + others:
         rs = rows.get((setting, method))
         if not rs:
             continue

@@ -1368,8 +1368,13 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
     for layout in ["zeroed", "sliced"] {
         let out = tmp.path(layout);
         // The sliced run also searches μ (three normalisation fine-tunes, one kept), starts
-        // from a new classifier head and keeps the last epoch.
-        let search = if layout == "sliced" { "--mu-search 0,0.5 --fresh-head --keep-epoch last" } else { "" };
+        // from a new classifier head, keeps the last epoch, weighs the layers alike and
+        // penalises every token's attention row.
+        let search = if layout == "sliced" {
+            "--mu-search 0,0.5 --fresh-head --keep-epoch last --layer-weights uniform --attention-rows every"
+        } else {
+            ""
+        };
         let args = argv(&format!(
             "purify pure --model {} --clean {} --test {} --out {} --epochs 1 --batch-size 8 --lr 1e-3 --max-len 16 --c 0.01 \
              --heads-per-step 3 --layout {layout} --json {search}",
@@ -1393,6 +1398,10 @@ fn purify_pure_prunes_tunes_and_writes_a_loadable_checkpoint() {
         assert!(trials.iter().any(|t| t["mu"] == p["mu"] && t["kept_accuracy"] == p["kept_accuracy"]), "{p}");
         assert_eq!(p["config"]["fresh_head"], layout == "sliced", "{p}");
         assert_eq!(p["config"]["keep_epoch"], if layout == "sliced" { "last" } else { "best" }, "{p}");
+        assert_eq!(p["config"]["attention_rows"], if layout == "sliced" { "every" } else { "cls" }, "{p}");
+        if layout == "sliced" {
+            assert_eq!((&p["config"]["layer_weights"], &p["lambdas"]), (&json!("uniform"), &json!([1.0, 1.0])), "{p}");
+        }
         let config = read_json(&out.join("config.json"));
         let bytes = fs::read(out.join("model.safetensors")).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;

@@ -111,6 +111,25 @@ pub enum LayerWeights {
     /// of −ln v is proportional to 1/v, so this is min-max of 1/v: much more skewed, the
     /// lowest-variance layer gets 1 and the others little.
     Inverse,
+    /// λ_l = 1 for every layer: the paper's sensitivity analysis (§7, Figure 5: on BERT it
+    /// costs clean accuracy against λ_l). It puts the penalty on the middle layers too, where
+    /// both kinds above give λ near 0 on MiniLM.
+    Uniform,
+}
+
+/// Which query rows of each head's attention eq. 3 penalises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionRows {
+    /// The [CLS] row, ‖A_h^l[CLS, :]‖₂: the paper's eq. 3. The default.
+    #[default]
+    Cls,
+    /// The mean of ‖A_h^l[q, :]‖₂ over every real token q (not in the paper). A trigger can be
+    /// read by the other tokens in a middle layer and reach [CLS] only later: on a MiniLM
+    /// victim that PURE leaves at LFR 69 (docs/results.md, seed 3) a layer-3 head puts 0.75
+    /// of the average token's attention on the trigger, and 0.12 of [CLS]'s
+    /// (`scripts/trigger-attention`).
+    Every,
 }
 
 /// Which epoch of the eq. 3 fine-tune becomes the purified model.
@@ -150,6 +169,7 @@ pub struct PureConfig {
     /// (default 0.01: one point, the cost against plain fine-tuning docs/results.md holds PURE to).
     pub mu_tolerance: f64,
     pub layer_weights: LayerWeights,
+    pub attention_rows: AttentionRows,
     /// Step 1, fine-tuning θ_p into f_p (authors' code: 3 epochs, lr 2e-5, batch 32).
     pub finetune: TrainConfig,
     /// Step 4, the eq. 3 fine-tune of the pruned θ_p (paper: 3 epochs, lr 2e-5, batch 32).
@@ -187,6 +207,7 @@ impl PureConfig {
             mu_search: Vec::new(),
             mu_tolerance: 0.01,
             layer_weights: LayerWeights::Log2,
+            attention_rows: AttentionRows::Cls,
             finetune: TrainConfig { seed, ..TrainConfig::default() },
             tune: TrainConfig { seed, ..TrainConfig::default() },
             eval_batch_size: 64,
@@ -338,16 +359,12 @@ pub fn greedy_prune<E>(
 /// (no normalisation) and the lowest gets 1. When every layer has the same mean (or there is
 /// one layer) min-max is undefined and every λ_l is 1, the paper's unweighted variant (§7).
 pub fn layer_weights(mean_variance: &[f32], kind: LayerWeights) -> Vec<f32> {
-    let raw: Vec<f64> = mean_variance
-        .iter()
-        .map(|&v| {
-            let v = (v as f64).max(MIN_VARIANCE);
-            match kind {
-                LayerWeights::Log2 => -v.log2(),
-                LayerWeights::Inverse => 1.0 / v,
-            }
-        })
-        .collect();
+    let transform: fn(f64) -> f64 = match kind {
+        LayerWeights::Uniform => return vec![1.0; mean_variance.len()],
+        LayerWeights::Log2 => |v| -v.log2(),
+        LayerWeights::Inverse => |v| 1.0 / v,
+    };
+    let raw: Vec<f64> = mean_variance.iter().map(|&v| transform((v as f64).max(MIN_VARIANCE))).collect();
     let min = raw.iter().copied().fold(f64::INFINITY, f64::min);
     let max = raw.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let range = max - min;
@@ -357,7 +374,9 @@ pub fn layer_weights(mean_variance: &[f32], kind: LayerWeights) -> Vec<f32> {
     raw.iter().map(|x| ((x - min) / range) as f32).collect()
 }
 
-/// Eq. 3's regulariser, μ · Σ_l λ_l · Σ_h ‖A_h^l[CLS, :]‖₂, averaged over the batch.
+/// Eq. 3's regulariser, μ · Σ_l λ_l · Σ_h ‖A_h^l[CLS, :]‖₂, averaged over the batch; with
+/// [`AttentionRows::Every`], each head's term is the mean norm over the text's real query rows
+/// (`mask`, `[batch, seq]`, 1 at real tokens) instead of the [CLS] row's.
 ///
 /// `attentions` are the per-layer probabilities a forward pass with `attentions: true`
 /// returns. Each norm is computed as ‖a‖² / √(‖a‖² + ε): equal to ‖a‖ within a relative
@@ -367,16 +386,30 @@ pub fn layer_weights(mean_variance: &[f32], kind: LayerWeights) -> Vec<f32> {
 ///
 /// The authors' code differs: per head it takes √(Σ_batch ‖a‖²), one norm over the whole
 /// batch, about √batch times the per-text mean at the same μ.
-pub fn attention_norm_loss<B: Backend>(attentions: &[Tensor<B, 4>], lambdas: &[f32], mu: f64) -> Tensor<B, 1> {
+pub fn attention_norm_loss<B: Backend>(
+    attentions: &[Tensor<B, 4>],
+    mask: &Tensor<B, 2>,
+    rows: AttentionRows,
+    lambdas: &[f32],
+    mu: f64,
+) -> Tensor<B, 1> {
+    let [batch, seq] = mask.dims();
+    // Each text's weight on each query row, `[batch, 1, seq, 1]`, summing to 1 over its rows.
+    let row_weights = match rows {
+        AttentionRows::Cls => None,
+        AttentionRows::Every => Some((mask.clone() / mask.clone().sum_dim(1)).reshape([batch, 1, seq, 1])),
+    };
     attentions
         .iter()
         .zip(lambdas)
         .map(|(probs, &lambda)| {
             let [batch, heads, seq, _] = probs.dims();
-            let cls = probs.clone().slice([0..batch, 0..heads, 0..1, 0..seq]);
-            let squared = cls.powi_scalar(2).sum_dim(3);
-            let norms = super::smooth_norm(squared);
-            norms.sum() * (lambda as f64 / batch as f64)
+            let norms = |r: Tensor<B, 4>| super::smooth_norm(r.powi_scalar(2).sum_dim(3));
+            let per_head = match &row_weights {
+                None => norms(probs.clone().slice([0..batch, 0..heads, 0..1, 0..seq])),
+                Some(w) => (norms(probs.clone()) * w.clone()).sum_dim(2),
+            };
+            per_head.sum() * (lambda as f64 / batch as f64)
         })
         .reduce(|a, b| a + b)
         .expect("a BERT model has at least one layer")
@@ -670,7 +703,8 @@ pub fn pure<B: AutodiffBackend>(
             progress,
             |m: &BertClassifier<B>, b, _| {
                 let out = m.forward(b.input_ids.clone(), b.attention_mask.clone(), &options);
-                cross_entropy(out.logits, b.labels.clone()) + attention_norm_loss(&out.encoder.attentions, &lambdas, mu)
+                cross_entropy(out.logits, b.labels.clone())
+                    + attention_norm_loss(&out.encoder.attentions, &b.attention_mask, config.attention_rows, &lambdas, mu)
             },
             |epoch, m| {
                 let acc = match accuracy(m, val, pad_id, batch, device, &mut Silent) {
@@ -866,6 +900,7 @@ mod tests {
         assert!(max_diff(&inv, &[0.0, 1.0, 1.0 / 3.0]) < 1e-6, "{inv:?}");
         assert_eq!(layer_weights(&[0.1, 0.1], LayerWeights::Log2), vec![1.0, 1.0]);
         assert_eq!(layer_weights(&[0.0, 0.5], LayerWeights::Log2), vec![1.0, 0.0]);
+        assert_eq!(layer_weights(&[0.25, 0.0625, 0.125], LayerWeights::Uniform), vec![1.0; 3]);
     }
 
     #[test]
@@ -876,13 +911,35 @@ mod tests {
         let mut values = vec![0.25f32; 16];
         values.extend(vec![0.0f32; 16]);
         let probs = Tensor::<A, 4>::from_data(TensorData::new(values, [1, 2, 4, 4]), &d).require_grad();
-        let loss = attention_norm_loss(std::slice::from_ref(&probs), &[0.5], 0.15);
+        let mask = Tensor::<A, 2>::ones([1, 4], &d);
+        let loss = attention_norm_loss(std::slice::from_ref(&probs), &mask, AttentionRows::Cls, &[0.5], 0.15);
         let value: f32 = loss.clone().into_data().to_vec::<f32>().unwrap()[0];
         assert!((value - 0.15 * 0.5 * 0.5).abs() < 1e-7, "{value}");
         let grads = loss.backward();
         let g: Vec<f32> = probs.grad(&grads).unwrap().into_data().to_vec().unwrap();
         assert!(g.iter().all(|x| x.is_finite()));
         assert!(g[16..].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn norm_loss_over_every_row_is_the_mean_over_real_queries() {
+        let d = Default::default();
+        // One head, 3 real tokens and a padding one: [CLS] uniform over the real tokens
+        // (‖a‖ = 1/√3), the other two real rows one-hot (1), the padding row uniform over all
+        // four (1/2, left out). A second text of 2 real tokens, both one-hot.
+        let third = 1.0 / 3.0;
+        #[rustfmt::skip]
+        let values = vec![
+            third, third, third, 0.0,  0.0, 1.0, 0.0, 0.0,  1.0, 0.0, 0.0, 0.0,  0.25, 0.25, 0.25, 0.25,
+            1.0, 0.0, 0.0, 0.0,  0.0, 1.0, 0.0, 0.0,  0.5, 0.5, 0.0, 0.0,  0.5, 0.5, 0.0, 0.0,
+        ];
+        let probs = Tensor::<B, 4>::from_data(TensorData::new(values, [2, 1, 4, 4]), &d);
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0], [2, 4]), &d);
+        let loss = |rows| attention_norm_loss(std::slice::from_ref(&probs), &mask, rows, &[1.0], 1.0).into_scalar();
+        let every = ((1.0 / 3f32.sqrt() + 2.0) / 3.0 + 1.0) / 2.0;
+        assert!((loss(AttentionRows::Every) - every).abs() < 1e-6, "{}", loss(AttentionRows::Every));
+        let cls = (1.0 / 3f32.sqrt() + 1.0) / 2.0;
+        assert!((loss(AttentionRows::Cls) - cls).abs() < 1e-6, "{}", loss(AttentionRows::Cls));
     }
 
     #[test]

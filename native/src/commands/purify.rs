@@ -8,7 +8,9 @@ use bdaudit_core::augment::token_split::SplitRule;
 use bdaudit_core::checkpoint::{load_classifier, save_classifier};
 use bdaudit_core::data::{check_labels, require_two_classes, split_off, subsample, write_tsv};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, MbtsadReport, Teacher};
-use bdaudit_core::defense::pure::{pure, zero_pruned_heads, FineTuned, KeepEpoch, PureConfig, PureReport, ThresholdMode};
+use bdaudit_core::defense::pure::{
+    pure, zero_pruned_heads, AttentionRows, FineTuned, KeepEpoch, LayerWeights, PureConfig, PureReport, ThresholdMode,
+};
 use bdaudit_core::metrics::EvalMetrics;
 use bdaudit_core::model::BertClassifier;
 use bdaudit_core::train::TrainConfig;
@@ -48,6 +50,26 @@ pub enum Keep {
     Best,
     /// The last epoch (the authors' code).
     Last,
+}
+
+/// How eq. 3 weighs the layers ([`LayerWeights`]).
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Weights {
+    /// −log₂ of the layer's mean head variance, min-max scaled (the paper).
+    Log2,
+    /// 1 / variance, min-max scaled (the authors' code).
+    Inverse,
+    /// 1 for every layer (the paper's unweighted ablation).
+    Uniform,
+}
+
+/// Which query rows eq. 3 penalises ([`AttentionRows`]).
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Rows {
+    /// The [CLS] row (the paper).
+    Cls,
+    /// The mean over every real token's row (not in the paper).
+    Every,
 }
 
 /// Which words token splitting cuts ([`SplitRule`]).
@@ -113,6 +135,12 @@ pub struct PureArgs {
     /// defender does with a downloaded pre-trained model (default: keep a classifier's head).
     #[arg(long)]
     pub fresh_head: bool,
+    /// How the normalisation loss weighs the layers.
+    #[arg(long, value_enum, default_value = "log2")]
+    pub layer_weights: Weights,
+    /// Which query rows of each head's attention the normalisation loss penalises.
+    #[arg(long, value_enum, default_value = "cls")]
+    pub attention_rows: Rows,
     /// Which epoch of the normalisation fine-tune to keep.
     #[arg(long, value_enum, default_value = "best")]
     pub keep_epoch: Keep,
@@ -299,6 +327,15 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     args.batch.apply([&mut config.finetune, &mut config.tune]);
     config.prune = !args.no_prune;
     config.fresh_head = args.fresh_head;
+    config.layer_weights = match args.layer_weights {
+        Weights::Log2 => LayerWeights::Log2,
+        Weights::Inverse => LayerWeights::Inverse,
+        Weights::Uniform => LayerWeights::Uniform,
+    };
+    config.attention_rows = match args.attention_rows {
+        Rows::Cls => AttentionRows::Cls,
+        Rows::Every => AttentionRows::Every,
+    };
     config.keep_epoch = match args.keep_epoch {
         Keep::Best => KeepEpoch::Best,
         Keep::Last => KeepEpoch::Last,
