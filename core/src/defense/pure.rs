@@ -129,7 +129,7 @@ pub enum AttentionRows {
     /// victim that PURE leaves at LFR 69 (docs/results.md, seed 3) a layer-3 head puts 0.75
     /// of the average token's attention on the trigger, and 0.12 of [CLS]'s
     /// (`scripts/trigger-attention`). There this removes less than the [CLS] row (LFR 76 against
-    /// 69): averaging over the rows dilutes the last layer's [CLS] term, the one that works.
+    /// 69), likely because averaging over the rows dilutes the last layer's [CLS] term.
     Every,
 }
 
