@@ -45,7 +45,7 @@ pub enum CandidateSource {
     User,
 }
 
-/// A head whose [CLS] attention variance rises when the trigger is inserted.
+/// A head whose \[CLS\] attention variance rises when the trigger is inserted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadDrift {
     pub layer: usize,
@@ -85,7 +85,7 @@ pub struct ScanReport {
     pub candidates: Vec<Candidate>,
     /// Tokens ranked by embedding drift against the base, when a base was given.
     pub token_scores: Option<Vec<TokenScore>>,
-    /// Per-head [CLS] variance on the clean probe texts (the heatmap).
+    /// Per-head \[CLS\] variance on the clean probe texts (the heatmap).
     pub attention: Option<HeadScores>,
     /// The strongest candidate's drift map (`candidates[0].drift`), here too for readers
     /// of reports from before every flagged candidate had one.

@@ -120,7 +120,7 @@ impl ScanConfig {
     }
 }
 
-/// Longest probe input in tokens, [CLS] and [SEP] included (loading clamps it to the model's
+/// Longest probe input in tokens, \[CLS\] and \[SEP\] included (loading clamps it to the model's
 /// `max_position_embeddings`). The page and `bdaudit scan` both load with it, as with the
 /// defaults of [`ScanConfig`], so that their verdicts on one checkpoint agree.
 pub const SCAN_MAX_LEN: usize = 512;
@@ -312,7 +312,7 @@ fn mapped_candidates(candidates: &[Candidate], config: &ScanConfig) -> Vec<usize
     candidates.iter().enumerate().filter(moved).map(|(i, _)| i).take(config.drift_maps).collect()
 }
 
-/// The heads whose [CLS] variance rises most when the trigger is inserted.
+/// The heads whose \[CLS\] variance rises most when the trigger is inserted.
 fn top_heads(difference: &HeadScores, n: usize) -> Vec<HeadDrift> {
     let mut all: Vec<HeadDrift> = difference
         .scores

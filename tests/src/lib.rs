@@ -103,9 +103,9 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// A minimal WordLevel `tokenizer.json`: ids follow `specials` then `words`; a [CLS] … [SEP]
-/// post-processor when both are present, with [CLS] given `cls_id` instead of its vocabulary id
-/// when asked (to produce ids a model does not have); [UNK] (or the first token) as unknown.
+/// A minimal WordLevel `tokenizer.json`: ids follow `specials` then `words`; a \[CLS\] … \[SEP\]
+/// post-processor when both are present, with \[CLS\] given `cls_id` instead of its vocabulary id
+/// when asked (to produce ids a model does not have); \[UNK\] (or the first token) as unknown.
 pub fn word_level_tokenizer(specials: &[&str], words: &[&str], cls_id: Option<usize>) -> Vec<u8> {
     let vocab: serde_json::Map<String, Value> = specials.iter().chain(words).enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
     let id = |t: &str| vocab.get(t).cloned().unwrap_or(json!(1));

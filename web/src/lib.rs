@@ -365,7 +365,7 @@ impl Auditor {
         Ok(to_json(&report))
     }
 
-    /// PURE's attention-variance probe alone: the [CLS] attention variance (eq. 2) of every
+    /// PURE's attention-variance probe alone: the `[CLS]` attention variance (eq. 2) of every
     /// head over the probe texts; resolves to JSON `{layers, heads, scores}` (`scores[layer]
     /// [head]`; low means a head attends almost uniformly, which a trigger's heads do on clean
     /// text). `options_json`: `{"probeTexts": [...], "seed": 1}`, all optional.

@@ -50,7 +50,7 @@ impl<B: Backend> Session<B> {
         Ok(texts.into_iter().zip(probs).map(|(text, probs)| Prediction { label: labels[argmax(&probs)].clone(), text, probs }).collect())
     }
 
-    /// PURE's attention-variance probe alone: the [CLS] attention variance (eq. 2) of every
+    /// PURE's attention-variance probe alone: the `[CLS]` attention variance (eq. 2) of every
     /// head, averaged over `texts`.
     pub async fn attention_variance(&self, texts: &[String], progress: &mut dyn Progress) -> Result<HeadScores, WebError> {
         let rows = self.encode(texts)?;

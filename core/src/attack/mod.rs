@@ -88,6 +88,7 @@ impl Trigger {
 /// What the poisoning rate is a fraction of; papers differ, and results are only
 /// comparable under the same convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RateOf {
     /// rate × |train| rows are poisoned (drawn from non-target rows), as in BTU.
     #[serde(rename = "all")]

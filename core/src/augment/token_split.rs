@@ -21,7 +21,7 @@ pub enum SplitError {
 
 /// Which words of a text are split, how many, and where they are cut.
 ///
-/// The paper (§IV-A5) says it follows the settings of nlpaug ([10]) and also writes the count
+/// The paper (§IV-A5) says it follows the settings of nlpaug (\[10\]) and also writes the count
 /// as max(10, 0.3·n). nlpaug's `SplitAug` does not compute that: its defaults clamp ⌈0.3·n⌉ to
 /// [1, 10] and skip words under 4 characters. The paper's own example (an SST-2 row, of which
 /// it splits 4 of the first 9 words, each of 5 or more characters, and leaves "and" and "of"
@@ -29,15 +29,20 @@ pub enum SplitError {
 /// characters, short ones included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SplitRule {
-    /// nlpaug's `SplitAug` defaults: ⌈fraction·n⌉ words clamped to [1, 10], n counting every
-    /// space-separated token (punctuation too); only words of 4 or more characters; each cut
-    /// leaves at least 2 characters after it (`randint(1, len - 1)`, upper bound exclusive).
+    /// nlpaug's `SplitAug` defaults, which the paper follows: ⌈fraction·n⌉ words (1 to 10) of 4
+    /// or more characters.
+    ///
+    /// n counts every space-separated token (punctuation too); each cut leaves at least 2
+    /// characters after it (`randint(1, len - 1)`, upper bound exclusive).
     Nlpaug,
-    /// The paper's formula read literally: max(10, ⌈fraction·n⌉) words, at most every word of
-    /// 2 or more characters; cut at any inner position. A row with at most 10 such words has
-    /// every one split. The default: at the paper's size on SST-2 nlpaug's rule did no better
-    /// (one seed, docs/results.md), and every other setting was chosen under this one.
+    /// The paper's formula read literally: max(10, ⌈fraction·n⌉) words of 2 or more
+    /// characters. The default.
+    ///
+    /// At most every such word, cut at any inner position: a row with at most 10 of them has
+    /// every one split. The default because at the paper's size on SST-2 nlpaug's rule did no
+    /// better (one seed, docs/results.md), and every other setting was chosen under this one.
     #[default]
     PaperText,
 }

@@ -80,7 +80,7 @@ impl TextTokenizer {
         self.max_len
     }
 
-    /// Ids of [PAD], [UNK], [CLS], [SEP], [MASK] and added special tokens: never trigger candidates.
+    /// Ids of \[PAD\], \[UNK\], \[CLS\], \[SEP\], \[MASK\] and added special tokens: never trigger candidates.
     pub fn special_ids(&self) -> &[u32] {
         &self.special_ids
     }
@@ -113,7 +113,7 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Ids with [CLS] … [SEP], truncated to `max_len`. A text that yields no id is an error: a
+    /// Ids with \[CLS\] … \[SEP\], truncated to `max_len`. A text that yields no id is an error: a
     /// batch of such rows has no position to classify from (its `[CLS]` slice would be empty).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         let ids = self.encode_any(text)?;
@@ -172,7 +172,7 @@ thread_local! {
     static CATCHING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// True while this thread runs `tokenizers` under [`guarded`]: a panic there becomes a
+/// True while this thread runs `tokenizers` under `guarded`: a panic there becomes a
 /// [`TokenizerError`], so a panic hook need not print it.
 pub fn catching_panic() -> bool {
     CATCHING.with(Cell::get)
@@ -246,8 +246,8 @@ fn check_template(processor: Option<&PostProcessorWrapper>) -> Result<(), Tokeni
     }
 }
 
-/// A WordLevel tokenizer for unit tests that need text: ids 0–3 are [PAD] [UNK] [CLS] [SEP],
-/// then `words` in order; texts split on whitespace and get [CLS] … [SEP].
+/// A WordLevel tokenizer for unit tests that need text: ids 0–3 are \[PAD\] \[UNK\] \[CLS\] \[SEP\],
+/// then `words` in order; texts split on whitespace and get \[CLS\] … \[SEP\].
 #[cfg(test)]
 pub(crate) fn word_level_for_tests(words: &[&str], max_len: usize) -> TextTokenizer {
     TextTokenizer::from_bytes(word_level_json(words).to_string().as_bytes(), max_len).expect("a valid tokenizer.json")
@@ -277,7 +277,7 @@ mod tests {
     }
 
     /// Both post-processors BERT checkpoints use (MiniLM's is `TemplateProcessing`); the
-    /// overflowing windows this replaced held [CLS] w6 w7 [SEP] of either.
+    /// overflowing windows this replaced held \[CLS\] w6 w7 \[SEP\] of either.
     #[test]
     fn the_cut_is_every_id_past_the_maximum_length_under_either_post_processor() {
         let words: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();

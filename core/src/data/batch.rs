@@ -4,7 +4,7 @@ use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 
 use crate::rng::Rng;
 
-/// One tokenised example: ids with [CLS] … [SEP], and its label.
+/// One tokenised example: ids with \[CLS\] … \[SEP\], and its label.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
     pub ids: Vec<u32>,

@@ -67,7 +67,7 @@ pub struct BtuConfig {
     pub tune: TrainConfig,
     /// The per-dimension threshold of eq. 7.
     pub threshold: Threshold,
-    /// What a replaced dimension becomes in eq. 7 (paper: the [PAD] row's value).
+    /// What a replaced dimension becomes in eq. 7 (paper: the \[PAD\] row's value).
     pub replacement: Replacement,
     /// Not in the paper (default off): train the round-2 proxy once more, on the clean split,
     /// and leave out of eq. 7 every token of T that it also ranks in its top ⌊α·|V|⌋. Such a
@@ -80,29 +80,37 @@ pub struct BtuConfig {
 /// The threshold a dimension's change must reach to be replaced (eq. 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Threshold {
-    /// Eq. 6 as printed: d̄ = the mean row drift ‖E′(t) − E(t)‖₂ over the vocabulary. After a
-    /// full fine-tune this is about as large as a trigger row's per-dimension change, so most
-    /// of the row survives; measured on SST-2 (docs/results.md) it leaves the backdoor intact.
+    /// Eq. 6 as printed: d̄ = the mean row drift ‖E′(t) − E(t)‖₂ over the vocabulary.
+    ///
+    /// After a full fine-tune this is about as large as a trigger row's per-dimension change, so
+    /// most of the row survives; measured on SST-2 (docs/results.md) it leaves the backdoor
+    /// intact.
     MeanRowDrift,
-    /// The authors' code: ‖E′ − E‖_F / |V|, about √|V| times smaller, so nearly every
-    /// dimension that moved is replaced. The default: it is what their reported numbers used.
+    /// The authors' code: ‖E′ − E‖_F / |V|. The default.
+    ///
+    /// About √|V| times smaller than the mean row drift, so nearly every dimension that moved is
+    /// replaced; it is what the authors' reported numbers used.
     Frobenius,
 }
 
 /// The value a suspicious token's replaced dimension takes in eq. 7.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Replacement {
-    /// The paper's eq. 7: the fine-tuned [PAD] row's value E′ᵢ(p).
+    /// The paper's eq. 7: the fine-tuned `[PAD]` row's value E′ᵢ(p).
     #[default]
     Pad,
-    /// Not in the paper, an ablation: the token's own pre-trained value Eᵢ(t). With
-    /// [`Pad`](Self::Pad) every token of T ends up near one shared row that the repair can give
-    /// a meaning to (AddSent's sentence reads as five [PAD] tokens), and clean class words in T
-    /// lose theirs. This keeps T's tokens apart, but measured on OLID (docs/results.md) it
-    /// keeps the backdoor too: the fine-tuned encoder reads a trigger's pre-trained row as the
-    /// trigger, so the [PAD] row, which it treats as nothing, is what removes it.
+    /// Not in the paper, an ablation that keeps the backdoor (docs/results.md): the token's own
+    /// pre-trained value Eᵢ(t).
+    ///
+    /// With [`Pad`](Self::Pad) every token of T ends up near one shared row that the repair can
+    /// give a meaning to (AddSent's sentence reads as five \[PAD\] tokens), and clean class
+    /// words in T lose theirs. This keeps T's tokens apart, but on OLID it kept the backdoor:
+    /// the fine-tuned encoder reads a trigger's pre-trained row as the trigger, so the \[PAD\]
+    /// row, which it treats as nothing, is what removes it.
     Pretrained,
 }
 
@@ -220,7 +228,7 @@ pub fn threshold<B: Backend>(before: Tensor<B, 2>, after: Tensor<B, 2>, kind: Th
 
 /// Dimensional fine-grained unlearning (BTU eq. 7).
 ///
-/// For each suspicious token t, dimension i takes the [PAD] row's value E′ᵢ(p) when
+/// For each suspicious token t, dimension i takes the \[PAD\] row's value E′ᵢ(p) when
 /// |E′ᵢ(t) − Eᵢ(t)| ≥ d̄ and keeps E′ᵢ(t) otherwise (with [`Replacement::Pretrained`], t's own
 /// pre-trained value Eᵢ(t) instead of E′ᵢ(p)). `before` is the pre-trained matrix E, `after` the
 /// fine-tuned E′, `d_bar` the threshold from [`threshold`].
@@ -289,7 +297,7 @@ pub struct Suspect {
     pub rounds: Vec<usize>,
     /// Its highest drift score over those rounds.
     pub score: f32,
-    /// Dimensions replaced in eq. 7 (by the [PAD] row's, or with [`Replacement::Pretrained`]
+    /// Dimensions replaced in eq. 7 (by the \[PAD\] row's, or with [`Replacement::Pretrained`]
     /// the token's own pre-trained ones), out of the hidden size.
     pub dims_replaced: usize,
     /// Left out of eq. 7 because the clean-split proxy flagged it too ([`spare`]).
@@ -487,7 +495,7 @@ mod tests {
         (0..rows).map(|r| v[r * cols..(r + 1) * cols].to_vec()).collect()
     }
 
-    /// Row 0 is [PAD]. Row drifts: 0, 0, 5 (3-4-0 triangle), 1 → d̄ = 6/4 = 1.5. Token 2 moved
+    /// Row 0 is \[PAD\]. Row drifts: 0, 0, 5 (3-4-0 triangle), 1 → d̄ = 6/4 = 1.5. Token 2 moved
     /// by 3 and 4 in its first two dimensions (≥ 1.5: replaced), 0 in the third (kept).
     #[test]
     fn eq7_replaces_exactly_the_dimensions_that_moved_at_least_the_mean_drift() {
@@ -500,7 +508,7 @@ mod tests {
         assert_eq!(values(out.weights), vec![vec![0.5, 0.5, 0.5], vec![1.0, 1.0, 1.0], vec![0.5, 0.5, 7.0], vec![2.0, 2.0, 3.0]]);
     }
 
-    /// The threshold is inclusive (|Δ| ≥ d̄) and the replacement comes from the *trained* [PAD]
+    /// The threshold is inclusive (|Δ| ≥ d̄) and the replacement comes from the *trained* \[PAD\]
     /// row. Drifts 4, 0, 2, 2 → d̄ = 2; tokens 2 and 3 each moved exactly 2 in one dimension.
     #[test]
     fn eq7_threshold_is_inclusive_and_uses_the_trained_pad_row() {
@@ -514,7 +522,7 @@ mod tests {
         assert_eq!((w[2].clone(), w[3].clone()), (vec![1.0, 0.0], vec![0.0, 5.0]));
     }
 
-    /// Same dimensions as with [PAD], but each takes the token's own pre-trained value, so two
+    /// Same dimensions as with \[PAD\], but each takes the token's own pre-trained value, so two
     /// tokens that moved the same way do not end up with the same row.
     #[test]
     fn eq7_with_pretrained_replacement_restores_each_tokens_own_values() {

@@ -9,7 +9,7 @@
 //! 3. Greedy pruning ([`greedy_prune`], §5.1): prune the lowest-scoring heads while f_p's
 //!    validation accuracy stays at least c.
 //! 4. Prune those heads from θ_p — the suspect model, not f_p (Algorithm 1 line 10) — and
-//!    fine-tune it with eq. 3, cross-entropy plus μ · Σ_l λ_l · Σ_h ‖A_h^l[CLS]‖₂
+//!    fine-tune it with eq. 3, cross-entropy plus μ · Σ_l λ_l · Σ_h ‖A_h^l\[CLS\]‖₂
 //!    ([`attention_norm_loss`], [`layer_weights`], §5.2), keeping the epoch with the best
 //!    validation accuracy (§6.2) or, as the authors' code evaluates, the last ([`KeepEpoch`]).
 //!
@@ -90,58 +90,72 @@ impl PureError {
 /// What the accuracy threshold c is compared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ThresholdMode {
-    /// Pruning stops when validation accuracy falls below c itself: the paper ("we set the
-    /// accuracy threshold c as 85%", §6.2; Algorithm 1 "if Acc < c") and the authors' code.
-    /// The default.
+    /// Pruning stops when validation accuracy falls below c itself (the paper). The default.
+    ///
+    /// The paper's "we set the accuracy threshold c as 85%" (§6.2) and Algorithm 1's
+    /// "if Acc < c", and the authors' code.
     Absolute,
-    /// Below c × the unpruned f_p's accuracy: for tasks and small models whose accuracy is
-    /// near or under 0.85 (MiniLM reaches about that on SST-2), where the absolute rule
-    /// would prune nothing.
+    /// Pruning stops below c × the unpruned f_p's accuracy.
+    ///
+    /// For tasks and small models whose accuracy is near or under 0.85 (MiniLM reaches about
+    /// that on SST-2), where the absolute rule would prune nothing.
     Relative,
 }
 
 /// How eq. 3's layer coefficients λ_l come from each layer's mean remaining head variance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LayerWeights {
     /// λ_l = −log₂ mean_h var, min-max scaled to [0, 1] (§5.2 and §6.2). The default.
     Log2,
-    /// The authors' code: a softmax over layers of −ln mean_h var, then min-max. The softmax
-    /// of −ln v is proportional to 1/v, so this is min-max of 1/v: much more skewed, the
+    /// 1 / mean_h var, min-max scaled: the authors' code.
+    ///
+    /// Their code takes a softmax over layers of −ln mean_h var, then min-max. The softmax of
+    /// −ln v is proportional to 1/v, so this is min-max of 1/v: much more skewed, the
     /// lowest-variance layer gets 1 and the others little.
     Inverse,
-    /// λ_l = 1 for every layer: the paper's sensitivity analysis (§7, Figure 5: on BERT it
-    /// costs clean accuracy against λ_l). It puts the penalty on the middle layers too, where
-    /// both kinds above give λ near 0 on MiniLM.
+    /// λ_l = 1 for every layer: the paper's ablation (§7, Figure 5).
+    ///
+    /// On BERT it costs clean accuracy against the weighted λ_l. It puts the penalty on the
+    /// middle layers too, where both kinds above give λ near 0 on MiniLM.
     Uniform,
 }
 
 /// Which query rows of each head's attention eq. 3 penalises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum AttentionRows {
-    /// The [CLS] row, ‖A_h^l[CLS, :]‖₂: the paper's eq. 3. The default.
+    /// The `[CLS]` row, ‖A_h^l[CLS, :]‖₂: the paper's eq. 3. The default.
     #[default]
     Cls,
-    /// The mean of ‖A_h^l[q, :]‖₂ over every real token q (not in the paper). A trigger can be
-    /// read by the other tokens in a middle layer and reach [CLS] only later: on a MiniLM
+    /// The mean of ‖A_h^l[q, :]‖₂ over every real token q (not in the paper).
+    ///
+    /// A trigger can be
+    /// read by the other tokens in a middle layer and reach \[CLS\] only later: on a MiniLM
     /// victim that PURE leaves at LFR 69 (docs/results.md, seed 3) a layer-3 head puts 0.75
-    /// of the average token's attention on the trigger, and 0.12 of [CLS]'s
-    /// (`scripts/trigger-attention`). There this removes less than the [CLS] row (LFR 76 against
-    /// 69), likely because averaging over the rows dilutes the last layer's [CLS] term.
+    /// of the average token's attention on the trigger, and 0.12 of \[CLS\]'s
+    /// (`scripts/trigger-attention`). There this removes less than the \[CLS\] row (LFR 76 against
+    /// 69), likely because averaging over the rows dilutes the last layer's \[CLS\] term.
     Every,
 }
 
 /// Which epoch of the eq. 3 fine-tune becomes the purified model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum KeepEpoch {
-    /// The best validation accuracy, the first on ties: the paper's "the model with the best
-    /// clean performance on the validation set" (§6.2). The default.
+    /// The best validation accuracy, the first on ties (the paper). The default.
+    ///
+    /// The paper's "the model with the best clean performance on the validation set" (§6.2).
     #[default]
     Best,
-    /// The last epoch: what the authors' code evaluates. Validation accuracy then only chooses
+    /// The last epoch: what the authors' code evaluates.
+    ///
+    /// Validation accuracy then only chooses
     /// μ (with `mu_search`), by each μ's last epoch.
     Last,
 }
@@ -377,7 +391,7 @@ pub fn layer_weights(mean_variance: &[f32], kind: LayerWeights) -> Vec<f32> {
 
 /// Eq. 3's regulariser, μ · Σ_l λ_l · Σ_h ‖A_h^l[CLS, :]‖₂, averaged over the batch; with
 /// [`AttentionRows::Every`], each head's term is the mean norm over the text's real query rows
-/// (`mask`, `[batch, seq]`, 1 at real tokens) instead of the [CLS] row's.
+/// (`mask`, `[batch, seq]`, 1 at real tokens) instead of the \[CLS\] row's.
 ///
 /// `attentions` are the per-layer probabilities a forward pass with `attentions: true`
 /// returns. Each norm is computed as ‖a‖² / √(‖a‖² + ε): equal to ‖a‖ within a relative

@@ -47,12 +47,15 @@ pub enum RgaError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Method {
-    /// Robust gradient ascent (eq. 6–7).
+    /// Robust gradient ascent (eq. 6–7): ascent weighted by λ = exp(−α·KL), anchored to the
+    /// clean pre-trained encoder.
     Rga,
-    /// Gradient ascent: λ ≡ 1, no L2 anchor.
+    /// Plain gradient ascent on the forget set: λ ≡ 1, no L2 anchor (a baseline; it shifts the
+    /// trigger).
     Ga,
-    /// Negative preference optimisation on the forget set, CE on the retain set.
+    /// Negative preference optimisation on the forget set, CE on the retain set (a baseline).
     Npo,
 }
 

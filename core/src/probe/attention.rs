@@ -1,8 +1,8 @@
-//! Per-head [CLS] attention variance, PURE's signal for heads a trigger can hijack.
+//! Per-head \[CLS\] attention variance, PURE's signal for heads a trigger can hijack.
 //!
 //! PURE (Zhao, Xu and Yuan, ICML 2024; `../shared/papers/pure.txt`), eq. 2: for layer l and
-//! head h, Var(A_h^l[CLS]) = Σ_j (a_j − 1/n)² / (n − 1), the spread of the [CLS] query row
-//! of the attention probabilities around the uniform 1/n. It is 0 when [CLS] attends to every
+//! head h, Var(A_h^l\[CLS\]) = Σ_j (a_j − 1/n)² / (n − 1), the spread of the \[CLS\] query row
+//! of the attention probabilities around the uniform 1/n. It is 0 when \[CLS\] attends to every
 //! token equally and reaches its maximum 1/n when it attends to one token only. The variance
 //! score of a head is its mean over texts (§4.3). Heads a trigger hijacks score low on clean
 //! texts and high once the trigger is inserted ("attention focus drifting", §4.2–4.3).

@@ -18,14 +18,6 @@ pub enum Kind {
     Addsent,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum RateBase {
-    /// Poison rate × all training rows (drawn from non-target rows), as BTU.
-    All,
-    /// Poison rate × non-target rows, as PURE and RGA.
-    NonTarget,
-}
-
 #[derive(Args, Debug)]
 pub struct AttackArgs {
     pub kind: Kind,
@@ -37,7 +29,7 @@ pub struct AttackArgs {
     #[arg(long, default_value_t = 0.1)]
     pub rate: f64,
     #[arg(long, value_enum, default_value = "all")]
-    pub rate_of: RateBase,
+    pub rate_of: RateOf,
     #[arg(long, default_value_t = 1)]
     pub target: usize,
     #[arg(long, default_value_t = 1)]
@@ -126,16 +118,7 @@ pub fn run(args: AttackArgs) -> Result<Written> {
         (Kind::Addsent, None) => Trigger::addsent_default(),
         (Kind::Addsent, Some(sentence)) => Trigger::AddSent { sentence },
     };
-    let config = PoisonConfig {
-        trigger,
-        rate: args.rate,
-        rate_of: match args.rate_of {
-            RateBase::All => RateOf::All,
-            RateBase::NonTarget => RateOf::NonTarget,
-        },
-        target: args.target,
-        seed: args.seed,
-    };
+    let config = PoisonConfig { trigger, rate: args.rate, rate_of: args.rate_of, target: args.target, seed: args.seed };
     let poisoned = poison(&train, &test, labels.len(), &config)?;
     if poisoned.test_asr.is_empty() {
         // Every command that scores the set would refuse an empty test-asr.tsv.

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use bdaudit_core::attack::Trigger;
+use bdaudit_core::attack::{RateOf, Trigger};
 use bdaudit_core::data::{demo, write_tsv};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
-use crate::commands::attack::{self, AttackArgs, Kind, RateBase};
+use crate::commands::attack::{self, AttackArgs, Kind};
 use crate::commands::batching::BatchArgs;
 use crate::commands::train::{self, TrainArgs};
 use crate::files::OutputDir;
@@ -76,7 +76,7 @@ fn steps<B: AutodiffBackend>(args: DemoArgs, device: B::Device, json: bool, writ
         data: clean,
         out: poisoned.clone(),
         rate: DEMO_RATE,
-        rate_of: RateBase::All,
+        rate_of: RateOf::All,
         target: 1,
         seed: 1,
         trigger: None,

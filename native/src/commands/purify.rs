@@ -36,54 +36,6 @@ pub enum Method {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum Threshold {
-    /// Stop pruning when validation accuracy falls below c (the paper).
-    Absolute,
-    /// Stop pruning below c × the unpruned model's validation accuracy.
-    Relative,
-}
-
-/// Which epoch of PURE's normalisation fine-tune is written ([`KeepEpoch`]).
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum Keep {
-    /// The best validation accuracy (the paper).
-    Best,
-    /// The last epoch (the authors' code).
-    Last,
-}
-
-/// How eq. 3 weighs the layers ([`LayerWeights`]).
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum Weights {
-    /// −log₂ of the layer's mean head variance, min-max scaled (the paper).
-    Log2,
-    /// 1 / variance, min-max scaled (the authors' code).
-    Inverse,
-    /// 1 for every layer (the paper's unweighted ablation).
-    Uniform,
-}
-
-/// Which query rows eq. 3 penalises ([`AttentionRows`]).
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum Rows {
-    /// The [CLS] row (the paper).
-    Cls,
-    /// The mean over every real token's row (not in the paper).
-    Every,
-}
-
-/// Which words token splitting cuts ([`SplitRule`]).
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum Split {
-    /// nlpaug's `SplitAug` defaults, which the paper follows: 30% of the tokens (1 to 10),
-    /// words of 4 or more characters.
-    Nlpaug,
-    /// The paper's formula as written: max(10, 30% of the tokens), words of 2 or more
-    /// characters (all of them in a row with at most 10).
-    PaperText,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum Layout {
     /// Full-size layers with the pruned heads' weights zeroed: loads in every `transformers`
     /// version (5 dropped head pruning) and gives identical logits.
@@ -110,8 +62,8 @@ pub struct PureArgs {
     /// Accuracy threshold c of the greedy pruning, in (0, 1].
     #[arg(long, default_value_t = 0.85)]
     pub c: f64,
-    #[arg(long, value_enum, default_value = "absolute")]
-    pub threshold: Threshold,
+    #[arg(long, value_enum, default_value_t = PureConfig::default().threshold_mode)]
+    pub threshold: ThresholdMode,
     /// Heads pruned per greedy step (authors' code: 10).
     #[arg(long, default_value_t = 10)]
     pub heads_per_step: usize,
@@ -136,14 +88,14 @@ pub struct PureArgs {
     #[arg(long)]
     pub fresh_head: bool,
     /// How the normalisation loss weighs the layers.
-    #[arg(long, value_enum, default_value = "log2")]
-    pub layer_weights: Weights,
+    #[arg(long, value_enum, default_value_t = PureConfig::default().layer_weights)]
+    pub layer_weights: LayerWeights,
     /// Which query rows of each head's attention the normalisation loss penalises.
-    #[arg(long, value_enum, default_value = "cls")]
-    pub attention_rows: Rows,
+    #[arg(long, value_enum, default_value_t = PureConfig::default().attention_rows)]
+    pub attention_rows: AttentionRows,
     /// Which epoch of the normalisation fine-tune to keep.
-    #[arg(long, value_enum, default_value = "best")]
-    pub keep_epoch: Keep,
+    #[arg(long, value_enum, default_value_t = PureConfig::default().keep_epoch)]
+    pub keep_epoch: KeepEpoch,
     /// f_p, step 1's fine-tuned suspect, from an earlier run instead of fine-tuning it again:
     /// the `finetuned/` that --save-finetuned wrote with the same suspect, clean data, --limit,
     /// --seed, --epochs, --lr, batching, --max-len and --fresh-head (PURE, prune-only and
@@ -205,8 +157,8 @@ pub struct MbtsadArgs {
     #[arg(long, default_value_t = MbtsadConfig::default().split.variants)]
     pub variants: usize,
     /// Which words of a text are split and how many.
-    #[arg(long, value_enum, default_value = "paper-text")]
-    pub split_rule: Split,
+    #[arg(long, value_enum, default_value_t = MbtsadConfig::default().split.rule)]
+    pub split_rule: SplitRule,
     /// A teacher checkpoint to distil from instead of retraining one, e.g. the `teacher/` that
     /// --save-teacher wrote in an earlier run on the same suspect, clean data, fraction and
     /// seed: compares distillation settings against one teacher. --epochs and --lr are unused.
@@ -312,10 +264,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
 
     let mut config = PureConfig::with_seed(args.seed);
     config.accuracy_threshold = args.c;
-    config.threshold_mode = match args.threshold {
-        Threshold::Absolute => ThresholdMode::Absolute,
-        Threshold::Relative => ThresholdMode::Relative,
-    };
+    config.threshold_mode = args.threshold;
     config.heads_per_step = args.heads_per_step;
     config.mu = args.mu;
     config.mu_search = args.mu_search;
@@ -327,19 +276,9 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
     args.batch.apply([&mut config.finetune, &mut config.tune]);
     config.prune = !args.no_prune;
     config.fresh_head = args.fresh_head;
-    config.layer_weights = match args.layer_weights {
-        Weights::Log2 => LayerWeights::Log2,
-        Weights::Inverse => LayerWeights::Inverse,
-        Weights::Uniform => LayerWeights::Uniform,
-    };
-    config.attention_rows = match args.attention_rows {
-        Rows::Cls => AttentionRows::Cls,
-        Rows::Every => AttentionRows::Every,
-    };
-    config.keep_epoch = match args.keep_epoch {
-        Keep::Best => KeepEpoch::Best,
-        Keep::Last => KeepEpoch::Last,
-    };
+    config.layer_weights = args.layer_weights;
+    config.attention_rows = args.attention_rows;
+    config.keep_epoch = args.keep_epoch;
     config.validate()?;
 
     // Hashing the inputs is needed only to check a given f_p or record a saved one.
@@ -550,10 +489,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     config.alpha = args.alpha;
     config.beta = args.beta;
     config.split.variants = args.variants;
-    config.split.rule = match args.split_rule {
-        Split::Nlpaug => SplitRule::Nlpaug,
-        Split::PaperText => SplitRule::PaperText,
-    };
+    config.split.rule = args.split_rule;
     config.teacher.epochs = args.epochs;
     config.teacher.lr = args.lr;
     config.distill.epochs = args.distill_epochs;

@@ -89,15 +89,12 @@ pub struct BtuArgs {
     /// Epochs of the repair fine-tune on the clean rows [default: 1].
     #[arg(long)]
     pub btu_tune_epochs: Option<usize>,
-    /// Eq. 7's threshold: the authors' code's (frobenius) or eq. 6 as printed (mean-row-drift)
-    /// [default: frobenius].
+    /// Eq. 7's threshold [default: frobenius].
     #[arg(long, value_enum)]
-    pub btu_threshold: Option<BtuThreshold>,
-    /// What eq. 7 puts in a replaced dimension: the [PAD] row's value (the paper), or the
-    /// token's own pre-trained value (pretrained: an ablation that keeps the backdoor, see
-    /// docs/results.md) [default: pad].
+    pub btu_threshold: Option<Threshold>,
+    /// What eq. 7 puts in a replaced dimension [default: pad].
     #[arg(long, value_enum)]
-    pub btu_replace: Option<BtuReplace>,
+    pub btu_replace: Option<Replacement>,
     /// Not in the paper: leave out of unlearning the suspicious tokens that a proxy trained
     /// on the clean rows also flags (the task's own words; see docs/results.md).
     #[arg(long)]
@@ -124,18 +121,8 @@ impl BtuArgs {
         config.alpha = self.btu_alpha.unwrap_or(config.alpha);
         config.rounds = self.btu_rounds.unwrap_or(config.rounds);
         config.tune.epochs = self.btu_tune_epochs.unwrap_or(config.tune.epochs);
-        if let Some(t) = self.btu_threshold {
-            config.threshold = match t {
-                BtuThreshold::Frobenius => Threshold::Frobenius,
-                BtuThreshold::MeanRowDrift => Threshold::MeanRowDrift,
-            };
-        }
-        if let Some(r) = self.btu_replace {
-            config.replacement = match r {
-                BtuReplace::Pad => Replacement::Pad,
-                BtuReplace::Pretrained => Replacement::Pretrained,
-            };
-        }
+        config.threshold = self.btu_threshold.unwrap_or(config.threshold);
+        config.replacement = self.btu_replace.unwrap_or(config.replacement);
         config.spare_clean_movers = self.btu_spare_clean_movers;
     }
 }
@@ -156,18 +143,6 @@ pub struct EpArgs {
     /// Learning rate of the trigger row [default: 1e-2, OpenBackdoor's].
     #[arg(long)]
     pub ep_lr: Option<f64>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum BtuThreshold {
-    Frobenius,
-    MeanRowDrift,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum BtuReplace {
-    Pad,
-    Pretrained,
 }
 
 #[derive(Serialize)]

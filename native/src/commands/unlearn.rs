@@ -22,20 +22,10 @@ use crate::files::{read_checkpoint, read_examples, resolve_model, DataDir, Outpu
 use crate::plot::{line_chart, Series};
 use crate::provenance::{checkpoint_sha256, differences};
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MethodArg {
-    /// Robust gradient ascent: ascent weighted by λ = exp(−α·KL) and anchored to --base.
-    Rga,
-    /// Plain gradient ascent on the forget set (shifts the trigger; a baseline).
-    Ga,
-    /// Negative preference optimisation (a baseline).
-    Npo,
-}
-
 #[derive(Args, Debug)]
 pub struct UnlearnArgs {
     #[arg(value_enum)]
-    pub method: MethodArg,
+    pub method: Method,
     /// The poisoned checkpoint directory (also the frozen reference of eq. 7).
     #[arg(long)]
     pub model: String,
@@ -166,13 +156,13 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     // Settings of another method would be recorded in the report as if they had been used;
     // refused before any file is looked at, so the refusal is what a user sees.
     let name = args.method.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
-    if args.method != MethodArg::Rga && (args.alpha.is_some() || args.beta.is_some()) {
+    if args.method != Method::Rga && (args.alpha.is_some() || args.beta.is_some()) {
         anyhow::bail!("--alpha and --beta are settings of rga, not of {name}");
     }
-    if args.method != MethodArg::Npo && args.npo_beta.is_some() {
+    if args.method != Method::Npo && args.npo_beta.is_some() {
         anyhow::bail!("--npo-beta is a setting of npo, not of {name}");
     }
-    if args.method != MethodArg::Rga && args.base.is_some() {
+    if args.method != Method::Rga && args.base.is_some() {
         anyhow::bail!("--base is rga's anchor; {name} does not use it");
     }
     let model_dir = resolve_model(&args.model)?;
@@ -189,14 +179,9 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     inputs.extend(args.before_from.as_deref());
     let out = OutputDir::prepare(&args.out, args.force, &inputs)?;
 
-    let method = match args.method {
-        MethodArg::Rga => Method::Rga,
-        MethodArg::Ga => Method::Ga,
-        MethodArg::Npo => Method::Npo,
-    };
     let defaults = RgaConfig::default();
     let mut config = RgaConfig {
-        method,
+        method: args.method,
         alpha: args.alpha.unwrap_or(defaults.alpha),
         beta: args.beta.unwrap_or(defaults.beta),
         npo_beta: args.npo_beta.unwrap_or(defaults.npo_beta),
@@ -263,7 +248,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     check_trained(&model, tokenizer, &forget_rows, &device)?;
     let written = save_classifier(&model, &loaded.config, tokenizer, &loaded.labels)?;
     let report = UnlearnReport {
-        method,
+        method: args.method,
         model: model_dir.display().to_string(),
         forget: args.forget.display().to_string(),
         retain: args.retain.display().to_string(),
