@@ -134,10 +134,9 @@ pub enum AttentionRows {
     Cls,
     /// The mean of ‖A_h^l[q, :]‖₂ over every real token q (not in the paper).
     ///
-    /// A trigger can be
-    /// read by the other tokens in a middle layer and reach \[CLS\] only later: on a MiniLM
-    /// victim that PURE leaves at LFR 69 (docs/results.md, seed 3) a layer-3 head puts 0.75
-    /// of the average token's attention on the trigger, and 0.12 of \[CLS\]'s
+    /// A trigger can be read by the other tokens in a middle layer and reach \[CLS\] only later: on
+    /// a MiniLM victim that PURE leaves at LFR 69 (docs/results.md, seed 3) a layer-3 head puts
+    /// 0.75 of the average token's attention on the trigger, and 0.12 of \[CLS\]'s
     /// (`scripts/trigger-attention`). There this removes less than the \[CLS\] row (LFR 76 against
     /// 69), likely because averaging over the rows dilutes the last layer's \[CLS\] term.
     Every,
