@@ -103,7 +103,7 @@ pub struct PureArgs {
     /// provenance.json); any other checkpoint is used with a warning.
     #[arg(long)]
     pub finetuned: Option<String>,
-    /// Also write f_p to <out>/finetuned/ (a checkpoint, with a provenance.json naming what it
+    /// Also write f_p to OUT/finetuned/ (a checkpoint, with a provenance.json naming what it
     /// was made from).
     #[arg(long)]
     pub save_finetuned: bool,
@@ -166,11 +166,11 @@ pub struct MbtsadArgs {
     /// provenance.json); any other checkpoint is used with a warning.
     #[arg(long, conflicts_with_all = ["epochs", "lr"])]
     pub teacher: Option<String>,
-    /// Also write the teacher to <out>/teacher/ (a checkpoint like the purified one, with a
+    /// Also write the teacher to OUT/teacher/ (a checkpoint like the purified one, with a
     /// provenance.json naming what it was made from).
     #[arg(long)]
     pub save_teacher: bool,
-    /// Also write the split texts both steps trained on to <out>/splits.tsv.
+    /// Also write the split texts both steps trained on to OUT/splits.tsv.
     #[arg(long)]
     pub save_splits: bool,
     /// Epochs of retraining the suspect into the teacher.
