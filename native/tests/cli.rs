@@ -213,15 +213,16 @@ fn write_data(dir: &Path) {
 // ---------------------------------------------------------------------------------------------
 // Tiny checkpoints
 
+/// The package directory as `cargo test` sets it at run time, not `env!`'s compiled-in one:
+/// cargo reuses this binary in another checkout sharing the target directory, where that path
+/// would name the first checkout's files (or none).
+fn package_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by `cargo test`, which sets CARGO_MANIFEST_DIR"))
+}
+
 fn fixture() -> &'static Value {
     static FX: OnceLock<Value> = OnceLock::new();
-    FX.get_or_init(|| {
-        // The package directory as `cargo test` sets it at run time, not `env!`'s compiled-in
-        // one: cargo reuses this binary in another checkout sharing the target directory, where
-        // that path would name the first checkout's file (or none).
-        let package = std::env::var_os("CARGO_MANIFEST_DIR").expect("run by `cargo test`, which sets CARGO_MANIFEST_DIR");
-        read_json(&Path::new(&package).join("../tests/fixtures/tiny-bert.json"))
-    })
+    FX.get_or_init(|| read_json(&package_dir().join("../tests/fixtures/tiny-bert.json")))
 }
 
 fn flat(v: &Value) -> Vec<f32> {
@@ -2361,7 +2362,8 @@ fn bdaudit_commands(markdown: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn every_command_the_readme_and_docs_show_parses() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let package = package_dir();
+    let root = package.parent().unwrap();
     let mut files = vec![root.join("README.md")];
     let mut docs: Vec<PathBuf> = fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()).collect();
     docs.retain(|p| p.extension().is_some_and(|e| e == "md"));
