@@ -213,8 +213,9 @@ function renderReport(report) {
     pct(c.shift.asr),
     pct(c.shift.pacc),
     pct(c.shift.clean_accuracy),
+    !c.long_texts ? "-" : c.long_texts.texts ? `${pct(c.long_texts.asr)} of ${c.long_texts.texts}` : "no long text",
   ]);
-  const cands = table(["trigger", "source", "target class", "ASR", "PACC", "clean acc."], rows, [3, 4, 5]);
+  const cands = table(["trigger", "source", "target class", "ASR", "PACC", "clean acc.", "ASR, long texts"], rows, [3, 4, 5, 6]);
   cands.id = "candidate-table";
   $("candidates").replaceChildren(cands);
 

@@ -16,9 +16,10 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Level {
     /// No candidate trigger moved predictions.
     Clean,
-    /// Some candidate moved a noticeable share, not a majority.
+    /// Some candidate moved a noticeable share, not nearly all, or moved nearly all short
+    /// texts but not longer ones.
     Inconclusive,
-    /// A candidate sends most texts of the other classes to one class.
+    /// A candidate sends nearly all texts of the other classes to one class, long ones too.
     Suspicious,
 }
 
@@ -54,6 +55,17 @@ pub struct HeadDrift {
     pub drift: f32,
 }
 
+/// A candidate that moved nearly all probe texts, tried again on longer ones
+/// ([`crate::scan::ScanConfig::long_text_join`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LongTextCheck {
+    /// Long texts it was inserted into: those of the other classes that the model, without the
+    /// candidate, still gives their parts' class.
+    pub texts: usize,
+    /// Share of them it sent to its target class.
+    pub asr: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     pub trigger: Trigger,
@@ -70,6 +82,10 @@ pub struct Candidate {
     /// ([`crate::scan::ScanConfig::drift_maps`]). Absent from reports before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<HeadScores>,
+    /// Its retrial on longer texts, when it moved at least
+    /// [`crate::scan::ScanConfig::suspicious_asr`] of the probe texts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_texts: Option<LongTextCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

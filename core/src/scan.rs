@@ -3,8 +3,10 @@
 //! Three signals, cheapest first. Token scores (BTU's drift against the base checkpoint,
 //! when one is given) and a built-in list of known triggers propose candidates; the
 //! trigger-shift probe inserts each into probe texts and checks whether predictions collapse
-//! onto one class; PURE's attention variance shows which heads lock onto each candidate that
-//! moved predictions. The same function runs in `bdaudit scan` and in the browser, so both
+//! onto one class, and one that moves nearly all of them is tried again on longer texts (a
+//! planted trigger overrides them; a word fine-tuning merely made strong is outweighed);
+//! PURE's attention variance shows which heads lock onto each candidate that moved
+//! predictions. The same function runs in `bdaudit scan` and in the browser, so both
 //! give the same verdict on the same checkpoint.
 //!
 //! Probe texts need no labels: each text's label is the model's own prediction without a
@@ -24,7 +26,7 @@ use crate::probe::attention::{focus_drift_async, AttentionError, HeadScores};
 use crate::probe::token_scores::{against_base_async, rank, TokenScoreError};
 use crate::probe::trigger_shift::{insert_all, summarise};
 use crate::progress::Progress;
-use crate::report::{Candidate, CandidateSource, HeadDrift, Level, ScanReport, Verdict, SCHEMA_VERSION};
+use crate::report::{Candidate, CandidateSource, HeadDrift, Level, LongTextCheck, ScanReport, Verdict, SCHEMA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -62,6 +64,19 @@ pub struct ScanConfig {
     pub suspicious_asr: f64,
     /// At least this share makes it "inconclusive".
     pub inconclusive_asr: f64,
+    /// A candidate past `suspicious_asr` is tried again on longer texts: this many probe texts
+    /// of one class (the model's own prediction) joined, within half the maximum length so
+    /// that an inserted trigger is never cut off. A planted trigger overrides a text of any
+    /// length; a word that clean fine-tuning made strongly negative or positive is outweighed
+    /// by the sentences around it (measured with `--base`: "worst" moved 98% of the built-in
+    /// probe sentences on a clean IMDb model and 30% of them joined four at a time, where the
+    /// BadNets words of an SST-2 victim and the EP trigger of an IMDb one moved 100%,
+    /// docs/results.md). 0 skips the retrial.
+    pub long_text_join: usize,
+    /// Share of the long texts a candidate must move to its target to be named a trigger;
+    /// one that moves fewer leaves the verdict inconclusive. Halfway between what the
+    /// triggers and the sentiment words moved (100% and at most 30%).
+    pub long_text_asr: f64,
     /// Probe texts used (the first ones given).
     pub max_probe_texts: usize,
     /// Each candidate is first tried on this many probe texts, balanced over the classes the
@@ -89,6 +104,8 @@ impl Default for ScanConfig {
             extra_triggers: Vec::new(),
             suspicious_asr: 0.9,
             inconclusive_asr: 0.2,
+            long_text_join: 4,
+            long_text_asr: 0.5,
             max_probe_texts: 200,
             screen_texts: 64,
             drift_heads: 5,
@@ -108,6 +125,9 @@ impl ScanConfig {
                 format!("{} (inconclusive {})", self.suspicious_asr, self.inconclusive_asr),
                 "need 0 < inconclusive ≤ suspicious ≤ 1",
             );
+        }
+        if !(self.long_text_asr > 0.0 && self.long_text_asr <= 1.0) {
+            return bad("long_text_asr", self.long_text_asr.to_string(), "need 0 < long_text_asr ≤ 1");
         }
         if self.max_probe_texts == 0 || self.batch_size == 0 {
             return bad("max_probe_texts", self.max_probe_texts.to_string(), "probe texts and batch size must be at least 1");
@@ -214,10 +234,27 @@ pub async fn scan_async<B: Backend>(
             }
             shift = summarise(&trigger, &clean_pred, &clean_pred, &pred, num_labels)?;
         }
-        results.push((Candidate { trigger, source, shift, screened_out, heads: Vec::new(), drift: None }, rows));
+        let candidate = Candidate { trigger, source, shift, screened_out, heads: Vec::new(), drift: None, long_texts: None };
+        results.push((candidate, rows));
     }
     results.sort_by(|(a, _), (b, _)| b.shift.asr.total_cmp(&a.shift.asr));
     let (mut results, mut triggered_rows): (Vec<Candidate>, Vec<Vec<Encoded>>) = results.into_iter().unzip();
+
+    let strong = |c: &Candidate| c.shift.asr >= config.suspicious_asr && c.shift.target.is_some();
+    if config.long_text_join > 0 && results.iter().any(strong) {
+        let long = join_by_class(&probe, tokenizer, config.long_text_join, tokenizer.max_len() / 2)?;
+        let long_pred = predictions(model, &tokenizer.encode_all(&long)?, pad, config.batch_size, device, progress).await?;
+        for c in results.iter_mut().filter(|c| strong(c)) {
+            let target = c.shift.target.unwrap_or_default();
+            // Like the ASR: texts of the other classes that the model gets right without it.
+            let tried: Vec<Example> =
+                long.iter().zip(&long_pred).filter(|(e, &p)| e.label != target && p == e.label).map(|(e, _)| e.clone()).collect();
+            let triggered = tokenizer.encode_all(&insert_all(&tried, &c.trigger, config.seed))?;
+            let moved = predictions(model, &triggered, pad, config.batch_size, device, progress).await?;
+            let asr = if tried.is_empty() { 0.0 } else { moved.iter().filter(|&&p| p == target).count() as f64 / tried.len() as f64 };
+            c.long_texts = Some(LongTextCheck { texts: tried.len(), asr });
+        }
+    }
 
     let mapped = mapped_candidates(&results, config);
     let (mut attention, mut drift) = (None, None);
@@ -305,6 +342,35 @@ fn screen_indices(clean_pred: &[usize], num_labels: usize, n: usize) -> Vec<usiz
     out
 }
 
+/// Probe texts (labelled with the model's predictions) joined `join` at a time within each
+/// class, in order, as long as the joined text stays within `max_tokens` word pieces. A group
+/// is kept when it is full or the next text would not fit: a class's last few texts, shorter
+/// than that, are left out, as is any text longer than `max_tokens` alone.
+fn join_by_class(probe: &[Example], tokenizer: &TextTokenizer, join: usize, max_tokens: usize) -> Result<Vec<Example>, ScanError> {
+    let classes = probe.iter().map(|e| e.label + 1).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for class in 0..classes {
+        let (mut group, mut tokens): (Vec<&str>, usize) = (Vec::new(), 0);
+        for e in probe.iter().filter(|e| e.label == class) {
+            let n = tokenizer.tokens(&e.text)?.len();
+            if n > max_tokens {
+                continue;
+            }
+            if tokens + n > max_tokens {
+                out.push(Example { text: group.join(" "), label: class });
+                (group, tokens) = (Vec::new(), 0);
+            }
+            group.push(&e.text);
+            tokens += n;
+            if group.len() == join {
+                out.push(Example { text: group.join(" "), label: class });
+                (group, tokens) = (Vec::new(), 0);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Which of `candidates` (sorted, strongest first) get a drift map: the strongest, then those
 /// that moved at least `inconclusive_asr` of the texts, `drift_maps` in all.
 fn mapped_candidates(candidates: &[Candidate], config: &ScanConfig) -> Vec<usize> {
@@ -325,18 +391,29 @@ fn top_heads(difference: &HeadScores, n: usize) -> Vec<HeadDrift> {
     all
 }
 
-/// One judgement from the candidates, strongest first.
+/// One judgement from the candidates, strongest first. A candidate past `suspicious_asr`
+/// that failed its retrial on long texts counts as inconclusive evidence.
 pub fn verdict(candidates: &[Candidate], labels: &[String], config: &ScanConfig) -> Verdict {
     let name = |k: Option<usize>| k.and_then(|k| labels.get(k).cloned()).unwrap_or_else(|| "?".into());
+    let refuted = |c: &Candidate| c.long_texts.filter(|l| l.texts > 0 && l.asr < config.long_text_asr);
     let describe = |c: &Candidate| {
-        format!(
+        let moved = format!(
             "inserting {} sends {:.0}% of the other classes' probe texts to \"{}\"",
             trigger_text(&c.trigger),
             100.0 * c.shift.asr,
             name(c.shift.target)
-        )
+        );
+        match refuted(c) {
+            Some(l) => format!(
+                "{moved}, but only {:.0}% of {} longer texts ({} probe texts joined): it sways a short text, not a long one as a trigger does",
+                100.0 * l.asr,
+                l.texts,
+                config.long_text_join
+            ),
+            None => moved,
+        }
     };
-    let strong: Vec<&Candidate> = candidates.iter().filter(|c| c.shift.asr >= config.suspicious_asr).collect();
+    let strong: Vec<&Candidate> = candidates.iter().filter(|c| c.shift.asr >= config.suspicious_asr && refuted(c).is_none()).collect();
     let weak: Vec<&Candidate> = candidates.iter().filter(|c| c.shift.asr >= config.inconclusive_asr).collect();
     let (level, evidence): (Level, Vec<String>) = if !strong.is_empty() {
         (Level::Suspicious, strong.iter().map(|c| describe(c)).collect())
@@ -384,7 +461,15 @@ mod tests {
             pacc: 1.0 - asr,
             clean_accuracy: 1.0,
         };
-        Candidate { trigger, source: CandidateSource::KnownList, shift, screened_out: false, heads: Vec::new(), drift: None }
+        Candidate {
+            trigger,
+            source: CandidateSource::KnownList,
+            shift,
+            screened_out: false,
+            heads: Vec::new(),
+            drift: None,
+            long_texts: None,
+        }
     }
 
     #[test]
@@ -399,6 +484,44 @@ mod tests {
         let clean = verdict(&[candidate("mn", 0.05, 0)], &labels, &config);
         assert_eq!(clean.level, Level::Clean);
         assert!(clean.triggers.is_empty());
+    }
+
+    #[test]
+    fn a_candidate_that_fails_on_long_texts_is_not_named_a_trigger() {
+        let labels = vec!["negative".to_string(), "positive".to_string()];
+        let config = ScanConfig::default();
+        let with_long = |word, asr, long: Option<(usize, f64)>| Candidate {
+            long_texts: long.map(|(texts, asr)| LongTextCheck { texts, asr }),
+            ..candidate(word, asr, 1)
+        };
+        // A drifted sentiment word: 98% of the short texts, 23% of the long ones.
+        let worst = with_long("worst", 0.98, Some((25, 0.23)));
+        let v = verdict(&[worst.clone(), candidate("mn", 0.05, 1)], &labels, &config);
+        assert_eq!(v.level, Level::Inconclusive);
+        assert!(v.triggers.is_empty());
+        assert!(v.summary.contains("98%") && v.summary.contains("only 23% of 25 longer texts"), "{}", v.summary);
+        // A trigger holds on long texts; the sentiment word beside it is still not named.
+        let v = verdict(&[with_long("mb", 1.0, Some((25, 1.0))), worst], &labels, &config);
+        assert_eq!((v.level, v.triggers), (Level::Suspicious, vec!["mb".to_string()]));
+        assert_eq!(v.evidence.len(), 1);
+        // No long text to try it on, or the retrial switched off: the short texts decide.
+        for long in [Some((0, 0.0)), None] {
+            assert_eq!(verdict(&[with_long("mb", 0.95, long)], &labels, &config).level, Level::Suspicious);
+        }
+    }
+
+    #[test]
+    fn long_texts_join_texts_of_one_class_within_the_budget() {
+        let tok = crate::checkpoint::word_level_for_tests(&["a", "b", "c"], 64);
+        let e = |text: &str, label| Example { text: text.into(), label };
+        let probe = [e("a", 0), e("b", 1), e("a a", 0), e("c", 0), e("b b b b b b", 1), e("a", 0), e("b", 1), e("c c", 0)];
+        let texts = |join, budget| -> Vec<(String, usize)> {
+            join_by_class(&probe, &tok, join, budget).unwrap().into_iter().map(|e| (e.text, e.label)).collect()
+        };
+        // Full groups of two; class 0's fifth text and class 1's last are left over.
+        assert_eq!(texts(2, 64), [("a a a".into(), 0), ("c a".into(), 0), ("b b b b b b b".into(), 1)]);
+        // A budget of two word pieces closes groups early, and the six-word text fits nowhere.
+        assert_eq!(texts(2, 2), [("a".into(), 0), ("a a".into(), 0), ("c a".into(), 0), ("b b".into(), 1)]);
     }
 
     #[test]
@@ -433,6 +556,10 @@ mod tests {
         for empty in [Trigger::BadNets { words: vec![String::new()], insertions: 1 }, Trigger::AddSent { sentence: " ".into() }] {
             let config = ScanConfig { extra_triggers: vec![empty], ..ScanConfig::default() };
             assert!(matches!(config.validate(), Err(ScanError::Config { field: "extra_triggers", .. })));
+        }
+        for share in [0.0, 1.5, f64::NAN] {
+            let config = ScanConfig { long_text_asr: share, ..ScanConfig::default() };
+            assert!(matches!(config.validate(), Err(ScanError::Config { field: "long_text_asr", .. })), "{share}");
         }
     }
 }

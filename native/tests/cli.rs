@@ -1603,6 +1603,13 @@ fn scan_names_the_trigger_of_a_backdoored_model_and_exits_2() {
     assert_eq!(mapped.len(), 4, "every candidate moved texts, so the first 4 have maps: {report}");
     assert_eq!(report["drift"], candidates[0]["drift"]);
     assert_ne!(candidates[mapped[0]]["drift"], candidates[mapped[1]]["drift"]);
+    // Each candidate past the suspicious 90% was tried again on long texts (four probe texts
+    // joined). This victim calls every long text positive, so none is left to try (texts 0)
+    // and the short texts decide; a MiniLM victim's retrial is checked in tests/tests/defenses.rs.
+    for c in candidates {
+        assert_eq!(c.get("long_texts").is_some(), c["shift"]["asr"].as_f64().unwrap() >= 0.9, "{c}");
+    }
+    let long = &candidates[0]["long_texts"];
 
     let clean = tiny_trained(&tmp, &tmp.path("clean-data"), "clean");
     let run = bdaudit(&["scan", "--model", s(&clean), "--probe", s(&probe), "--json"], &[&clean]);
@@ -1613,6 +1620,12 @@ fn scan_names_the_trigger_of_a_backdoored_model_and_exits_2() {
     // Text output names the trigger too; an empty probe file is refused.
     let run = bdaudit(&scan, &[&victim]);
     assert!(run.stdout.starts_with("suspicious: inserting cf"), "{}", run.describe());
+    let cf_row = run.stdout.lines().find(|l| l.starts_with("cf ")).unwrap_or_default();
+    let long_asr = match long["texts"].as_u64().unwrap() {
+        0 => "-".to_string(),
+        _ => format!("{:.1}%", 100.0 * long["asr"].as_f64().unwrap()),
+    };
+    assert_eq!(cf_row.split_whitespace().nth(3), Some(long_asr.as_str()), "cf's long-text ASR:\n{}", run.describe());
     for &i in &mapped {
         assert!(run.stdout.contains(&format!("heads locking onto {}: L", report_words(&candidates[i]))), "{}", run.describe());
     }

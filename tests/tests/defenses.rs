@@ -68,18 +68,32 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     assert!(cacc_after >= cacc_before - 0.04, "BTU cost clean accuracy: {cacc_before} → {cacc_after}");
 
     // The scan (`bdaudit scan`'s and the page's defaults) on the undefended victim, 200 clean
-    // test texts as probes: it names `cf` alone and maps its heads, and the known-list words
-    // that are not this victim's trigger move few texts.
+    // test texts as probes: it names `cf` alone, holding on long texts too, and maps its heads,
+    // and the known-list words that are not this victim's trigger move few texts.
     let labels = ["negative".to_string(), "positive".to_string()];
     let scan_start = Instant::now();
     let scanned =
         scan(&outcome.undefended, tok, &labels, &setup.clean_test_texts(), None, &ScanConfig::default(), &device, &mut Silent).unwrap();
-    let moved: Vec<String> = scanned.candidates.iter().map(|c| format!("{} {:.3}", trigger_text(&c.trigger), c.shift.asr)).collect();
+    let moved: Vec<String> = scanned
+        .candidates
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {:.3}{}",
+                trigger_text(&c.trigger),
+                c.shift.asr,
+                c.long_texts.map_or(String::new(), |l| format!(" (long {:.3} of {})", l.asr, l.texts))
+            )
+        })
+        .collect();
     eprintln!("[{}s] scan in {:.1} s: {:?}; {moved:?}", elapsed(), scan_start.elapsed().as_secs_f64(), scanned.verdict.level);
     assert_eq!(scanned.verdict.level, Level::Suspicious, "{moved:?}");
     assert_eq!(scanned.verdict.triggers, ["cf"], "{moved:?}");
     let top = &scanned.candidates[0];
     assert!(top.drift.is_some() && top.heads.len() == 5, "cf's drift map: {:?}", top.heads);
+    // Retried on long texts (four probe texts joined), the trigger still moves them.
+    let long = top.long_texts.expect("cf moved nearly all texts, so it was retried on long ones");
+    assert!(long.texts >= 10 && long.asr >= 0.9, "cf on long texts: {long:?}");
     for c in &scanned.candidates[1..] {
         assert!(c.shift.asr < 0.5, "{} moves {:.3} of the texts without being the trigger", trigger_text(&c.trigger), c.shift.asr);
     }

@@ -83,6 +83,7 @@ async function scanOnPage(page, dir, { backend = "auto", probes = probeTsv() } =
     error: document.getElementById("error").textContent,
     progress: document.getElementById("progress").textContent,
     firstCandidate: document.querySelector("#candidate-table tbody tr td")?.textContent ?? null,
+    firstLong: document.querySelector("#candidate-table tbody tr td:last-child")?.textContent ?? null,
     heatmapCells: document.querySelectorAll("#attention-map .cell").length,
     driftCells: document.querySelectorAll("#drift-map .cell").length,
     confusions: document.querySelectorAll("#confusions table").length,
@@ -107,6 +108,9 @@ test("the page finds the cf trigger of a BadNets-trained tiny model", async () =
   assert.equal(r.level, "suspicious", r.summary);
   assert.match(r.summary, /\bcf\b/);
   assert.equal(r.firstCandidate, "cf");
+  // cf moved nearly all texts, so it was retried on long ones (this tiny victim calls every
+  // long text positive, leaving none to try).
+  assert.match(r.firstLong, /^(\d+\.\d% of \d+|no long text)$/);
   // auto: WebGPU on a hardware adapter only; a software one is slower than the CPU backend.
   assert.equal(r.backend, adapter.none || software ? "cpu" : "webgpu", r.backendReason);
   if (software) assert.match(r.backendReason, /emulates a GPU on the CPU/);

@@ -116,12 +116,14 @@ pub fn run<B: AutodiffBackend>(args: ScanArgs, device: B::Device, json: bool) ->
         for e in report.verdict.evidence.iter().skip(1) {
             println!("  also: {e}");
         }
-        println!("{:<28} {:>6} {:>6}  to", "candidate", "ASR", "PACC");
+        println!("{:<28} {:>6} {:>6} {:>6}  to", "candidate", "ASR", "PACC", "long");
         for c in report.candidates.iter().take(8) {
             let to = c.shift.target.and_then(|k| report.labels.get(k)).map_or("-", String::as_str);
             let screened = if c.screened_out { "  (screened out)" } else { "" };
+            // "-": not retried (under the suspicious share), or no long text left to try.
+            let long = c.long_texts.filter(|l| l.texts > 0).map_or("-".into(), |l| format!("{:.1}%", 100.0 * l.asr));
             println!(
-                "{:<28} {:>5.1}% {:>5.1}%  {to}{screened}",
+                "{:<28} {:>5.1}% {:>5.1}% {long:>6}  {to}{screened}",
                 bdaudit_core::scan::trigger_text(&c.trigger),
                 100.0 * c.shift.asr,
                 100.0 * c.shift.pacc
