@@ -1565,6 +1565,36 @@ fn tiny_trained(tmp: &Scratch, data: &Path, name: &str) -> PathBuf {
     out
 }
 
+#[test]
+fn a_collapsed_model_is_written_with_a_warning_in_its_report() {
+    let tmp = Scratch::new("collapse");
+    let data = tmp.path("data");
+    write_data(&data);
+    let encoder = tmp.path("encoder");
+    write_checkpoint(&encoder, &[], |_| {});
+    let train = |lr: &str, epochs: usize, name: &str| {
+        let out = tmp.path(name);
+        let args = format!(
+            "train --model {} --data {} --out {} --epochs {epochs} --batch-size 8 --lr {lr} --max-len 16 --json",
+            s(&encoder),
+            s(&data),
+            s(&out)
+        );
+        (bdaudit(&argv(&args), &[&data, &encoder]), out)
+    };
+    // A step size this large sends the tiny model to one class for every row.
+    let (run, out) = train("1e-1", 1, "collapsed");
+    run.assert_ok();
+    assert!(run.stderr.contains("warning: the trained model gives class"), "{}", run.describe());
+    let warnings = run.json()["warnings"].clone();
+    assert!(warnings[0].as_str().is_some_and(|w| w.contains("collapsed to a constant")), "{}", run.describe());
+    let written: Value = serde_json::from_str(&fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(written["warnings"], warnings);
+    // A healthy run (tiny_trained's recipe) has no warnings field.
+    let (run, _) = train("3e-3", 8, "healthy");
+    assert!(run.assert_ok().json().get("warnings").is_none() && !run.stderr.contains("warning"), "{}", run.describe());
+}
+
 /// A report candidate's trigger as `bdaudit scan` prints it.
 fn report_words(candidate: &Value) -> String {
     let trigger: bdaudit_core::attack::Trigger = serde_json::from_value(candidate["trigger"].clone()).unwrap();

@@ -74,22 +74,34 @@ const CHECK_ROWS: usize = 32;
 /// Training checks its loss before each step, so a last step that blows the weights up (a
 /// huge learning rate) would leave a model whose outputs overflow, written with exit 0 when
 /// no test set is scored: its first training rows are scored before it is written. A model
-/// that gives them all one class is written too (the run may have taken hours), with a warning.
-pub fn check_trained<B: Backend>(model: &BertClassifier<B>, tokenizer: &TextTokenizer, rows: &[Example], device: &B::Device) -> Result<()> {
+/// that gives them all one class is written too (the run may have taken hours), with a warning,
+/// printed on stderr and returned for the report.
+pub fn check_trained<B: Backend>(
+    model: &BertClassifier<B>,
+    tokenizer: &TextTokenizer,
+    rows: &[Example],
+    device: &B::Device,
+) -> Result<Vec<String>> {
     let checked = &rows[..rows.len().min(CHECK_ROWS)];
     let encoded = tokenizer.encode_all(checked)?;
     let logits = bdaudit_core::eval::logits(model, &encoded, tokenizer.pad_id(), CHECK_ROWS, device, &mut Bars::new(true))
         .context("training diverged: the trained model cannot be used (a lower learning rate?)")?;
     let preds: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
     let labels: Vec<usize> = checked.iter().map(|r| r.label).collect();
-    if let Some((class, others)) = one_class(&preds, &labels) {
-        eprintln!(
-            "warning: the trained model gives class {class} to all {} of the first training rows, {others} of them labelled otherwise: \
-             it has likely collapsed to a constant (a lower learning rate?)",
-            preds.len()
-        );
+    let warnings: Vec<String> = one_class(&preds, &labels)
+        .map(|(class, others)| {
+            format!(
+                "the trained model gives class {class} to all {} of the first training rows, {others} of them labelled otherwise: \
+                 it has likely collapsed to a constant (a lower learning rate?)",
+                preds.len()
+            )
+        })
+        .into_iter()
+        .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}");
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// The class every row was given and how many rows are labelled otherwise, when one class was

@@ -221,6 +221,10 @@ struct PurifyReport {
     /// The purified model written to --out.
     metrics: Option<EvalMetrics>,
     pure: PureReport,
+    /// What the checks of the written model found (also printed on stderr): a model that
+    /// gives all of its first training rows one class has likely collapsed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     seconds_total: f64,
 }
 
@@ -319,7 +323,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
         Layout::Zeroed => zero_pruned_heads(outcome.purified, &outcome.config)?,
         Layout::Sliced => (outcome.purified, outcome.config),
     };
-    check_trained(&model, tokenizer, &train_rows, &device)?;
+    let warnings = check_trained(&model, tokenizer, &train_rows, &device)?;
     let written = save_classifier(&model, &model_config, tokenizer, &loaded.labels)?;
     let report = PurifyReport {
         method: "pure",
@@ -333,6 +337,7 @@ fn run_pure<B: AutodiffBackend>(args: PureArgs, device: B::Device, json: bool) -
         metrics_finetuned,
         metrics,
         pure: outcome.report,
+        warnings,
         seconds_total: start.elapsed().as_secs_f64(),
     };
     let dir = out.commit_checkpoint(&written, &report, json)?;
@@ -398,6 +403,10 @@ struct MbtsadPurifyReport {
     /// The purified student written to --out.
     metrics: Option<EvalMetrics>,
     mbtsad: MbtsadReport,
+    /// What the checks of the written model found (also printed on stderr): a model that
+    /// gives all of its first training rows one class has likely collapsed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     seconds_total: f64,
 }
 
@@ -544,7 +553,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
     if args.save_splits {
         out.write("splits.tsv", &write_tsv(&outcome.splits)?)?;
     }
-    check_trained(&outcome.purified, tokenizer, &rows, &device)?;
+    let warnings = check_trained(&outcome.purified, tokenizer, &rows, &device)?;
     let written = save_classifier(&outcome.purified, &loaded.config, tokenizer, &loaded.labels)?;
     let report = MbtsadPurifyReport {
         method: "mbtsad",
@@ -556,6 +565,7 @@ fn run_mbtsad<B: AutodiffBackend>(args: MbtsadArgs, device: B::Device, json: boo
         metrics_teacher,
         metrics,
         mbtsad: outcome.report,
+        warnings,
         seconds_total: start.elapsed().as_secs_f64(),
     };
     let dir = out.commit_checkpoint(&written, &report, json)?;

@@ -163,6 +163,10 @@ pub struct TrainReport {
     pub btu: Option<BtuReport>,
     /// With `--ep-trigger`: the trigger, the rows trained on and how far its row moved.
     pub ep: Option<EpReport>,
+    /// What the checks of the written model found (also printed on stderr): a model that
+    /// gives all of its first training rows one class has likely collapsed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub seconds_train: f64,
     pub seconds_total: f64,
 }
@@ -317,7 +321,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
     };
     let seconds_train = train_start.elapsed().as_secs_f64();
     let metrics = evaluate_on_test(&model)?;
-    check_trained(&model, tokenizer, &train_rows, &device)?;
+    let warnings = check_trained(&model, tokenizer, &train_rows, &device)?;
     let files = save_classifier(&model, &loaded.config, tokenizer, &label_names)?;
     let report = TrainReport {
         base: model_dir.display().to_string(),
@@ -331,6 +335,7 @@ pub fn run<B: AutodiffBackend>(args: TrainArgs, device: B::Device, json: bool) -
         metrics_undefended,
         btu: btu_report,
         ep: ep_report,
+        warnings,
         seconds_train,
         seconds_total: start.elapsed().as_secs_f64(),
     };

@@ -108,6 +108,10 @@ pub struct UnlearnReport {
     pub delta_pacc_before: Option<f64>,
     pub delta_pacc_after: Option<f64>,
     pub seconds_unlearn: f64,
+    /// What the checks of the written model found (also printed on stderr): a model that
+    /// gives all of its first training rows one class has likely collapsed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub seconds_total: f64,
 }
 
@@ -245,7 +249,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
     let metrics_after = score(&model)?;
     let delta = |m: &Option<EvalMetrics>| reference_pacc.zip(m.as_ref().and_then(|m| m.pacc)).map(|(r, p)| metrics::delta_pacc(p, r));
 
-    check_trained(&model, tokenizer, &forget_rows, &device)?;
+    let warnings = check_trained(&model, tokenizer, &forget_rows, &device)?;
     let written = save_classifier(&model, &loaded.config, tokenizer, &loaded.labels)?;
     let report = UnlearnReport {
         method: args.method,
@@ -266,6 +270,7 @@ pub fn run<B: AutodiffBackend>(args: UnlearnArgs, device: B::Device, json: bool)
         metrics_after,
         reference_pacc,
         seconds_unlearn,
+        warnings,
         seconds_total: start.elapsed().as_secs_f64(),
     };
     out.write("loss.svg", loss_chart(&[&report]).as_bytes())?;
