@@ -106,6 +106,8 @@ pub struct ScanReport {
     /// The strongest candidate's drift map (`candidates[0].drift`), here too for readers
     /// of reports from before every flagged candidate had one.
     pub drift: Option<HeadScores>,
+    /// The probe texts as scanned: one longer than the model reads is cut, in whole words, to
+    /// leave room for the longest candidate.
     pub probe_texts: Vec<String>,
     /// What computed it ("cpu", "webgpu", …), filled by the caller.
     pub backend: String,

@@ -184,12 +184,6 @@ pub async fn scan_async<B: Backend>(
     if texts.is_empty() {
         return Err(ScanError::NoProbeTexts);
     }
-    let pad = tokenizer.pad_id();
-    let unlabelled: Vec<Example> = texts.iter().map(|t| Example { text: t.to_string(), label: 0 }).collect();
-    let clean_rows = tokenizer.encode_all(&unlabelled)?;
-    let clean_pred = predictions(model, &clean_rows, pad, config.batch_size, device, progress).await?;
-    // Each text's label is the model's own clean prediction.
-    let probe: Vec<Example> = unlabelled.iter().zip(&clean_pred).map(|(e, &p)| Example { text: e.text.clone(), label: p }).collect();
 
     let token_scores = match base {
         Some(base) => Some(rank(&against_base_async(model, base).await?, tokenizer, config.top_tokens.max(20))),
@@ -212,6 +206,21 @@ pub async fn scan_async<B: Backend>(
             push(t, CandidateSource::KnownList);
         }
     }
+
+    // A probe text longer than the model reads is cut to what it reads, less room for the
+    // longest candidate: a trigger inserted past the end would be truncated away (MiniLM on
+    // IMDb reviews at 256 word pieces: `mb` moved 87% of them, not all).
+    let mut room = 0;
+    for (trigger, _) in &candidates {
+        room = room.max(trigger_pieces(trigger, tokenizer)?);
+    }
+    let texts: Vec<String> = texts.iter().map(|t| tokenizer.fit(t, room)).collect::<Result<_, _>>()?;
+    let pad = tokenizer.pad_id();
+    let unlabelled: Vec<Example> = texts.iter().map(|t| Example { text: t.clone(), label: 0 }).collect();
+    let clean_rows = tokenizer.encode_all(&unlabelled)?;
+    let clean_pred = predictions(model, &clean_rows, pad, config.batch_size, device, progress).await?;
+    // Each text's label is the model's own clean prediction.
+    let probe: Vec<Example> = unlabelled.into_iter().zip(&clean_pred).map(|(e, &p)| Example { label: p, ..e }).collect();
 
     let screen = screen_indices(&clean_pred, num_labels, config.screen_texts);
     let rest: Vec<usize> = (0..probe.len()).filter(|i| !screen.contains(i)).collect();
@@ -242,7 +251,8 @@ pub async fn scan_async<B: Backend>(
 
     let strong = |c: &Candidate| c.shift.asr >= config.suspicious_asr && c.shift.target.is_some();
     if config.long_text_join > 0 && results.iter().any(strong) {
-        let long = join_by_class(&probe, tokenizer, config.long_text_join, tokenizer.max_len() / 2)?;
+        let pieces: Vec<usize> = clean_rows.iter().map(|r| r.ids.len().saturating_sub(tokenizer.added_tokens())).collect();
+        let long = join_by_class(&probe, &pieces, config.long_text_join, tokenizer.max_len() / 2);
         let long_pred = predictions(model, &tokenizer.encode_all(&long)?, pad, config.batch_size, device, progress).await?;
         for c in results.iter_mut().filter(|c| strong(c)) {
             let target = c.shift.target.unwrap_or_default();
@@ -279,7 +289,7 @@ pub async fn scan_async<B: Backend>(
         token_scores,
         attention,
         drift,
-        probe_texts: texts.into_iter().cloned().collect(),
+        probe_texts: texts,
         backend: String::new(),
         backend_reason: None,
         seconds: None,
@@ -342,17 +352,31 @@ fn screen_indices(clean_pred: &[usize], num_labels: usize, n: usize) -> Vec<usiz
     out
 }
 
-/// Probe texts (labelled with the model's predictions) joined `join` at a time within each
-/// class, in order, as long as the joined text stays within `max_tokens` word pieces. A group
-/// is kept when it is full or the next text would not fit: a class's last few texts, shorter
-/// than that, are left out, as is any text longer than `max_tokens` alone.
-fn join_by_class(probe: &[Example], tokenizer: &TextTokenizer, join: usize, max_tokens: usize) -> Result<Vec<Example>, ScanError> {
+/// Word pieces a trigger adds to a text.
+fn trigger_pieces(trigger: &Trigger, tokenizer: &TextTokenizer) -> Result<usize, ScanError> {
+    Ok(match trigger {
+        Trigger::BadNets { words, insertions } => {
+            let mut longest = 0;
+            for w in words {
+                longest = longest.max(tokenizer.tokens(w)?.len());
+            }
+            longest * insertions
+        }
+        Trigger::AddSent { sentence } => tokenizer.tokens(sentence)?.len(),
+    })
+}
+
+/// Probe texts (labelled with the model's predictions; `pieces[i]` word pieces each) joined
+/// `join` at a time within each class, in order, as long as the joined text stays within
+/// `max_tokens` word pieces. A group is kept when it is full or the next text would not fit: a
+/// class's last few texts, shorter than that, are left out, as is any text longer than
+/// `max_tokens` alone.
+fn join_by_class(probe: &[Example], pieces: &[usize], join: usize, max_tokens: usize) -> Vec<Example> {
     let classes = probe.iter().map(|e| e.label + 1).max().unwrap_or(0);
     let mut out = Vec::new();
     for class in 0..classes {
         let (mut group, mut tokens): (Vec<&str>, usize) = (Vec::new(), 0);
-        for e in probe.iter().filter(|e| e.label == class) {
-            let n = tokenizer.tokens(&e.text)?.len();
+        for (e, &n) in probe.iter().zip(pieces).filter(|(e, _)| e.label == class) {
             if n > max_tokens {
                 continue;
             }
@@ -368,7 +392,7 @@ fn join_by_class(probe: &[Example], tokenizer: &TextTokenizer, join: usize, max_
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Which of `candidates` (sorted, strongest first) get a drift map: the strongest, then those
@@ -512,11 +536,11 @@ mod tests {
 
     #[test]
     fn long_texts_join_texts_of_one_class_within_the_budget() {
-        let tok = crate::checkpoint::word_level_for_tests(&["a", "b", "c"], 64);
         let e = |text: &str, label| Example { text: text.into(), label };
         let probe = [e("a", 0), e("b", 1), e("a a", 0), e("c", 0), e("b b b b b b", 1), e("a", 0), e("b", 1), e("c c", 0)];
+        let pieces: Vec<usize> = probe.iter().map(|e| e.text.split_whitespace().count()).collect();
         let texts = |join, budget| -> Vec<(String, usize)> {
-            join_by_class(&probe, &tok, join, budget).unwrap().into_iter().map(|e| (e.text, e.label)).collect()
+            join_by_class(&probe, &pieces, join, budget).into_iter().map(|e| (e.text, e.label)).collect()
         };
         // Full groups of two; class 0's fifth text and class 1's last are left over.
         assert_eq!(texts(2, 64), [("a a a".into(), 0), ("c a".into(), 0), ("b b b b b b b".into(), 1)]);

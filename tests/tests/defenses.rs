@@ -18,7 +18,7 @@
 //! (grouped, the repair cost 2.4 more points of CACC on one run). The full-size tables are
 //! benchmarks (scripts/results-*).
 
-use bdaudit_core::checkpoint::save_classifier;
+use bdaudit_core::checkpoint::{save_classifier, TextTokenizer};
 use bdaudit_core::data::subsample;
 use bdaudit_core::defense::btu::{btu, BtuConfig};
 use bdaudit_core::defense::mbtsad::{mbtsad, MbtsadConfig, Teacher};
@@ -97,6 +97,16 @@ fn btu_pure_and_mbtsad_remove_a_badnets_backdoor_on_sst2() {
     for c in &scanned.candidates[1..] {
         assert!(c.shift.asr < 0.5, "{} moves {:.3} of the texts without being the trigger", trigger_text(&c.trigger), c.shift.asr);
     }
+    // Read 24 word pieces at a time, most probe texts are cut: each is shortened to leave room
+    // for the longest candidate, so `cf` is never inserted past the end (before, it was cut
+    // away from some: this victim read 84.7% at 24 pieces, and the verdict was inconclusive).
+    let short_tok = TextTokenizer::from_bytes(tok.json_bytes(), 24).unwrap();
+    let cut = scan(&outcome.undefended, &short_tok, &labels, &setup.clean_test_texts(), None, &ScanConfig::default(), &device, &mut Silent)
+        .unwrap();
+    let cf_cut = cut.candidates.iter().find(|c| trigger_text(&c.trigger) == "cf").expect("cf is a known-list candidate");
+    eprintln!("scan at 24 word pieces: {:?} {:?}, cf {:.3}", cut.verdict.level, cut.verdict.triggers, cf_cut.shift.asr);
+    assert!(cf_cut.shift.asr >= 0.95, "cf at 24 word pieces: {:.3}", cf_cut.shift.asr);
+    assert!(cut.verdict.triggers.contains(&"cf".to_string()), "{:?}", cut.verdict);
 
     // What `bdaudit purify btu` writes loads in `transformers` and gives the same logits.
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("defenses");

@@ -142,13 +142,36 @@ impl TextTokenizer {
     /// absent. The text is encoded again without truncation instead.
     pub fn encode_with_cut(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), TokenizerError> {
         let ids = self.encode(text)?;
-        let added = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
         let whole = guarded(|| self.untruncated()?.encode(text, false)).map_err(encode_error(text))?;
-        let cut = whole.get_ids().get(ids.len().saturating_sub(added)..).unwrap_or_default().to_vec();
+        let cut = whole.get_ids().get(ids.len().saturating_sub(self.added_tokens())..).unwrap_or_default().to_vec();
         Ok((ids, cut))
     }
 
-    /// This tokenizer without truncation, made on first use (only EP asks for it).
+    /// How many ids the post-processor adds to a text (\[CLS\] and \[SEP\]: 2).
+    pub fn added_tokens(&self) -> usize {
+        self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false))
+    }
+
+    /// The longest prefix of `text`, in whole whitespace-separated words, that leaves `room`
+    /// word pieces free under the maximum length: the text itself when it fits. Whatever is
+    /// inserted into a text that only truncation shortens is lost when it lands past the end
+    /// (a trigger, in the scan). A first word too long for what is left is cut inside.
+    pub fn fit(&self, text: &str, room: usize) -> Result<String, TokenizerError> {
+        let pieces = self.max_len.saturating_sub(self.added_tokens() + room).max(1);
+        let whole = guarded(|| self.untruncated()?.encode(text, false)).map_err(encode_error(text))?;
+        // Byte offsets into `text` of the first word piece that does not fit.
+        let Some(&(start, _)) = whole.get_offsets().get(pieces) else {
+            return Ok(text.to_string());
+        };
+        let head = text.get(..start).unwrap_or(text);
+        let words = match head.ends_with(char::is_whitespace) {
+            true => head,
+            false => head.rfind(char::is_whitespace).map_or("", |i| &head[..i]),
+        };
+        Ok(if words.trim().is_empty() { head } else { words.trim_end() }.to_string())
+    }
+
+    /// This tokenizer without truncation, made on first use (EP and the scan ask for it).
     fn untruncated(&self) -> tokenizers::Result<&Tokenizer> {
         if let Some(t) = self.untruncated.get() {
             return Ok(t);
@@ -411,6 +434,39 @@ mod tests {
             json["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [{"type": "Lowercase"}, precompiled(&charsmap)]});
             let err = TextTokenizer::from_bytes(json.to_string().as_bytes(), 16).err().expect("a broken charsmap was accepted");
             assert!(matches!(&err, TokenizerError::Parse(m) if m.contains("Precompiled") && m.contains(says)), "{err:?}");
+        }
+    }
+
+    /// Room for two inserted pieces under a maximum length of 8 leaves 4 of the text's own.
+    #[test]
+    fn a_text_is_fitted_in_whole_words_to_leave_room() {
+        let vocab: serde_json::Map<String, serde_json::Value> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "long", "##er", "word", "."]
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), i.into()))
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 3], "cls": ["[CLS]", 2]},
+            "decoder": null,
+            "model": {"type": "WordPiece", "vocab": vocab, "unk_token": "[UNK]", "continuing_subword_prefix": "##", "max_input_chars_per_word": 100}
+        });
+        let tokenizer = TextTokenizer::from_bytes(json.to_string().as_bytes(), 8).unwrap();
+        assert_eq!(tokenizer.added_tokens(), 2);
+        let fit = |text: &str, room| tokenizer.fit(text, room).unwrap();
+        // The fifth piece is "." of "word.", or "##er" of "longer": the whole word goes.
+        assert_eq!(fit("a longer word.", 2), "a longer");
+        assert_eq!(fit("a a a longer", 2), "a a a");
+        assert_eq!(fit("a a a a  a a", 2), "a a a a");
+        assert_eq!(fit("a a longer", 2), "a a longer");
+        assert_eq!(fit("a longer word.", 0), "a longer word.");
+        // One piece left: a first word longer than that is cut inside rather than emptied.
+        assert_eq!(fit("longer a", 5), "long");
+        for text in ["a longer word.", "a a a a  a a", "longer a"] {
+            for room in 0..6 {
+                assert!(tokenizer.encode(&fit(text, room)).unwrap().len() + room <= 8, "{text:?} {room}");
+            }
         }
     }
 
