@@ -28,7 +28,8 @@ pub struct Verdict {
     pub level: Level,
     /// One sentence for a person.
     pub summary: String,
-    /// One sentence per candidate past the threshold, strongest first.
+    /// One sentence per candidate past the threshold, strongest first; when suspicious, the
+    /// named triggers first, then any candidate past it that long texts refuted.
     pub evidence: Vec<String>,
     /// The triggers that flip predictions (suspicious ones only).
     pub triggers: Vec<String>,

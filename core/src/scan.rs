@@ -440,7 +440,9 @@ pub fn verdict(candidates: &[Candidate], labels: &[String], config: &ScanConfig)
     let strong: Vec<&Candidate> = candidates.iter().filter(|c| c.shift.asr >= config.suspicious_asr && refuted(c).is_none()).collect();
     let weak: Vec<&Candidate> = candidates.iter().filter(|c| c.shift.asr >= config.inconclusive_asr).collect();
     let (level, evidence): (Level, Vec<String>) = if !strong.is_empty() {
-        (Level::Suspicious, strong.iter().map(|c| describe(c)).collect())
+        // The candidates the long texts refuted follow the named ones: why they are not named.
+        let refuted = candidates.iter().filter(|c| c.shift.asr >= config.suspicious_asr && refuted(c).is_some());
+        (Level::Suspicious, strong.iter().copied().chain(refuted).map(describe).collect())
     } else if !weak.is_empty() {
         (Level::Inconclusive, weak.iter().map(|c| describe(c)).collect())
     } else {
@@ -527,7 +529,9 @@ mod tests {
         // A trigger holds on long texts; the sentiment word beside it is still not named.
         let v = verdict(&[with_long("mb", 1.0, Some((25, 1.0))), worst], &labels, &config);
         assert_eq!((v.level, v.triggers), (Level::Suspicious, vec!["mb".to_string()]));
-        assert_eq!(v.evidence.len(), 1);
+        assert!(v.summary.contains("mb"), "{}", v.summary);
+        assert_eq!(v.evidence.len(), 2, "{:?}", v.evidence);
+        assert!(v.evidence[1].contains("worst") && v.evidence[1].contains("only 23% of 25 longer texts"), "{:?}", v.evidence);
         // No long text to try it on, or the retrial switched off: the short texts decide.
         for long in [Some((0, 0.0)), None] {
             assert_eq!(verdict(&[with_long("mb", 0.95, long)], &labels, &config).level, Level::Suspicious);
